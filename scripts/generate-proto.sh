@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Regenerates Sources/LHProto from proto/*.proto. Run by hand after editing
+# proto/; the output is committed and CI never runs this script.
+#
+# Needs protoc (Debian: apt-get install -y protobuf-compiler) and
+# protoc-gen-swift at the same version as the swift-protobuf runtime in
+# Package.swift. Without PROTOC_GEN_SWIFT set, the plugin is built from the
+# mirrored swift-protobuf into .build-protoc/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SWIFT_PROTOBUF_VERSION=1.39.0
+
+command -v protoc >/dev/null || { echo "protoc not found: apt-get install -y protobuf-compiler" >&2; exit 1; }
+
+plugin="${PROTOC_GEN_SWIFT:-}"
+if [ -z "$plugin" ]; then
+  src=.build-protoc/swift-protobuf
+  if [ ! -x "$src/.build/release/protoc-gen-swift" ]; then
+    rm -rf "$src"; mkdir -p .build-protoc
+    git clone -q --branch "$SWIFT_PROTOBUF_VERSION" https://github.com/apple/swift-protobuf.git "$src"
+    (cd "$src" && swift build -c release --product protoc-gen-swift)
+  fi
+  plugin="$src/.build/release/protoc-gen-swift"
+fi
+
+rm -f Sources/LHProto/*.pb.swift
+protoc --plugin=protoc-gen-swift="$plugin" \
+  --swift_out=Sources/LHProto --swift_opt=Visibility=Public \
+  -I proto proto/*.proto
+echo "generated: $(ls Sources/LHProto/*.pb.swift | wc -l) files in Sources/LHProto"
