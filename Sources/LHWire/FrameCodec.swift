@@ -1,0 +1,85 @@
+import LHProto
+import NIOCore
+import SwiftProtobuf
+
+/// Limits of the frame protocol.
+public enum LHFrame {
+    /// Bytes of the length prefix.
+    public static let headerBytes = 4
+    /// Default largest frame body accepted: 4 MiB.
+    public static let defaultMaxFrameBytes = 4 * 1024 * 1024
+}
+
+/// Decodes frames of a 4-byte big-endian length followed by that many bytes
+/// of one ``Lhwire_Envelope``.
+///
+/// NIO's `LengthFieldBasedFrameDecoder` has no maximum: it would buffer up to
+/// 2 GiB for a hostile length. This decoder checks the length as soon as the
+/// prefix arrives and fails with ``LHError/Code/frameTooLarge`` before it
+/// buffers the body; ``LHProtocolErrorHandler`` then answers with an error
+/// frame and closes the connection.
+public struct LHFrameDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = Lhwire_Envelope
+
+    public let maxFrameBytes: Int
+
+    public init(maxFrameBytes: Int = LHFrame.defaultMaxFrameBytes) {
+        self.maxFrameBytes = maxFrameBytes
+    }
+
+    public mutating func decode(buffer: inout ByteBuffer) throws -> Lhwire_Envelope? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) else {
+            return nil
+        }
+        guard Int(length) <= maxFrameBytes else {
+            throw LHError(
+                .frameTooLarge,
+                "frame of \(length) bytes exceeds the maximum frame size of \(maxFrameBytes) bytes"
+            )
+        }
+        guard buffer.readableBytes >= LHFrame.headerBytes + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: LHFrame.headerBytes)
+        let body = buffer.readSlice(length: Int(length))!
+        do {
+            return try body.withUnsafeReadableBytes { raw in
+                try Lhwire_Envelope(serializedBytes: raw)
+            }
+        } catch {
+            throw LHError(.malformedFrame, "frame of \(length) bytes is not a valid envelope: \(error)")
+        }
+    }
+
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> Lhwire_Envelope? {
+        if let envelope = try decode(buffer: &buffer) { return envelope }
+        if buffer.readableBytes > 0 {
+            let pending = buffer.readableBytes
+            buffer.moveReaderIndex(to: buffer.writerIndex)
+            throw LHError(.malformedFrame, "connection ended inside a frame (\(pending) bytes of an incomplete frame)")
+        }
+        return nil
+    }
+}
+
+/// Encodes an ``Lhwire_Envelope`` as one frame: 4-byte big-endian length and
+/// the protobuf bytes.
+public struct LHFrameEncoder: MessageToByteEncoder {
+    public typealias OutboundIn = Lhwire_Envelope
+
+    public init() {}
+
+    public func encode(data: Lhwire_Envelope, out: inout ByteBuffer) throws {
+        let bytes: [UInt8] = try data.serializedBytes()
+        out.reserveCapacity(minimumWritableBytes: LHFrame.headerBytes + bytes.count)
+        out.writeInteger(UInt32(bytes.count), endianness: .big)
+        out.writeBytes(bytes)
+    }
+}
+
+extension Lhwire_Envelope {
+    /// An envelope with the given id and kind.
+    public init(id: UInt64, _ kind: Lhwire_Envelope.OneOf_Kind) {
+        self.init()
+        self.id = id
+        self.kind = kind
+    }
+}

@@ -1,0 +1,71 @@
+import LHProto
+import Logging
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// The server's side of the protocol: accepts connections and sets up each
+/// one's pipeline (TLS, frames, protocol errors, hello, heartbeats), handing
+/// it on as an `NIOAsyncChannel` of envelopes.
+public enum LHListener {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        /// nil: plaintext (an explicit opt-out).
+        public var tls: LHTLS.ServerConfiguration?
+        public var maxFrameBytes: Int
+        public var heartbeatInterval: TimeAmount
+        public var welcome: Lhwire_Welcome
+
+        public init(
+            host: String = "127.0.0.1", port: Int = 2023, tls: LHTLS.ServerConfiguration?,
+            maxFrameBytes: Int = LHFrame.defaultMaxFrameBytes, heartbeatInterval: TimeAmount = .seconds(5),
+            welcome: Lhwire_Welcome = .init()
+        ) {
+            self.host = host
+            self.port = port
+            self.tls = tls
+            self.maxFrameBytes = maxFrameBytes
+            self.heartbeatInterval = heartbeatInterval
+            self.welcome = welcome
+        }
+    }
+
+    public typealias Connection = NIOAsyncChannel<Lhwire_Envelope, Lhwire_Envelope>
+
+    /// Binds the listening socket. Port 0 picks a free port: read it from
+    /// `channel.channel.localAddress`.
+    public static func bind(
+        _ config: Configuration,
+        group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger
+    ) async throws -> NIOAsyncChannel<Connection, Never> {
+        let sslContext = try config.tls.map { try LHTLS.makeServerContext($0) }
+        var welcome = config.welcome
+        welcome.protocolVersion = LHProtocol.version
+        welcome.maxFrameBytes = UInt32(config.maxFrameBytes)
+        welcome.heartbeatIntervalSeconds = UInt32(max(1, config.heartbeatInterval.nanoseconds / 1_000_000_000))
+        let finalWelcome = welcome
+        return try await ServerBootstrap(group: group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 256)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: config.host, port: config.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let sslContext {
+                        try sync.addHandler(NIOSSLServerHandler(context: sslContext))
+                    }
+                    try sync.addHandler(ByteToMessageHandler(LHFrameDecoder(maxFrameBytes: config.maxFrameBytes)))
+                    try sync.addHandler(MessageToByteHandler(LHFrameEncoder()))
+                    try sync.addHandler(LHProtocolErrorHandler(logger: logger))
+                    try sync.addHandlers(LHHeartbeatHandler.handlers(interval: config.heartbeatInterval, logger: logger))
+                    try sync.addHandler(LHServerHelloHandler(welcome: finalWelcome))
+                    return try Connection(
+                        wrappingChannelSynchronously: channel,
+                        configuration: .init(inboundType: Lhwire_Envelope.self, outboundType: Lhwire_Envelope.self)
+                    )
+                }
+            }
+    }
+}

@@ -1,0 +1,243 @@
+import LHProto
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOSSL
+
+/// One client connection to an `lh-server`: TLS, framing, hello, heartbeats,
+/// and many requests in flight at once, each matched to its response by id.
+///
+/// ```swift
+/// let conn = try await LHWireConnection.connect(.init(host: "127.0.0.1", port: 2023,
+///                                                     tls: .init(caCertPath: "lh-data/tls/ca.pem")))
+/// let reply = try await conn.request(.getServerVersion(.init()))
+/// ```
+public final class LHWireConnection: Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
+        /// TLS settings; nil connects in plaintext (only to a server started
+        /// with plaintext explicitly allowed).
+        public var tls: LHTLS.ClientConfiguration?
+        public var clientId: String
+        public var role: Lhwire_Role
+        public var maxFrameBytes: Int
+        public var heartbeatInterval: TimeAmount
+        public var connectTimeout: TimeAmount
+
+        public init(
+            host: String, port: Int, tls: LHTLS.ClientConfiguration? = .init(),
+            clientId: String = "lh-client", role: Lhwire_Role = .admin,
+            maxFrameBytes: Int = LHFrame.defaultMaxFrameBytes,
+            heartbeatInterval: TimeAmount = .seconds(5), connectTimeout: TimeAmount = .seconds(10)
+        ) {
+            self.host = host
+            self.port = port
+            self.tls = tls
+            self.clientId = clientId
+            self.role = role
+            self.maxFrameBytes = maxFrameBytes
+            self.heartbeatInterval = heartbeatInterval
+            self.connectTimeout = connectTimeout
+        }
+    }
+
+    /// Called on the event loop for each frame that is not a response (id 0),
+    /// such as a ScheduledTask pushed to a worker.
+    public typealias PushHandler = @Sendable (Lhwire_Envelope) -> Void
+
+    public let channel: Channel
+    /// The server's welcome.
+    public let welcome: Lhwire_Welcome
+    private let handler: NIOLoopBound<LHClientRequestHandler>
+    private let stats: LHClientRequestHandler.Stats
+
+    private init(channel: Channel, welcome: Lhwire_Welcome, handler: NIOLoopBound<LHClientRequestHandler>, stats: LHClientRequestHandler.Stats) {
+        self.channel = channel
+        self.welcome = welcome
+        self.handler = handler
+        self.stats = stats
+    }
+
+    /// Connects, does the TLS handshake and the hello.
+    public static func connect(
+        _ config: Configuration,
+        group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger = Logger(label: "lh.wire.client"),
+        onPush: PushHandler? = nil
+    ) async throws -> LHWireConnection {
+        let sslContext = try config.tls.map { try LHTLS.makeClientContext($0) }
+        let stats = LHClientRequestHandler.Stats()
+        let endpoint = "\(config.host):\(config.port)"
+        let channel: Channel
+        do {
+            channel = try await ClientBootstrap(group: group)
+                .connectTimeout(config.connectTimeout)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        let sync = channel.pipeline.syncOperations
+                        if let sslContext {
+                            try sync.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: LHTLS.serverHostname(for: config.host)))
+                        }
+                        try sync.addHandler(ByteToMessageHandler(LHFrameDecoder(maxFrameBytes: config.maxFrameBytes)))
+                        try sync.addHandler(MessageToByteHandler(LHFrameEncoder()))
+                        try sync.addHandlers(LHHeartbeatHandler.handlers(interval: config.heartbeatInterval, logger: logger))
+                        try sync.addHandler(LHClientRequestHandler(endpoint: endpoint, stats: stats, logger: logger, onPush: onPush))
+                    }
+                }
+                .connect(host: config.host, port: config.port).get()
+        } catch {
+            throw LHError(.unavailable, "cannot connect to \(endpoint): \(error)", cause: error)
+        }
+        let handler = try await channel.eventLoop.submit {
+            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: LHClientRequestHandler.self), eventLoop: channel.eventLoop)
+        }.get()
+
+        var hello = Lhwire_Hello()
+        hello.protocolVersion = LHProtocol.version
+        hello.clientID = config.clientId
+        hello.role = config.role
+        hello.heartbeatIntervalSeconds = UInt32(max(1, config.heartbeatInterval.nanoseconds / 1_000_000_000))
+        let reply: Lhwire_Envelope.OneOf_Kind
+        do {
+            reply = try await Self.send(.hello(hello), on: channel)
+        } catch {
+            channel.close(promise: nil)
+            throw error
+        }
+        guard case .welcome(let welcome) = reply else {
+            channel.close(promise: nil)
+            throw LHError(.malformedFrame, "server at \(endpoint) answered the hello with \(Lhwire_Envelope(id: 0, reply).kindName)")
+        }
+        return LHWireConnection(channel: channel, welcome: welcome, handler: handler, stats: stats)
+    }
+
+    /// Sends one request and waits for its response. An error response is
+    /// thrown as ``LHError``.
+    public func request(_ kind: Lhwire_Envelope.OneOf_Kind) async throws -> Lhwire_Envelope.OneOf_Kind {
+        try await Self.send(kind, on: channel)
+    }
+
+    private static func send(_ kind: Lhwire_Envelope.OneOf_Kind, on channel: Channel) async throws -> Lhwire_Envelope.OneOf_Kind {
+        let promise = channel.eventLoop.makePromise(of: Lhwire_Envelope.self)
+        channel.writeAndFlush(LHClientRequestHandler.Outbound(kind: kind, promise: promise), promise: nil)
+        let response = try await promise.futureResult.get()
+        if case .error(let error) = response.kind {
+            throw LHError(wire: error)
+        }
+        guard let kind = response.kind else {
+            throw LHError(.malformedFrame, "response \(response.id) is an empty envelope")
+        }
+        return kind
+    }
+
+    /// Sends a frame that expects no response (id 0).
+    public func send(_ kind: Lhwire_Envelope.OneOf_Kind) async throws {
+        try await channel.writeAndFlush(LHClientRequestHandler.Outbound(kind: kind, promise: nil))
+    }
+
+    /// Responses that matched no request in flight (logged and dropped).
+    public var unmatchedResponses: Int { stats.unmatched.withLockedValue { $0 } }
+
+    /// Closes the connection; requests in flight fail with
+    /// ``LHError/Code/connectionClosed``.
+    public func close() async {
+        try? await channel.close()
+    }
+
+    /// Completes when the connection is closed, from either side.
+    public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+}
+
+/// Matches responses to requests by id on the event loop.
+final class LHClientRequestHandler: ChannelDuplexHandler {
+    typealias InboundIn = Lhwire_Envelope
+    typealias OutboundIn = Outbound
+    typealias OutboundOut = Lhwire_Envelope
+
+    struct Outbound: Sendable {
+        var kind: Lhwire_Envelope.OneOf_Kind
+        /// nil: a frame with id 0 that expects no response.
+        var promise: EventLoopPromise<Lhwire_Envelope>?
+    }
+
+    final class Stats: Sendable {
+        let unmatched = NIOLockedValueBox(0)
+    }
+
+    private let endpoint: String
+    private let stats: Stats
+    private let logger: Logger
+    private let onPush: LHWireConnection.PushHandler?
+    private var nextId: UInt64 = 1
+    private var pending: [UInt64: EventLoopPromise<Lhwire_Envelope>] = [:]
+    private var closeReason: LHError?
+
+    init(endpoint: String, stats: Stats, logger: Logger, onPush: LHWireConnection.PushHandler?) {
+        self.endpoint = endpoint
+        self.stats = stats
+        self.logger = logger
+        self.onPush = onPush
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let outbound = unwrapOutboundIn(data)
+        guard let responsePromise = outbound.promise else {
+            context.write(wrapOutboundOut(Lhwire_Envelope(id: 0, outbound.kind)), promise: promise)
+            return
+        }
+        if let closeReason {
+            responsePromise.fail(closeReason)
+            promise?.fail(closeReason)
+            return
+        }
+        let id = nextId
+        nextId &+= 1
+        pending[id] = responsePromise
+        context.write(wrapOutboundOut(Lhwire_Envelope(id: id, outbound.kind)), promise: promise)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        if envelope.id == 0 {
+            if case .error(let error) = envelope.kind {
+                // A protocol error: the server closes the connection next.
+                closeReason = LHError(wire: error)
+                logger.warning("server reported a protocol error", metadata: [LHLog.error: "\(LHError(wire: error))"])
+                return
+            }
+            onPush?(envelope)
+            return
+        }
+        guard let promise = pending.removeValue(forKey: envelope.id) else {
+            stats.unmatched.withLockedValue { $0 += 1 }
+            logger.warning("dropped a response whose id matches no request in flight", metadata: [
+                LHLog.requestId: "\(envelope.id)", "lh.kind": "\(envelope.kindName)",
+            ])
+            return
+        }
+        promise.succeed(envelope)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if closeReason == nil {
+            if let lhError = error as? LHError {
+                closeReason = lhError
+            } else {
+                closeReason = LHError(.unavailable, "connection to \(endpoint) failed: \(error)", cause: error)
+            }
+        }
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        let reason = closeReason ?? LHError(.connectionClosed, "connection to \(endpoint) closed")
+        closeReason = reason
+        let waiting = pending
+        pending.removeAll()
+        for (_, promise) in waiting { promise.fail(reason) }
+        context.fireChannelInactive()
+    }
+}
