@@ -1,0 +1,93 @@
+import Foundation
+import LHWire
+
+/// Client and worker settings, read with LittleHorse's names from the
+/// environment and from `~/.config/littlehorse.config` (`KEY=VALUE` lines;
+/// the environment wins). The only place these variables are read.
+///
+/// ```swift
+/// let config = try LHConfig.fromEnvironment()
+/// let client = try await LHClient.connect(config)
+/// ```
+public struct LHConfig: Sendable, Equatable {
+    public enum APIProtocol: String, Sendable {
+        case tls = "TLS"
+        case plaintext = "PLAINTEXT"
+    }
+
+    public var apiHost = "localhost"
+    public var apiPort = 2023
+    public var apiProtocol = APIProtocol.tls
+    public var caCertPath: String?
+    public var clientCertPath: String?
+    public var clientKeyPath: String?
+    public var clientId: String
+    public var taskWorkerId: String
+    public var numWorkerThreads = 8
+
+    public init(clientId: String? = nil) {
+        let id = clientId ?? "client-\(UInt32.random(in: 0...UInt32.max))"
+        self.clientId = id
+        self.taskWorkerId = id
+    }
+
+    /// Reads the `LHC_*` and `LHW_*` variables; a value that does not parse
+    /// is an error naming the variable.
+    public static func fromEnvironment(
+        _ environment: [String: String] = ProcessInfo.processInfo.environment,
+        configFile: String? = nil
+    ) throws -> LHConfig {
+        var values: [String: String] = [:]
+        let file = configFile ?? environment["HOME"].map { "\($0)/.config/littlehorse.config" }
+        if let file, let text = try? String(contentsOfFile: file, encoding: .utf8) {
+            for line in text.split(whereSeparator: \.isNewline) {
+                let trimmed = line.trimmingCharacters(in: .whitespaces)
+                guard !trimmed.isEmpty, !trimmed.hasPrefix("#"), let eq = trimmed.firstIndex(of: "=") else { continue }
+                values[trimmed[..<eq].trimmingCharacters(in: .whitespaces)] =
+                    trimmed[trimmed.index(after: eq)...].trimmingCharacters(in: .whitespaces)
+            }
+        }
+        for (key, value) in environment where key.hasPrefix("LHC_") || key.hasPrefix("LHW_") {
+            values[key] = value
+        }
+        var config = LHConfig(clientId: values["LHC_CLIENT_ID"])
+        if let host = values["LHC_API_HOST"], !host.isEmpty { config.apiHost = host }
+        if let port = values["LHC_API_PORT"] {
+            guard let p = Int(port), (1...65535).contains(p) else {
+                throw LHError(.invalidArgument, "LHC_API_PORT must be a port number, got '\(port)'")
+            }
+            config.apiPort = p
+        }
+        if let proto = values["LHC_API_PROTOCOL"] {
+            guard let p = APIProtocol(rawValue: proto.uppercased()) else {
+                throw LHError(.invalidArgument, "LHC_API_PROTOCOL must be TLS or PLAINTEXT, got '\(proto)'")
+            }
+            config.apiProtocol = p
+        }
+        config.caCertPath = values["LHC_CA_CERT"].flatMap { $0.isEmpty ? nil : $0 }
+        config.clientCertPath = values["LHC_CLIENT_CERT"].flatMap { $0.isEmpty ? nil : $0 }
+        config.clientKeyPath = values["LHC_CLIENT_KEY"].flatMap { $0.isEmpty ? nil : $0 }
+        if let worker = values["LHW_TASK_WORKER_ID"], !worker.isEmpty { config.taskWorkerId = worker }
+        if let threads = values["LHW_NUM_WORKER_THREADS"] {
+            guard let n = Int(threads), n >= 1 else {
+                throw LHError(.invalidArgument, "LHW_NUM_WORKER_THREADS must be a positive integer, got '\(threads)'")
+            }
+            config.numWorkerThreads = n
+        }
+        return config
+    }
+
+    /// The wire settings for a connection in `role`.
+    public func connectionConfiguration(role: Lhwire_Role = .admin) -> LHWireConnection.Configuration {
+        LHWireConnection.Configuration(
+            host: apiHost, port: apiPort,
+            tls: apiProtocol == .plaintext
+                ? nil
+                : LHTLS.ClientConfiguration(caCertPath: caCertPath, clientCertPath: clientCertPath, clientKeyPath: clientKeyPath),
+            clientId: role == .worker ? taskWorkerId : clientId,
+            role: role
+        )
+    }
+}
+
+import LHProto

@@ -1,0 +1,49 @@
+import Foundation
+import LHWire
+import NIOCore
+
+/// Settings of one `lh-server`.
+public struct LHServerConfiguration: Sendable {
+    /// How the listener secures connections.
+    public enum TLSMode: Sendable, Equatable {
+        /// A development CA and server certificate made on first start in
+        /// `<data-dir>/tls/` (the default).
+        case developmentCA
+        /// Certificate and key files given by the operator.
+        case files(certificatePath: String, keyPath: String)
+        /// No TLS: an explicit opt-out, logged loudly.
+        case plaintext
+    }
+
+    public var host: String
+    /// 0 picks a free port (see ``LHServer/boundPort``).
+    public var port: Int
+    public var dataDirectory: URL
+    public var tls: TLSMode
+    /// With a client CA, clients must present a certificate signed by it.
+    public var clientCAPath: String?
+    public var maxFrameBytes: Int
+    public var heartbeatInterval: TimeAmount
+    public var serverId: String
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 2023,
+        dataDirectory: URL = URL(fileURLWithPath: "lh-data"),
+        tls: TLSMode = .developmentCA, clientCAPath: String? = nil,
+        maxFrameBytes: Int = LHFrame.defaultMaxFrameBytes,
+        heartbeatInterval: TimeAmount = .seconds(5),
+        serverId: String = "lh-server"
+    ) {
+        self.host = host
+        self.port = port
+        self.dataDirectory = dataDirectory
+        self.tls = tls
+        self.clientCAPath = clientCAPath
+        self.maxFrameBytes = maxFrameBytes
+        self.heartbeatInterval = heartbeatInterval
+        self.serverId = serverId
+    }
+
+    /// The version this server reports (`lhctl version`).
+    public static let version: (major: Int32, minor: Int32, patch: Int32) = (0, 1, 0)
+}

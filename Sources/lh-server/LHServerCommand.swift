@@ -1,0 +1,110 @@
+import ArgumentParser
+import Foundation
+import LHServer
+import LHWire
+import Logging
+import ServiceLifecycle
+
+/// `lh-server`: runs the workflow server. Every flag has an `LHS_*`
+/// environment variable equivalent (flags win).
+@main
+struct LHServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lh-server",
+        abstract: "Runs the LittleHorse-model workflow server (TLS on by default)."
+    )
+
+    private static let env = ProcessInfo.processInfo.environment
+
+    @Option(help: "Directory for the server's data and development CA (env LHS_DATA_DIR).")
+    var dataDir: String = env["LHS_DATA_DIR"] ?? "lh-data"
+
+    @Option(help: "Address to listen on, HOST:PORT; port 0 picks a free one (env LHS_LISTEN).")
+    var listen: String = env["LHS_LISTEN"] ?? "127.0.0.1:2023"
+
+    @Option(help: "PEM certificate chain of the server (env LHS_TLS_CERT); without it a development CA is made in DATA_DIR/tls.")
+    var tlsCert: String? = env["LHS_TLS_CERT"]
+
+    @Option(help: "PEM private key of the server (env LHS_TLS_KEY).")
+    var tlsKey: String? = env["LHS_TLS_KEY"]
+
+    @Option(help: "PEM CA of client certificates: turns on mutual TLS (env LHS_CLIENT_CA).")
+    var clientCa: String? = env["LHS_CLIENT_CA"]
+
+    @Flag(help: "Accept plaintext connections instead of TLS (env LHS_PLAINTEXT=true). Unsafe.")
+    var plaintext: Bool = (env["LHS_PLAINTEXT"] ?? "").lowercased() == "true"
+
+    @Option(help: "Largest frame accepted, in bytes (env LHS_MAX_FRAME_BYTES).")
+    var maxFrameBytes: Int = Int(env["LHS_MAX_FRAME_BYTES"] ?? "") ?? LHFrame.defaultMaxFrameBytes
+
+    @Option(help: "Log level: trace, debug, info, notice, warning, error (env LHS_LOG_LEVEL).")
+    var logLevel: String = env["LHS_LOG_LEVEL"] ?? "info"
+
+    func validate() throws {
+        if (tlsCert == nil) != (tlsKey == nil) {
+            throw ValidationError("--tls-cert and --tls-key must be given together")
+        }
+        if plaintext && (tlsCert != nil || clientCa != nil) {
+            throw ValidationError("--plaintext cannot be combined with --tls-cert or --client-ca")
+        }
+        guard maxFrameBytes >= 1024, maxFrameBytes <= Int(Int32.max) else {
+            throw ValidationError("--max-frame-bytes must be between 1024 and \(Int32.max), got \(maxFrameBytes)")
+        }
+        _ = try parseListen()
+        guard Logger.Level(rawValue: logLevel) != nil else {
+            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'")
+        }
+    }
+
+    private func parseListen() throws -> (String, Int) {
+        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+            (0...65535).contains(port)
+        else {
+            throw ValidationError("--listen must be HOST:PORT, got '\(listen)'")
+        }
+        var host = String(listen[..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        return (host, port)
+    }
+
+    func run() async throws {
+        let level = Logger.Level(rawValue: logLevel) ?? .info
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "lh.server")
+        let (host, port) = try parseListen()
+        let tls: LHServerConfiguration.TLSMode
+        if plaintext {
+            tls = .plaintext
+        } else if let tlsCert, let tlsKey {
+            tls = .files(certificatePath: tlsCert, keyPath: tlsKey)
+        } else {
+            tls = .developmentCA
+        }
+        let dataDirectory = URL(fileURLWithPath: dataDir)
+        try FileManager.default.createDirectory(at: dataDirectory, withIntermediateDirectories: true)
+        let config = LHServerConfiguration(
+            host: host, port: port, dataDirectory: dataDirectory, tls: tls, clientCAPath: clientCa,
+            maxFrameBytes: maxFrameBytes
+        )
+        let server = LHServer(configuration: config, router: LHAdminRouter(), logger: logger)
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: server)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            )
+        )
+        async let announce: Void = {
+            guard let bound = try? await server.boundPort() else { return }
+            var line = "lh-server listening on \(host):\(bound) (\(plaintext ? "PLAINTEXT" : "TLS"))"
+            if let ca = server.developmentCAPath { line += "; clients trust the CA at \(ca) (export LHC_CA_CERT=\(ca))" }
+            FileHandle.standardOutput.write(Data((line + "\n").utf8))
+        }()
+        try await group.run()
+        await announce
+    }
+}

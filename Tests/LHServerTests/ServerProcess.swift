@@ -1,0 +1,119 @@
+import Foundation
+import LHClient
+import NIOConcurrencyHelpers
+
+/// A real `lh-server` process on 127.0.0.1, a free port and a temporary data
+/// directory. Tests use ``withServer(_:body:)``, which stops it on every
+/// path, failures included.
+final class ServerProcess: @unchecked Sendable {
+    let process: Process
+    let port: Int
+    let caPath: String?
+    let dataDir: URL
+    private let output: NIOLockedValueBox<String>
+
+    /// Directory of the built executables (next to the test bundle).
+    static var binDir: URL {
+        if let dir = ProcessInfo.processInfo.environment["LH_BIN_DIR"] { return URL(fileURLWithPath: dir) }
+        var url = Bundle.main.bundleURL
+        if url.pathExtension == "xctest" { url.deleteLastPathComponent() }
+        return url
+    }
+
+    static func temporaryDirectory(_ prefix: String) throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    private init(process: Process, port: Int, caPath: String?, dataDir: URL, output: NIOLockedValueBox<String>) {
+        self.process = process
+        self.port = port
+        self.caPath = caPath
+        self.dataDir = dataDir
+        self.output = output
+    }
+
+    /// Starts the server and waits for its "listening" line.
+    static func start(arguments: [String] = [], dataDir: URL? = nil) async throws -> ServerProcess {
+        let dir = try dataDir ?? temporaryDirectory("lh-test-data")
+        let process = Process()
+        process.executableURL = binDir.appendingPathComponent("lh-server")
+        process.arguments = ["--data-dir", dir.path, "--listen", "127.0.0.1:0"] + arguments
+        let stdout = Pipe()
+        let stderr = Pipe()
+        process.standardOutput = stdout
+        process.standardError = stderr
+        let output = NIOLockedValueBox("")
+        let errors = NIOLockedValueBox("")
+        stdout.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if !data.isEmpty { output.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
+        }
+        stderr.fileHandleForReading.readabilityHandler = { handle in
+            let data = handle.availableData
+            if !data.isEmpty { errors.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
+        }
+        try process.run()
+        let deadline = Date().addingTimeInterval(60)
+        while Date() < deadline {
+            let text = output.withLockedValue { $0 }
+            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("lh-server listening on") }) {
+                let words = line.split(separator: " ")
+                let address = words[3]
+                let port = Int(address.split(separator: ":").last!)!
+                var ca: String?
+                if let range = line.range(of: "trust the CA at ") {
+                    ca = String(line[range.upperBound...].split(separator: " ").first!)
+                }
+                return ServerProcess(process: process, port: port, caPath: ca, dataDir: dir, output: errors)
+            }
+            if !process.isRunning {
+                throw LHError(.unavailable, "lh-server exited with \(process.terminationStatus) before listening: \(errors.withLockedValue { $0 })")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        process.terminate()
+        throw LHError(.unavailable, "lh-server did not announce its port within 60 s: \(errors.withLockedValue { $0 })")
+    }
+
+    /// What the server logged so far.
+    var log: String { output.withLockedValue { $0 } }
+
+    /// SIGTERM, then SIGKILL if it has not exited within 10 s.
+    func stop() {
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+    }
+
+    /// Client settings for this server.
+    func config(caPath: String? = nil) -> LHConfig {
+        var config = LHConfig(clientId: "test-client")
+        config.apiHost = "127.0.0.1"
+        config.apiPort = port
+        config.caCertPath = caPath ?? self.caPath
+        return config
+    }
+
+    func client() async throws -> LHClient {
+        try await LHClient.connect(config())
+    }
+}
+
+/// Runs `body` with a fresh server, stopping it however `body` ends.
+func withServer<T>(
+    arguments: [String] = [], dataDir: URL? = nil, _ body: (ServerProcess) async throws -> T
+) async throws -> T {
+    let server = try await ServerProcess.start(arguments: arguments, dataDir: dataDir)
+    do {
+        let result = try await body(server)
+        server.stop()
+        return result
+    } catch {
+        server.stop()
+        throw error
+    }
+}
