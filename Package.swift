@@ -27,6 +27,11 @@ let package = Package(
             name: "LHProto",
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")]
         ),
+        // The pure state machine: WfSpec validation and WfRun execution.
+        .target(
+            name: "LHEngine",
+            dependencies: ["LHProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
         // Framing, TLS, hello, request/response correlation, heartbeats, dev CA.
         .target(
             name: "LHWire",
@@ -86,6 +91,10 @@ let package = Package(
             name: "LHProtoTests",
             dependencies: ["LHProto"],
             resources: [.copy("Fixtures")]
+        ),
+        .testTarget(
+            name: "LHEngineTests",
+            dependencies: ["LHEngine", "LHProto"]
         ),
         .testTarget(
             name: "LHWireTests",
