@@ -20,6 +20,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // Generated from proto/ by scripts/generate-proto.sh; never edited by hand.
@@ -31,6 +32,15 @@ let package = Package(
         .target(
             name: "LHEngine",
             dependencies: ["LHProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")]
+        ),
+        // The storage protocol and its SQLite backend.
+        .target(
+            name: "LHStore",
+            dependencies: [
+                "LHProto", "LHEngine",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
         ),
         // Framing, TLS, hello, request/response correlation, heartbeats, dev CA.
         .target(
@@ -53,7 +63,8 @@ let package = Package(
         .target(
             name: "LHServer",
             dependencies: [
-                "LHProto", "LHWire",
+                "LHProto", "LHWire", "LHEngine", "LHStore",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -73,7 +84,7 @@ let package = Package(
         .executableTarget(
             name: "lh-server",
             dependencies: [
-                "LHServer", "LHWire",
+                "LHServer", "LHWire", "LHStore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -38,8 +38,11 @@ public struct LHEngineContext: Sendable {
 public enum LHEngine {
     /// Starts a WfRun: checks the input variables against the entrypoint
     /// ThreadSpec and runs until every thread waits.
+    /// `earlierEvents` were posted to this id before the WfRun existed: they
+    /// interrupt nothing but can satisfy its EXTERNAL_EVENT nodes.
     public static func runWf(
-        _ request: Littlehorse_RunWfRequest, id: String, context: LHEngineContext, now: Date
+        _ request: Littlehorse_RunWfRequest, id: String, context: LHEngineContext, now: Date,
+        earlierEvents: [Littlehorse_ExternalEvent] = []
     ) throws -> (WfRunState, [LHEffect]) {
         let spec = context.spec
         guard let entry = spec.threadSpecs[spec.entrypointThreadName] else {
@@ -67,7 +70,9 @@ public enum LHEngine {
         wfRun.status = .running
         wfRun.startTime = Google_Protobuf_Timestamp(date: now)
         wfRun.greatestThreadrunNumber = -1
-        var run = Run(state: WfRunState(wfRun: wfRun), context: context, now: now)
+        var initial = WfRunState(wfRun: wfRun)
+        initial.externalEvents = earlierEvents
+        var run = Run(state: initial, context: context, now: now)
         _ = run.startThread(specName: spec.entrypointThreadName, type: .entrypoint, parent: nil, inputs: inputs)
         run.settle()
         return (run.state, run.effects)

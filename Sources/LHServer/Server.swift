@@ -179,8 +179,15 @@ public final class LHServer: Service, Sendable {
     }
 }
 
+/// Identifies one connection for as long as it is open.
+public final class LHConnectionToken: Sendable {
+    public init() {}
+    public var id: ObjectIdentifier { ObjectIdentifier(self) }
+}
+
 /// What the server knows of one connection.
 public struct LHSession: Sendable {
+    public let token = LHConnectionToken()
     public var remote: String
     public var clientId = ""
     public var role = Lhwire_Role.admin

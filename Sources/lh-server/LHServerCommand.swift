@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LHServer
+import LHStore
 import LHWire
 import Logging
 import ServiceLifecycle
@@ -37,6 +38,9 @@ struct LHServerCommand: AsyncParsableCommand {
     @Option(help: "Largest frame accepted, in bytes (env LHS_MAX_FRAME_BYTES).")
     var maxFrameBytes: Int = Int(env["LHS_MAX_FRAME_BYTES"] ?? "") ?? LHFrame.defaultMaxFrameBytes
 
+    @Option(help: "SQLite durability: full (survives power loss, default) or normal (survives process crashes) (env LHS_SYNC).")
+    var sync: String = env["LHS_SYNC"] ?? "full"
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error (env LHS_LOG_LEVEL).")
     var logLevel: String = env["LHS_LOG_LEVEL"] ?? "info"
 
@@ -51,6 +55,9 @@ struct LHServerCommand: AsyncParsableCommand {
             throw ValidationError("--max-frame-bytes must be between 1024 and \(Int32.max), got \(maxFrameBytes)")
         }
         _ = try parseListen()
+        guard ["full", "normal"].contains(sync.lowercased()) else {
+            throw ValidationError("--sync must be full or normal, got '\(sync)'")
+        }
         guard Logger.Level(rawValue: logLevel) != nil else {
             throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'")
         }
@@ -90,10 +97,17 @@ struct LHServerCommand: AsyncParsableCommand {
             host: host, port: port, dataDirectory: dataDirectory, tls: tls, clientCAPath: clientCa,
             maxFrameBytes: maxFrameBytes
         )
-        let server = LHServer(configuration: config, router: LHAdminRouter(), logger: logger)
+        let core: LHCore
+        do {
+            core = try await LHCore(dataDirectory: dataDirectory, sync: sync.lowercased() == "normal" ? .normal : .full, logger: logger)
+        } catch {
+            FileHandle.standardError.write(Data("lh-server: \(error)\n".utf8))
+            throw ExitCode(2)
+        }
+        let server = LHServer(configuration: config, router: LHAdminRouter(core: core), logger: logger)
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: server)],
+                services: [.init(service: core), .init(service: server)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             )

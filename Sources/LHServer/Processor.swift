@@ -1,0 +1,161 @@
+import Foundation
+import LHEngine
+import LHProto
+import LHStore
+import LHWire
+import Logging
+import SwiftProtobuf
+
+/// Applies commands to WfRuns through the engine, one at a time per WfRun,
+/// and makes them durable in group commits: every command that arrives while
+/// a commit is being written joins the next one. A caller is answered only
+/// after its command's transaction has committed, and effects leave the
+/// process only after that too.
+actor CommandProcessor {
+    private let store: any LHStore
+    private let logger: Logger
+    private(set) var metadata: MetadataCache
+    private var cache: [String: WfRunState] = [:]
+    private var pending: [Job] = []
+    private var flushing = false
+    /// Set by the server once its dispatcher and timers exist.
+    private var sink: (any EffectSink)?
+    private let clock: @Sendable () -> Date
+
+    struct Job {
+        var work: (inout Staging) throws -> any Sendable
+        var continuation: CheckedContinuation<any Sendable, Error>
+    }
+
+    /// Changes of one group commit, before they are durable.
+    struct Staging {
+        var states: [String: WfRunState]
+        var batch = LHWriteBatch()
+        var effects: [(String, LHEffect)] = []
+        var deleted: Set<String> = []
+        let now: Date
+        let metadata: MetadataCache
+        let store: any LHStore
+        let loadState: (String) throws -> WfRunState?
+
+        mutating func state(_ id: String) throws -> WfRunState? {
+            if deleted.contains(id) { return nil }
+            if let s = states[id] { return s }
+            guard let s = try loadState(id) else { return nil }
+            states[id] = s
+            return s
+        }
+
+        mutating func save(_ id: String, _ state: WfRunState, _ effects: [LHEffect]) {
+            states[id] = state
+            batch.wfRuns[id] = state
+            for effect in effects {
+                self.effects.append((id, effect))
+                switch effect {
+                case .dispatchTask(let guid, let def, let attempt):
+                    batch.enqueued.append(QueuedTask(wfRunId: id, taskGuid: guid, taskDef: def, attempt: attempt))
+                case .withdrawTask(let guid, _):
+                    batch.dequeued.append((id, guid))
+                case .scheduleTimer(let at, let key):
+                    batch.timersSet.append(StoredTimer(wfRunId: id, key: key, due: at))
+                case .cancelTimer(let key):
+                    batch.timersCancelled.append((id, key))
+                case .wfRunTerminated:
+                    break
+                }
+            }
+        }
+    }
+
+    init(store: any LHStore, metadata: MetadataCache, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }) {
+        self.store = store
+        self.metadata = metadata
+        self.logger = logger
+        self.clock = clock
+    }
+
+    func setSink(_ sink: any EffectSink) { self.sink = sink }
+
+    func updateMetadata(_ body: (inout MetadataCache) -> Void) { body(&metadata) }
+
+    /// Runs `work` inside the next group commit and returns when it is durable.
+    @discardableResult
+    func submit<T: Sendable>(_ work: @escaping (inout Staging) throws -> T) async throws -> T {
+        let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, Error>) in
+            pending.append(Job(work: { try work(&$0) }, continuation: continuation))
+            if !flushing {
+                flushing = true
+                Task { await self.flushLoop() }
+            }
+        }
+        return result as! T
+    }
+
+    private func flushLoop() async {
+        while !pending.isEmpty {
+            let jobs = pending
+            pending = []
+            let store = self.store
+            let cacheSnapshot = cache
+            var staging = Staging(states: [:], now: clock(), metadata: metadata, store: store, loadState: { id in
+                if let s = cacheSnapshot[id] { return s }
+                return try store.wfRun(id)
+            })
+            var results: [Result<any Sendable, Error>] = []
+            for job in jobs {
+                // A job that fails leaves no trace: its changes are undone.
+                let before = staging
+                do {
+                    results.append(.success(try job.work(&staging)))
+                } catch {
+                    staging = before
+                    results.append(.failure(error))
+                }
+            }
+            let batch = staging.batch
+            do {
+                try await Task.detached { try store.commit(batch) }.value
+            } catch {
+                logger.error("group commit failed; the commands are refused", metadata: [LHLog.error: "\(error)"])
+                for job in jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed: \(error)")) }
+                continue
+            }
+            for (id, state) in staging.states { cache[id] = state }
+            for id in staging.deleted { cache[id] = nil }
+            if cache.count > 50_000 {
+                // Keep memory bounded: terminated WfRuns are read back from the store when needed.
+                for (id, s) in cache where s.isTerminated { cache[id] = nil }
+            }
+            for (job, result) in zip(jobs, results) { job.continuation.resume(with: result) }
+            if let sink, !staging.effects.isEmpty || !staging.deleted.isEmpty {
+                await sink.carryOut(staging.effects, deleted: staging.deleted)
+            }
+        }
+        flushing = false
+    }
+
+    /// A committed WfRun's state, for reads.
+    func read(_ id: String) throws -> WfRunState? {
+        if let s = cache[id] { return s }
+        return try store.wfRun(id)
+    }
+
+    /// Applies one engine command to a WfRun inside a job.
+    static func apply(_ command: LHCommand, to id: String, in staging: inout Staging) throws {
+        guard var state = try staging.state(id) else { throw LHError(.notFound, "WfRun '\(id)' not found") }
+        guard let spec = staging.metadata.wfSpec(state.wfRun.wfSpecID) else {
+            throw LHError(.internal, "WfSpec \(state.wfRun.wfSpecID.name) v\(state.wfRun.wfSpecID.majorVersion).\(state.wfRun.wfSpecID.revision) of WfRun '\(id)' is missing")
+        }
+        do {
+            let effects = try LHEngine.apply(command, to: &state, context: staging.metadata.context(for: spec), now: staging.now)
+            staging.save(id, state, effects)
+        } catch let e as LHEngineError {
+            throw LHError(e)
+        }
+    }
+}
+
+/// Carries out committed effects (task queues, timers).
+protocol EffectSink: Sendable {
+    func carryOut(_ effects: [(String, LHEffect)], deleted: Set<String>) async
+}

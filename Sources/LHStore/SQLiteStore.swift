@@ -1,0 +1,315 @@
+import Foundation
+import GRDB
+import LHEngine
+import LHProto
+import SwiftProtobuf
+
+/// The embedded store: SQLite through GRDB in `<data-dir>/lh.sqlite`, WAL
+/// mode, `synchronous=FULL` unless asked otherwise.
+public final class SQLiteStore: LHStore, Sendable {
+    public enum Sync: String, Sendable {
+        /// Survives power loss.
+        case full = "FULL"
+        /// Survives a process crash; may lose the last commits on power loss.
+        case normal = "NORMAL"
+    }
+
+    /// The format this build writes; a data directory of a newer format is
+    /// refused rather than touched.
+    public static let formatVersion = 1
+
+    let pool: DatabasePool
+    public let path: String
+
+    public init(directory: URL, sync: Sync = .full) throws {
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        path = directory.appendingPathComponent("lh.sqlite").path
+        var config = Configuration()
+        config.busyMode = .timeout(10)
+        do {
+            pool = try DatabasePool(path: path, configuration: config)
+            try pool.writeWithoutTransaction { db in
+                try db.execute(sql: "PRAGMA synchronous = \(sync.rawValue)")
+            }
+        } catch {
+            throw StoreError("cannot open the data directory's database \(path): \(error)")
+        }
+        try Self.migrate(pool, path: path)
+    }
+
+    static func migrator() -> DatabaseMigrator {
+        var m = DatabaseMigrator()
+        m.registerMigration("v1-initial") { db in
+            try db.execute(sql: """
+                CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE task_defs (name TEXT PRIMARY KEY, body BLOB NOT NULL);
+                CREATE TABLE external_event_defs (name TEXT PRIMARY KEY, body BLOB NOT NULL);
+                CREATE TABLE wf_specs (name TEXT NOT NULL, major INTEGER NOT NULL, revision INTEGER NOT NULL, body BLOB NOT NULL,
+                    PRIMARY KEY (name, major, revision));
+                CREATE TABLE wf_runs (id TEXT PRIMARY KEY, wf_spec_name TEXT NOT NULL, major INTEGER NOT NULL, revision INTEGER NOT NULL,
+                    status INTEGER NOT NULL, start_time REAL NOT NULL, body BLOB NOT NULL);
+                CREATE INDEX wf_runs_by_spec ON wf_runs (wf_spec_name, status, start_time, id);
+                CREATE TABLE task_runs (wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, task_def TEXT NOT NULL, status INTEGER NOT NULL,
+                    scheduled_at REAL NOT NULL, PRIMARY KEY (wf_run_id, guid));
+                CREATE INDEX task_runs_by_def ON task_runs (task_def, status, scheduled_at);
+                CREATE TABLE variables (wf_run_id TEXT NOT NULL, thread INTEGER NOT NULL, name TEXT NOT NULL, wf_spec_name TEXT NOT NULL,
+                    value_key TEXT, PRIMARY KEY (wf_run_id, thread, name));
+                CREATE INDEX variables_by_value ON variables (name, value_key, wf_spec_name);
+                CREATE TABLE orphan_events (wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL,
+                    PRIMARY KEY (wf_run_id, guid));
+                CREATE TABLE task_queue (wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, task_def TEXT NOT NULL, attempt INTEGER NOT NULL,
+                    seq INTEGER NOT NULL, PRIMARY KEY (wf_run_id, guid));
+                CREATE INDEX task_queue_by_seq ON task_queue (seq);
+                CREATE TABLE timers (wf_run_id TEXT NOT NULL, key TEXT NOT NULL, due REAL NOT NULL, PRIMARY KEY (wf_run_id, key));
+                CREATE INDEX timers_by_due ON timers (due);
+                """)
+            try db.execute(sql: "INSERT INTO meta (key, value) VALUES ('format', ?)", arguments: ["\(formatVersion)"])
+        }
+        return m
+    }
+
+    static func migrate(_ pool: DatabasePool, path: String) throws {
+        let migrator = migrator()
+        do {
+            let superseded = try pool.read { db -> Bool in
+                let applied = try migrator.appliedIdentifiers(db)
+                return !applied.isSubset(of: Set(migrator.migrations))
+            }
+            if superseded {
+                throw StoreError("the database \(path) was written by a newer lh-server (unknown migrations); refusing to start so as not to damage it")
+            }
+            try migrator.migrate(pool)
+            let format = try pool.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'format'") }
+            guard format == "\(formatVersion)" else {
+                throw StoreError("the database \(path) has format \(format ?? "none"), this lh-server reads format \(formatVersion); refusing to start")
+            }
+            // A quick integrity check so that a damaged file is refused, not used.
+            let check = try pool.read { db in try String.fetchOne(db, sql: "PRAGMA quick_check") }
+            guard check == "ok" else { throw StoreError("the database \(path) is damaged (quick_check: \(check ?? "?")); refusing to start") }
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError("the database \(path) cannot be read (\(error)); refusing to start rather than overwrite it")
+        }
+    }
+
+    // MARK: - Metadata
+
+    public func taskDefs() throws -> [Littlehorse_TaskDef] {
+        try pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM task_defs").map { try Littlehorse_TaskDef(serializedBytes: $0) } }
+    }
+
+    public func externalEventDefs() throws -> [Littlehorse_ExternalEventDef] {
+        try pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM external_event_defs").map { try Littlehorse_ExternalEventDef(serializedBytes: $0) } }
+    }
+
+    public func wfSpecs() throws -> [Littlehorse_WfSpec] {
+        try pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM wf_specs").map { try Littlehorse_WfSpec(serializedBytes: $0) } }
+    }
+
+    public func put(taskDef: Littlehorse_TaskDef) throws {
+        let body: Data = try taskDef.serializedBytes()
+        try pool.write { db in try db.execute(sql: "INSERT OR REPLACE INTO task_defs (name, body) VALUES (?, ?)", arguments: [taskDef.id.name, body]) }
+    }
+
+    public func put(externalEventDef: Littlehorse_ExternalEventDef) throws {
+        let body: Data = try externalEventDef.serializedBytes()
+        try pool.write { db in try db.execute(sql: "INSERT OR REPLACE INTO external_event_defs (name, body) VALUES (?, ?)", arguments: [externalEventDef.id.name, body]) }
+    }
+
+    public func put(wfSpec: Littlehorse_WfSpec) throws {
+        let body: Data = try wfSpec.serializedBytes()
+        try pool.write { db in
+            try db.execute(sql: "INSERT OR REPLACE INTO wf_specs (name, major, revision, body) VALUES (?, ?, ?, ?)",
+                           arguments: [wfSpec.id.name, wfSpec.id.majorVersion, wfSpec.id.revision, body])
+        }
+    }
+
+    // MARK: - WfRuns
+
+    public func wfRun(_ id: String) throws -> WfRunState? {
+        guard let body = try pool.read({ db in try Data.fetchOne(db, sql: "SELECT body FROM wf_runs WHERE id = ?", arguments: [id]) }) else { return nil }
+        return Self.decode(try Lhstore_StoredWfRun(serializedBytes: body))
+    }
+
+    public func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent] {
+        try pool.read { db in
+            try Data.fetchAll(db, sql: "SELECT body FROM orphan_events WHERE wf_run_id = ? ORDER BY seq", arguments: [wfRunId])
+                .map { try Littlehorse_ExternalEvent(serializedBytes: $0) }
+        }
+    }
+
+    static func encode(_ state: WfRunState) -> Lhstore_StoredWfRun {
+        var s = Lhstore_StoredWfRun()
+        s.wfRun = state.wfRun
+        s.nodeRuns = state.nodeRuns.sorted { $0.key < $1.key }.map(\.value)
+        s.variables = state.variables.sorted { $0.key < $1.key }.map(\.value)
+        s.taskRuns = state.taskRuns.sorted { $0.key < $1.key }.map(\.value)
+        s.externalEvents = state.externalEvents
+        return s
+    }
+
+    static func decode(_ s: Lhstore_StoredWfRun) -> WfRunState {
+        var state = WfRunState(wfRun: s.wfRun)
+        for n in s.nodeRuns { state.nodeRuns[NodeRunKey(thread: n.id.threadRunNumber, position: n.id.position)] = n }
+        for v in s.variables { state.variables[VariableKey(thread: v.id.threadRunNumber, name: v.id.name)] = v }
+        for t in s.taskRuns { state.taskRuns[t.id.taskGuid] = t }
+        state.externalEvents = s.externalEvents
+        return state
+    }
+
+    /// A searchable key for a variable's value (NULL for values that are not
+    /// searched: JSON and bytes).
+    static func valueKey(_ v: Littlehorse_VariableValue) -> String? {
+        switch v.value {
+        case .str(let s): "s:\(s)"
+        case .int(let i): "i:\(i)"
+        case .double(let d): "d:\(d)"
+        case .bool(let b): "b:\(b)"
+        case .wfRunID(let id): "w:\(id.id)"
+        default: nil
+        }
+    }
+
+    public func commit(_ batch: LHWriteBatch) throws {
+        guard !batch.isEmpty else { return }
+        let encoded = try batch.wfRuns.map { id, state -> (String, WfRunState, Data) in
+            (id, state, try Self.encode(state).serializedBytes())
+        }
+        let orphanBodies = try batch.orphanEvents.map { e -> (Littlehorse_ExternalEvent, Data) in (e, try e.serializedBytes()) }
+        try pool.write { db in
+            for (id, state, body) in encoded {
+                let w = state.wfRun
+                try db.execute(sql: "INSERT OR REPLACE INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                               arguments: [id, w.wfSpecID.name, w.wfSpecID.majorVersion, w.wfSpecID.revision, w.status.rawValue, w.startTime.date.timeIntervalSince1970, body])
+                for t in state.taskRuns.values {
+                    try db.execute(sql: "INSERT OR REPLACE INTO task_runs (wf_run_id, guid, task_def, status, scheduled_at) VALUES (?, ?, ?, ?, ?)",
+                                   arguments: [id, t.id.taskGuid, t.taskDefID.name, t.status.rawValue, t.scheduledAt.date.timeIntervalSince1970])
+                }
+                for v in state.variables.values {
+                    try db.execute(sql: "INSERT OR REPLACE INTO variables (wf_run_id, thread, name, wf_spec_name, value_key) VALUES (?, ?, ?, ?, ?)",
+                                   arguments: [id, v.id.threadRunNumber, v.id.name, w.wfSpecID.name, Self.valueKey(v.value)])
+                }
+            }
+            for id in batch.deletedWfRuns {
+                for table in ["wf_runs WHERE id", "task_runs WHERE wf_run_id", "variables WHERE wf_run_id", "task_queue WHERE wf_run_id", "timers WHERE wf_run_id", "orphan_events WHERE wf_run_id"] {
+                    try db.execute(sql: "DELETE FROM \(table) = ?", arguments: [id])
+                }
+            }
+            for q in batch.dequeued {
+                try db.execute(sql: "DELETE FROM task_queue WHERE wf_run_id = ? AND guid = ?", arguments: [q.wfRunId, q.taskGuid])
+            }
+            for q in batch.enqueued {
+                try db.execute(sql: "INSERT OR REPLACE INTO task_queue (wf_run_id, guid, task_def, attempt, seq) VALUES (?, ?, ?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM task_queue))",
+                               arguments: [q.wfRunId, q.taskGuid, q.taskDef, q.attempt])
+            }
+            for t in batch.timersCancelled {
+                try db.execute(sql: "DELETE FROM timers WHERE wf_run_id = ? AND key = ?", arguments: [t.wfRunId, t.key.description])
+            }
+            for t in batch.timersSet {
+                try db.execute(sql: "INSERT OR REPLACE INTO timers (wf_run_id, key, due) VALUES (?, ?, ?)", arguments: [t.wfRunId, t.key.description, t.due.timeIntervalSince1970])
+            }
+            for id in batch.claimedOrphansOf {
+                try db.execute(sql: "DELETE FROM orphan_events WHERE wf_run_id = ?", arguments: [id])
+            }
+            for (e, body) in orphanBodies {
+                try db.execute(sql: "INSERT OR REPLACE INTO orphan_events (wf_run_id, guid, seq, body) VALUES (?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM orphan_events), ?)",
+                               arguments: [e.id.wfRunID.id, e.id.guid, body])
+            }
+        }
+    }
+
+    public func queuedTasks() throws -> [QueuedTask] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT wf_run_id, guid, task_def, attempt FROM task_queue ORDER BY seq").map {
+                QueuedTask(wfRunId: $0["wf_run_id"], taskGuid: $0["guid"], taskDef: $0["task_def"], attempt: $0["attempt"])
+            }
+        }
+    }
+
+    public func timers() throws -> [StoredTimer] {
+        try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT wf_run_id, key, due FROM timers ORDER BY due").compactMap { row in
+                guard let key = LHTimerKey(row["key"] as String) else { return nil }
+                return StoredTimer(wfRunId: row["wf_run_id"], key: key, due: Date(timeIntervalSince1970: row["due"]))
+            }
+        }
+    }
+
+    // MARK: - Search
+
+    /// Bookmarks are the offset of the next page, as text.
+    static func offset(_ bookmark: Data?) -> Int { bookmark.flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 0 }
+
+    static func page<T>(_ rows: [T], limit: Int, offset: Int) -> LHPage<T> {
+        if rows.count > limit {
+            return LHPage(results: Array(rows.prefix(limit)), bookmark: Data("\(offset + limit)".utf8))
+        }
+        return LHPage(results: rows, bookmark: nil)
+    }
+
+    public func searchWfRuns(_ r: Littlehorse_SearchWfRunRequest) throws -> LHPage<String> {
+        let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
+        let offset = Self.offset(r.hasBookmark ? r.bookmark : nil)
+        var sql = "SELECT id FROM wf_runs WHERE wf_spec_name = ?"
+        var args: [any DatabaseValueConvertible] = [r.wfSpecName]
+        if r.hasWfSpecMajorVersion { sql += " AND major = ?"; args.append(r.wfSpecMajorVersion) }
+        if r.hasWfSpecRevision { sql += " AND revision = ?"; args.append(r.wfSpecRevision) }
+        if r.hasStatus { sql += " AND status = ?"; args.append(r.status.rawValue) }
+        if r.hasEarliestStart { sql += " AND start_time >= ?"; args.append(r.earliestStart.date.timeIntervalSince1970) }
+        if r.hasLatestStart { sql += " AND start_time <= ?"; args.append(r.latestStart.date.timeIntervalSince1970) }
+        sql += " ORDER BY start_time, id LIMIT ? OFFSET ?"
+        args.append(limit + 1)
+        args.append(offset)
+        let rows = try pool.read { db in try String.fetchAll(db, sql: sql, arguments: StatementArguments(args)) }
+        return Self.page(rows, limit: limit, offset: offset)
+    }
+
+    public func searchTaskRuns(_ r: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId> {
+        let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
+        let offset = Self.offset(r.hasBookmark ? r.bookmark : nil)
+        var sql = "SELECT wf_run_id, guid FROM task_runs WHERE task_def = ?"
+        var args: [any DatabaseValueConvertible] = [r.taskDefName]
+        if r.hasStatus { sql += " AND status = ?"; args.append(r.status.rawValue) }
+        if r.hasEarliestStart { sql += " AND scheduled_at >= ?"; args.append(r.earliestStart.date.timeIntervalSince1970) }
+        if r.hasLatestStart { sql += " AND scheduled_at <= ?"; args.append(r.latestStart.date.timeIntervalSince1970) }
+        sql += " ORDER BY scheduled_at, wf_run_id, guid LIMIT ? OFFSET ?"
+        args.append(limit + 1)
+        args.append(offset)
+        let rows = try pool.read { db in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)) }
+        let ids = rows.map { row in Littlehorse_TaskRunId.with { $0.wfRunID.id = row["wf_run_id"]; $0.taskGuid = row["guid"] } }
+        return Self.page(ids, limit: limit, offset: offset)
+    }
+
+    public func searchVariables(_ r: Littlehorse_SearchVariableRequest) throws -> LHPage<Littlehorse_VariableId> {
+        let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
+        let offset = Self.offset(r.hasBookmark ? r.bookmark : nil)
+        guard let key = Self.valueKey(r.value) else {
+            throw StoreError.invalid("variables are searched by a STR, INT, DOUBLE, BOOL or WF_RUN_ID value")
+        }
+        var sql = "SELECT wf_run_id, thread, name FROM variables WHERE name = ? AND value_key = ?"
+        var args: [any DatabaseValueConvertible] = [r.varName, key]
+        if !r.wfSpecName.isEmpty { sql += " AND wf_spec_name = ?"; args.append(r.wfSpecName) }
+        sql += " ORDER BY wf_run_id, thread LIMIT ? OFFSET ?"
+        args.append(limit + 1)
+        args.append(offset)
+        let rows = try pool.read { db in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)) }
+        let ids = rows.map { row in
+            Littlehorse_VariableId.with { $0.wfRunID.id = row["wf_run_id"]; $0.threadRunNumber = row["thread"]; $0.name = row["name"] }
+        }
+        return Self.page(ids, limit: limit, offset: offset)
+    }
+}
+
+/// A storage problem: the data directory cannot be used as it is.
+public struct StoreError: Error, CustomStringConvertible, Sendable {
+    public var message: String
+    public var isInvalidArgument = false
+    public init(_ message: String) { self.message = message }
+    static func invalid(_ message: String) -> StoreError {
+        var e = StoreError(message)
+        e.isInvalidArgument = true
+        return e
+    }
+    public var description: String { message }
+}

@@ -1,0 +1,80 @@
+import Foundation
+import LHEngine
+import LHProto
+
+/// One WfRun's state as it was committed.
+public typealias StoredState = WfRunState
+
+/// A TaskRun attempt waiting in a TaskDef's queue.
+public struct QueuedTask: Sendable, Hashable {
+    public var wfRunId: String
+    public var taskGuid: String
+    public var taskDef: String
+    public var attempt: Int32
+    public init(wfRunId: String, taskGuid: String, taskDef: String, attempt: Int32) {
+        self.wfRunId = wfRunId
+        self.taskGuid = taskGuid
+        self.taskDef = taskDef
+        self.attempt = attempt
+    }
+}
+
+/// A timer due at a time for one WfRun.
+public struct StoredTimer: Sendable, Hashable {
+    public var wfRunId: String
+    public var key: LHTimerKey
+    public var due: Date
+    public init(wfRunId: String, key: LHTimerKey, due: Date) {
+        self.wfRunId = wfRunId
+        self.key = key
+        self.due = due
+    }
+}
+
+/// What one group commit writes: the new states of the WfRuns its commands
+/// touched, and the queue and timer changes of their effects.
+public struct LHWriteBatch: Sendable {
+    public var wfRuns: [String: WfRunState] = [:]
+    public var deletedWfRuns: Set<String> = []
+    public var enqueued: [QueuedTask] = []
+    public var dequeued: [(wfRunId: String, taskGuid: String)] = []
+    public var timersSet: [StoredTimer] = []
+    public var timersCancelled: [(wfRunId: String, key: LHTimerKey)] = []
+    /// Events for WfRuns that do not exist (yet).
+    public var orphanEvents: [Littlehorse_ExternalEvent] = []
+    public var claimedOrphansOf: Set<String> = []
+    public init() {}
+    public var isEmpty: Bool {
+        wfRuns.isEmpty && deletedWfRuns.isEmpty && enqueued.isEmpty && dequeued.isEmpty && timersSet.isEmpty
+            && timersCancelled.isEmpty && orphanEvents.isEmpty && claimedOrphansOf.isEmpty
+    }
+}
+
+/// A page of search results.
+public struct LHPage<T: Sendable>: Sendable {
+    public var results: [T]
+    /// Where the next page starts; nil on the last page.
+    public var bookmark: Data?
+}
+
+/// The server's durable storage. Every write is one transaction: when it
+/// returns, the data survives a crash.
+public protocol LHStore: Sendable {
+    func taskDefs() throws -> [Littlehorse_TaskDef]
+    func externalEventDefs() throws -> [Littlehorse_ExternalEventDef]
+    func wfSpecs() throws -> [Littlehorse_WfSpec]
+    func put(taskDef: Littlehorse_TaskDef) throws
+    func put(externalEventDef: Littlehorse_ExternalEventDef) throws
+    func put(wfSpec: Littlehorse_WfSpec) throws
+
+    func wfRun(_ id: String) throws -> WfRunState?
+    func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent]
+    func commit(_ batch: LHWriteBatch) throws
+
+    func queuedTasks() throws -> [QueuedTask]
+    func timers() throws -> [StoredTimer]
+
+    func searchWfRuns(_ request: Littlehorse_SearchWfRunRequest) throws -> LHPage<String>
+    func searchTaskRuns(_ request: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId>
+    func searchVariables(_ request: Littlehorse_SearchVariableRequest) throws -> LHPage<Littlehorse_VariableId>
+}
