@@ -8,6 +8,8 @@ let package = Package(
         .executable(name: "lh-server", targets: ["lh-server"]),
         .executable(name: "lhctl", targets: ["lhctl"]),
         .library(name: "LHClient", targets: ["LHClient"]),
+        .library(name: "LHWorker", targets: ["LHWorker"]),
+        .library(name: "LHWorkflow", targets: ["LHWorkflow"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-protobuf.git", from: "1.39.0"),
@@ -81,6 +83,19 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Worker SDK: LHConfig, LHTaskWorker, WorkerContext.
+        .target(
+            name: "LHWorker",
+            dependencies: [
+                "LHClient", "LHProto",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        // The workflow DSL: Workflow, WorkflowThread, WfRunVariable.
+        .target(name: "LHWorkflow", dependencies: ["LHProto"]),
         .executableTarget(
             name: "lh-server",
             dependencies: [
@@ -98,6 +113,31 @@ let package = Package(
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]
         ),
+        // Seed 003's walkthrough: task workers and the registration of its WfSpec.
+        .executableTarget(
+            name: "collect-underpants-worker",
+            dependencies: [
+                "LHWorker",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Examples/collect-underpants/Worker"
+        ),
+        .executableTarget(
+            name: "collect-underpants-register",
+            dependencies: ["LHClient", "LHWorkflow", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            path: "Examples/collect-underpants/Register"
+        ),
+        // A configurable task worker process for the live tests.
+        .executableTarget(
+            name: "lh-test-worker",
+            dependencies: [
+                "LHWorker",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Tests/lh-test-worker"
+        ),
         .testTarget(
             name: "LHProtoTests",
             dependencies: ["LHProto"],
@@ -106,6 +146,10 @@ let package = Package(
         .testTarget(
             name: "LHEngineTests",
             dependencies: ["LHEngine", "LHProto"]
+        ),
+        .testTarget(
+            name: "LHWorkflowTests",
+            dependencies: ["LHWorkflow", "LHProto"]
         ),
         .testTarget(
             name: "LHWireTests",
@@ -120,7 +164,8 @@ let package = Package(
         .testTarget(
             name: "LHServerTests",
             dependencies: [
-                "LHServer", "LHClient", "LHWire", "LHProto", "lh-server", "lhctl",
+                "LHServer", "LHClient", "LHWire", "LHProto", "LHWorkflow", "LHWorker",
+                "lh-server", "lhctl", "lh-test-worker", "collect-underpants-worker", "collect-underpants-register",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -1,0 +1,129 @@
+import Foundation
+import LHClient
+import NIOConcurrencyHelpers
+
+/// A helper process of the live tests (a worker), stopped on every path by
+/// ``withProcess``.
+final class LiveProcess: @unchecked Sendable {
+    let process: Process
+    let stdout = NIOLockedValueBox("")
+    let stderr = NIOLockedValueBox("")
+
+    init(_ binary: String, _ arguments: [String], environment: [String: String]) throws {
+        process = Process()
+        process.executableURL = ServerProcess.binDir.appendingPathComponent(binary)
+        process.arguments = arguments
+        process.environment = environment
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        let o = stdout
+        let e = stderr
+        out.fileHandleForReading.readabilityHandler = { h in
+            let d = h.availableData
+            if !d.isEmpty { o.withLockedValue { $0 += String(decoding: d, as: UTF8.self) } }
+        }
+        err.fileHandleForReading.readabilityHandler = { h in
+            let d = h.availableData
+            if !d.isEmpty { e.withLockedValue { $0 += String(decoding: d, as: UTF8.self) } }
+        }
+        try process.run()
+    }
+
+    /// Waits for a line containing `text` on stdout.
+    func waitFor(_ text: String, timeout: Double = 60) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if stdout.withLockedValue({ $0.contains(text) }) { return }
+            if !process.isRunning {
+                throw LHError(.unavailable, "\(process.executableURL!.lastPathComponent) exited (\(process.terminationStatus)): \(stderr.withLockedValue { $0 })")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw LHError(.unavailable, "\(process.executableURL!.lastPathComponent) did not print '\(text)' within \(timeout) s: \(stderr.withLockedValue { $0 })")
+    }
+
+    func stop() {
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
+    }
+
+    func kill9() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+}
+
+extension ServerProcess {
+    /// The LHC_* variables a client process of this server needs.
+    func clientEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
+        var env = ["LHC_API_HOST": "127.0.0.1", "LHC_API_PORT": "\(port)", "LHC_CA_CERT": caPath ?? "", "HOME": dataDir.path]
+        env.merge(extra) { _, b in b }
+        return env
+    }
+
+    /// Starts a worker process; `withWorker` stops it.
+    func startWorker(_ binary: String, _ arguments: [String], environment: [String: String] = [:], ready: String) async throws -> LiveProcess {
+        let worker = try LiveProcess(binary, arguments, environment: clientEnvironment(environment))
+        do {
+            try await worker.waitFor(ready)
+        } catch {
+            worker.stop()
+            throw error
+        }
+        return worker
+    }
+
+    /// Runs a short-lived command (lhctl, the register example) to its end.
+    func command(_ binary: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+        let process = Process()
+        process.executableURL = ServerProcess.binDir.appendingPathComponent(binary)
+        process.arguments = arguments
+        process.environment = clientEnvironment()
+        let out = Pipe()
+        let err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let o = out.fileHandleForReading.readDataToEndOfFile()
+        let e = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+    }
+
+    /// Runs lhctl and returns its stdout; a non-zero exit is an error.
+    @discardableResult
+    func lhctl(_ arguments: String...) throws -> String {
+        let r = try command("lhctl", arguments)
+        guard r.status == 0 else { throw LHError(.unknown, "lhctl \(arguments.joined(separator: " ")) exited \(r.status): \(r.stderr)") }
+        return r.stdout
+    }
+}
+
+/// Runs `body` with processes that are stopped however it ends.
+func withProcesses<T>(_ processes: [LiveProcess], _ body: () async throws -> T) async throws -> T {
+    do {
+        let r = try await body()
+        processes.forEach { $0.stop() }
+        return r
+    } catch {
+        processes.forEach { $0.stop() }
+        throw error
+    }
+}
+
+/// Polls `condition` until it holds or `timeout` passes.
+func eventually(_ what: String, timeout: Double = 20, _ condition: () async throws -> Bool) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if (try? await condition()) == true { return }
+        try await Task.sleep(for: .milliseconds(25))
+    }
+    if try await condition() { return }
+    throw LHError(.unknown, "timed out after \(timeout) s waiting for: \(what)")
+}

@@ -1,0 +1,54 @@
+import Foundation
+import LHClient
+import Testing
+
+/// Seed 003's walkthrough across processes: lh-server, the example's worker
+/// process, its registration program, and lhctl commands exactly as printed
+/// in the seed.
+@Suite struct SeedWalkthroughTests {
+    @Test func collectUnderpantsWorksAsPrintedInTheSeed() async throws {
+        try await withServer { server in
+            let worker = try await server.startWorker("collect-underpants-worker", [], ready: "workers ready")
+            try await withProcesses([worker]) {
+                let reg = try server.command("collect-underpants-register", [])
+                #expect(reg.status == 0, "register: \(reg.stderr)")
+                #expect(reg.stdout.contains("registered WfSpec collect-underpants"))
+
+                let run = try server.lhctl("run", "collect-underpants", "--wfRunId", "my-wf", "all-underpants", "[]")
+                #expect(run.contains("\"status\": \"RUNNING\""))
+                let client = try await server.client()
+                // The WfRun waits on done-collecting-underpants.
+                try await eventually("my-wf waits for done-collecting-underpants") {
+                    try await client.getWfRun("my-wf").threadRuns[0].currentNodePosition == 2
+                }
+
+                try server.lhctl("postEvent", "my-wf", "underpant-collected", "STR", "obiwan")
+                try await eventually("the first handler completes") {
+                    let wf = try await client.getWfRun("my-wf")
+                    return wf.threadRuns.count == 2 && wf.threadRuns[1].status == .completed
+                }
+                let first = try server.lhctl("get", "variable", "my-wf", "0", "all-underpants")
+                #expect(first.contains(#""jsonArr": "[\"obiwan\"]""#), "lhctl get variable printed: \(first)")
+                #expect(first.contains("\"wfRunId\"") && first.contains("\"name\": \"all-underpants\""))
+
+                try server.lhctl("postEvent", "my-wf", "underpant-collected", "STR", "anakin")
+                try server.lhctl("postEvent", "my-wf", "underpant-collected", "STR", "yoda")
+                try await eventually("three handler ThreadRuns completed") {
+                    let wf = try await client.getWfRun("my-wf")
+                    return wf.threadRuns.filter { $0.type == .interrupt && $0.status == .completed }.count == 3
+                }
+                let grown = try server.lhctl("get", "variable", "my-wf", "0", "all-underpants")
+                #expect(grown.contains(#""jsonArr": "[\"obiwan\",\"anakin\",\"yoda\"]""#), "printed: \(grown)")
+
+                try server.lhctl("postEvent", "my-wf", "done-collecting-underpants", "STR", "done!")
+                try await eventually("my-wf COMPLETED") { try await client.getWfRun("my-wf").status == .completed }
+                let tasks = try await client.listTaskRuns("my-wf").results
+                let profit = try #require(tasks.first { $0.taskDefID.name == "profit" })
+                #expect(profit.inputVariables.first?.value.jsonArr == #"["obiwan","anakin","yoda"]"#)
+                #expect(profit.attempts.last?.output.str == "Collected 3 underpants!")
+                #expect(tasks.filter { $0.taskDefID.name == "collect-underpant" }.count == 3)
+                await client.close()
+            }
+        }
+    }
+}
