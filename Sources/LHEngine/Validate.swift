@@ -23,6 +23,16 @@ extension LHEngine {
     /// System names (`INPUT`) are UPPER_UNDERSCORE_CASE.
     static let systemVariableNames: Set<String> = ["INPUT"]
 
+    /// LittleHorse's SDKs name the variable that holds a node's output after
+    /// the node (`8-child-thread-START_THREAD`): kebab-case, then the node kind.
+    static func isSDKNodeVariableName(_ name: String) -> Bool {
+        let kinds = ["START_THREAD", "START_MULTIPLE_THREADS", "TASK", "EXTERNAL_EVENT", "WAIT_FOR_THREADS", "RUN_CHILD_WF"]
+        for kind in kinds where name.hasSuffix("-" + kind) {
+            return isKebabCase(String(name.dropLast(kind.count + 1)))
+        }
+        return false
+    }
+
     /// Checks a PutWfSpecRequest and returns the WfSpec body it describes (id
     /// version fields left for the caller). Every refusal is INVALID_ARGUMENT
     /// naming the thread, node, edge or variable.
@@ -71,7 +81,7 @@ private struct Validator {
         var seen = Set<String>()
         for def in thread.variableDefs {
             let v = def.varDef.name
-            if !(LHEngine.isKebabCase(v) || LHEngine.systemVariableNames.contains(v)) {
+            if !(LHEngine.isKebabCase(v) || LHEngine.systemVariableNames.contains(v) || LHEngine.isSDKNodeVariableName(v)) {
                 throw fail("variable '\(v)' of thread '\(name)' must be kebab-case (system names such as INPUT are UPPER_UNDERSCORE)")
             }
             guard seen.insert(v).inserted else { throw fail("variable '\(v)' is declared twice in thread '\(name)'") }

@@ -18,6 +18,8 @@ public final class LHServer: Service, Sendable {
     private let state = NIOLockedValueBox(State())
 
     private struct State {
+        var connections: [ObjectIdentifier: Channel] = [:]
+        var shuttingDown = false
         var boundPort: Int?
         var caPath: String?
         var listeners: [CheckedContinuation<Int, Error>] = []
@@ -101,13 +103,35 @@ public final class LHServer: Service, Sendable {
             try await withThrowingDiscardingTaskGroup { group in
                 try await serverChannel.executeThenClose { inbound in
                     for try await connection in inbound {
-                        group.addTask { await self.serve(connection) }
+                        let channel = connection.channel
+                        let open = state.withLockedValue { s -> Bool in
+                            guard !s.shuttingDown else { return false }
+                            s.connections[ObjectIdentifier(channel)] = channel
+                            return true
+                        }
+                        guard open else {
+                            channel.close(promise: nil)
+                            continue
+                        }
+                        group.addTask {
+                            await self.serve(connection)
+                            _ = self.state.withLockedValue { $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
+                        }
                     }
                 }
             }
         } onGracefulShutdown: {
             self.logger.notice("shutting down: no longer accepting connections")
             serverChannel.channel.close(promise: nil)
+            // Requests being answered finish (their commits are durable either
+            // way); then the open connections are closed.
+            let open = self.state.withLockedValue { s -> [Channel] in
+                s.shuttingDown = true
+                return Array(s.connections.values)
+            }
+            for channel in open {
+                channel.eventLoop.scheduleTask(in: .milliseconds(200)) { channel.close(promise: nil) }
+            }
         }
     }
 

@@ -46,6 +46,9 @@ import Testing
         #expect(refusal(["entrypoint": linear([])], name: "My_WF").contains("'My_WF'"))
         #expect(refusal(["entrypoint": linear([], variables: [variable("myVar", .str)])]).contains("'myVar'"))
         #expect(refusal(["entrypoint": linear([Step("f", fail("BadName"))])]).contains("'BadName'"))
+        // The SDKs name a node-output variable after its node: accepted.
+        #expect(refusal(["entrypoint": linear([], variables: [variable("8-child-thread-START_THREAD", .int)])]) == "accepted")
+        #expect(refusal(["entrypoint": linear([], variables: [variable("child_THREAD", .int)])]).contains("'child_THREAD'"))
         #expect(refusal(["entrypoint": linear([Step("f", fail("VAR_SUB_ERROR"))])]).contains("reserved"))
     }
 
