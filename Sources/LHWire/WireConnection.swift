@@ -25,13 +25,18 @@ public final class LHWireConnection: Sendable {
         public var maxFrameBytes: Int
         public var heartbeatInterval: TimeAmount
         public var connectTimeout: TimeAmount
+        /// A request with no answer within this time fails with UNAVAILABLE
+        /// (the connection stays open; a late answer is dropped).
+        public var requestTimeout: TimeAmount
 
         public init(
             host: String, port: Int, tls: LHTLS.ClientConfiguration? = .init(),
             clientId: String = "lh-client", role: Lhwire_Role = .admin,
             maxFrameBytes: Int = LHFrame.defaultMaxFrameBytes,
-            heartbeatInterval: TimeAmount = .seconds(5), connectTimeout: TimeAmount = .seconds(10)
+            heartbeatInterval: TimeAmount = .seconds(5), connectTimeout: TimeAmount = .seconds(10),
+            requestTimeout: TimeAmount = .seconds(30)
         ) {
+            self.requestTimeout = requestTimeout
             self.host = host
             self.port = port
             self.tls = tls
@@ -84,7 +89,7 @@ public final class LHWireConnection: Sendable {
                         try sync.addHandler(ByteToMessageHandler(LHFrameDecoder(maxFrameBytes: config.maxFrameBytes)))
                         try sync.addHandler(MessageToByteHandler(LHFrameEncoder()))
                         try sync.addHandlers(LHHeartbeatHandler.handlers(interval: config.heartbeatInterval, logger: logger))
-                        try sync.addHandler(LHClientRequestHandler(endpoint: endpoint, stats: stats, logger: logger, onPush: onPush))
+                        try sync.addHandler(LHClientRequestHandler(endpoint: endpoint, stats: stats, logger: logger, requestTimeout: config.requestTimeout, onPush: onPush))
                     }
                 }
                 .connect(host: config.host, port: config.port).get()
@@ -171,11 +176,13 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
     private let stats: Stats
     private let logger: Logger
     private let onPush: LHWireConnection.PushHandler?
+    private let requestTimeout: TimeAmount
     private var nextId: UInt64 = 1
     private var pending: [UInt64: EventLoopPromise<Lhwire_Envelope>] = [:]
     private var closeReason: LHError?
 
-    init(endpoint: String, stats: Stats, logger: Logger, onPush: LHWireConnection.PushHandler?) {
+    init(endpoint: String, stats: Stats, logger: Logger, requestTimeout: TimeAmount, onPush: LHWireConnection.PushHandler?) {
+        self.requestTimeout = requestTimeout
         self.endpoint = endpoint
         self.stats = stats
         self.logger = logger
@@ -196,6 +203,13 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
         let id = nextId
         nextId &+= 1
         pending[id] = responsePromise
+        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
+        let timeout = requestTimeout
+        let endpoint = self.endpoint
+        context.eventLoop.scheduleTask(in: timeout) {
+            guard let waiting = bound.value.pending.removeValue(forKey: id) else { return }
+            waiting.fail(LHError(.unavailable, "no answer from \(endpoint) within \(timeout.nanoseconds / 1_000_000_000) s"))
+        }
         context.write(wrapOutboundOut(Lhwire_Envelope(id: id, outbound.kind)), promise: promise)
     }
 

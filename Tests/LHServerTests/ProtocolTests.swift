@@ -39,7 +39,8 @@ import Testing
                             do {
                                 _ = try await client.call(.getWfRun(.with { $0.id = "wf-\(n)" }))
                             } catch let error as LHError {
-                                #expect(error.message.contains("get_wf_run"), "response to get_wf_run: \(error)")
+                                // The answer names the id this request asked for.
+                                #expect(error.code == .notFound && error.message.contains("'wf-\(n)'"), "response to get_wf_run wf-\(n): \(error)")
                             }
                         }
                         return n

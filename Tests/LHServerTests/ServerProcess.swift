@@ -35,11 +35,11 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// Starts the server and waits for its "listening" line.
-    static func start(arguments: [String] = [], dataDir: URL? = nil) async throws -> ServerProcess {
+    static func start(arguments: [String] = [], dataDir: URL? = nil, port: Int = 0) async throws -> ServerProcess {
         let dir = try dataDir ?? temporaryDirectory("lh-test-data")
         let process = Process()
         process.executableURL = binDir.appendingPathComponent("lh-server")
-        process.arguments = ["--data-dir", dir.path, "--listen", "127.0.0.1:0"] + arguments
+        process.arguments = ["--data-dir", dir.path, "--listen", "127.0.0.1:\(port)"] + arguments
         let stdout = Pipe()
         let stderr = Pipe()
         process.standardOutput = stdout
@@ -75,6 +75,27 @@ final class ServerProcess: @unchecked Sendable {
         }
         process.terminate()
         throw LHError(.unavailable, "lh-server did not announce its port within 60 s: \(errors.withLockedValue { $0 })")
+    }
+
+    /// kill -9: no shutdown of any kind.
+    func kill9() {
+        guard process.isRunning else { return }
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    /// A port that was free a moment ago (for a server restarted on the same port).
+    static func freePort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = 0
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        return Int(UInt16(bigEndian: addr.sin_port))
     }
 
     /// What the server logged so far.
