@@ -4,8 +4,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# SQLite headers for GRDB (present on most images; installed when missing).
+if [ ! -f /usr/include/sqlite3.h ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  echo "== installing libsqlite3-dev"
+  (apt-get install -y -qq libsqlite3-dev || (apt-get update -qq && apt-get install -y -qq libsqlite3-dev)) >/dev/null
+fi
+
 echo "== proto compatibility with LittleHorse"
 scripts/check-proto.sh
+
+echo "== deploy/ checks"
+scripts/check-deploy.sh
 
 echo "== build (debug, with tests)"
 log=$(mktemp)

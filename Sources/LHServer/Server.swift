@@ -57,7 +57,7 @@ public final class LHServer: Service, Sendable {
         case .files(let cert, let key):
             return .init(certificatePath: cert, keyPath: key, clientCAPath: configuration.clientCAPath)
         case .developmentCA:
-            let files = try DevCertificateAuthority.ensure(in: configuration.dataDirectory.appendingPathComponent("tls"))
+            let files = try DevCertificateAuthority.ensure(in: configuration.dataDirectory.appendingPathComponent("tls"), hostnames: configuration.tlsHostnames)
             state.withLockedValue { $0.caPath = files.caCertPath }
             logger.notice(
                 files.created ? "made a development CA and server certificate" : "using the development CA",

@@ -25,6 +25,9 @@ public struct LHServerConfiguration: Sendable {
     public var maxFrameBytes: Int
     public var heartbeatInterval: TimeAmount
     public var serverId: String
+    /// Names the development server certificate is made for (besides
+    /// 127.0.0.1 and ::1), e.g. the service name in docker compose.
+    public var tlsHostnames: [String] = ["localhost"]
 
     public init(
         host: String = "127.0.0.1", port: Int = 2023,

@@ -96,9 +96,15 @@ public final class LHWireConnection: Sendable {
         } catch {
             throw LHError(.unavailable, "cannot connect to \(endpoint): \(error)", cause: error)
         }
-        let handler = try await channel.eventLoop.submit {
-            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: LHClientRequestHandler.self), eventLoop: channel.eventLoop)
-        }.get()
+        let handler: NIOLoopBound<LHClientRequestHandler>
+        do {
+            handler = try await channel.eventLoop.submit {
+                NIOLoopBound(try channel.pipeline.syncOperations.handler(type: LHClientRequestHandler.self), eventLoop: channel.eventLoop)
+            }.get()
+        } catch {
+            // The connection closed before it was set up (e.g. a failed TLS handshake).
+            throw stats.closeReason.withLockedValue { $0 } ?? LHError(.unavailable, "connection to \(endpoint) closed while connecting: \(error)", cause: error)
+        }
 
         var hello = Lhwire_Hello()
         hello.protocolVersion = LHProtocol.version
@@ -107,7 +113,7 @@ public final class LHWireConnection: Sendable {
         hello.heartbeatIntervalSeconds = UInt32(max(1, config.heartbeatInterval.nanoseconds / 1_000_000_000))
         let reply: Lhwire_Envelope.OneOf_Kind
         do {
-            reply = try await Self.send(.hello(hello), on: channel)
+            reply = try await Self.send(.hello(hello), on: channel, stats: stats)
         } catch {
             channel.close(promise: nil)
             throw error
@@ -122,12 +128,17 @@ public final class LHWireConnection: Sendable {
     /// Sends one request and waits for its response. An error response is
     /// thrown as ``LHError``.
     public func request(_ kind: Lhwire_Envelope.OneOf_Kind) async throws -> Lhwire_Envelope.OneOf_Kind {
-        try await Self.send(kind, on: channel)
+        try await Self.send(kind, on: channel, stats: stats)
     }
 
-    private static func send(_ kind: Lhwire_Envelope.OneOf_Kind, on channel: Channel) async throws -> Lhwire_Envelope.OneOf_Kind {
+    private static func send(_ kind: Lhwire_Envelope.OneOf_Kind, on channel: Channel, stats: LHClientRequestHandler.Stats) async throws -> Lhwire_Envelope.OneOf_Kind {
         let promise = channel.eventLoop.makePromise(of: Lhwire_Envelope.self)
-        channel.writeAndFlush(LHClientRequestHandler.Outbound(kind: kind, promise: promise), promise: nil)
+        // A write that never reaches the handler (the channel closed already)
+        // must still fail the request; failing a completed promise is a no-op.
+        channel.writeAndFlush(LHClientRequestHandler.Outbound(kind: kind, promise: promise)).whenFailure { error in
+            promise.fail(stats.closeReason.withLockedValue { $0 }
+                ?? LHError(.connectionClosed, "connection closed before the request was sent: \(error)", cause: error))
+        }
         let response = try await promise.futureResult.get()
         if case .error(let error) = response.kind {
             throw LHError(wire: error)
@@ -170,6 +181,8 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
 
     final class Stats: Sendable {
         let unmatched = NIOLockedValueBox(0)
+        /// Why the connection closed, readable off the event loop.
+        let closeReason = NIOLockedValueBox<LHError?>(nil)
     }
 
     private let endpoint: String
@@ -219,6 +232,8 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
             if case .error(let error) = envelope.kind {
                 // A protocol error: the server closes the connection next.
                 closeReason = LHError(wire: error)
+                let reason = closeReason
+                stats.closeReason.withLockedValue { $0 = reason }
                 logger.warning("server reported a protocol error", metadata: [LHLog.error: "\(LHError(wire: error))"])
                 return
             }
@@ -242,6 +257,8 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
             } else {
                 closeReason = LHError(.unavailable, "connection to \(endpoint) failed: \(error)", cause: error)
             }
+            let reason = closeReason
+            stats.closeReason.withLockedValue { $0 = reason }
         }
         context.close(promise: nil)
     }
@@ -249,6 +266,7 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
     func channelInactive(context: ChannelHandlerContext) {
         let reason = closeReason ?? LHError(.connectionClosed, "connection to \(endpoint) closed")
         closeReason = reason
+        stats.closeReason.withLockedValue { $0 = reason }
         let waiting = pending
         pending.removeAll()
         for (_, promise) in waiting { promise.fail(reason) }

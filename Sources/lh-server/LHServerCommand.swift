@@ -29,6 +29,9 @@ struct LHServerCommand: AsyncParsableCommand {
     @Option(help: "PEM private key of the server (env LHS_TLS_KEY).")
     var tlsKey: String? = env["LHS_TLS_KEY"]
 
+    @Option(help: "Comma-separated names the development server certificate is made for, on first start (env LHS_TLS_HOSTNAMES).")
+    var tlsHostnames: String = env["LHS_TLS_HOSTNAMES"] ?? "localhost"
+
     @Option(help: "PEM CA of client certificates: turns on mutual TLS (env LHS_CLIENT_CA).")
     var clientCa: String? = env["LHS_CLIENT_CA"]
 
@@ -93,10 +96,11 @@ struct LHServerCommand: AsyncParsableCommand {
         }
         let dataDirectory = URL(fileURLWithPath: dataDir)
         try FileManager.default.createDirectory(at: dataDirectory, withIntermediateDirectories: true)
-        let config = LHServerConfiguration(
+        var config = LHServerConfiguration(
             host: host, port: port, dataDirectory: dataDirectory, tls: tls, clientCAPath: clientCa,
             maxFrameBytes: maxFrameBytes
         )
+        config.tlsHostnames = tlsHostnames.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         let core: LHCore
         do {
             core = try await LHCore(dataDirectory: dataDirectory, sync: sync.lowercased() == "normal" ? .normal : .full, logger: logger)

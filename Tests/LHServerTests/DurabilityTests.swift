@@ -5,7 +5,12 @@ import Testing
 
 /// Acknowledged means durable: crashes of the server and of workers lose
 /// nothing a client was told succeeded.
-@Suite(.serialized) struct DurabilityTests {
+/// Progress of the long live tests, unbuffered on stderr.
+func progress(_ line: String) {
+    FileHandle.standardError.write(Data("[live] \(line)\n".utf8))
+}
+
+@Suite(.serialized, .timeLimit(.minutes(3))) struct DurabilityTests {
     static var durableWorkflow: Workflow { Workflow("durable") { wf in
         let count = wf.declareInt("count")
         // A TaskRun handed over just before a crash is held by no worker: its
@@ -60,10 +65,12 @@ import Testing
 
         // Three kill -9s while the client works.
         let killer = Task {
-            for _ in 0..<3 {
+            for k in 0..<3 {
                 try await Task.sleep(for: .milliseconds(700))
+                progress("kill-9 test: killing the server (\(k + 1)/3)")
                 current.get()?.kill9()
                 current.set(try await ServerProcess.start(dataDir: dir, port: port))
+                progress("kill-9 test: server restarted (\(k + 1)/3)")
             }
         }
         let runs = 40
@@ -71,6 +78,7 @@ import Testing
         let started = Date()
         for i in 0..<runs {
             let id = "wf-\(i)"
+            if i % 10 == 0 { progress("kill-9 test: WfRun \(i)/\(runs)") }
             _ = try await retrying(current.get, retries: &retried) { client in
                 do {
                     _ = try await client.runWf(.with { $0.wfSpecName = "durable"; $0.id = id })
@@ -86,6 +94,7 @@ import Testing
                 }
             }
         }
+        progress("kill-9 test: client done, waiting for the killer")
         try await killer.value
         print("kill -9 test: \(runs) WfRuns with 2 events each in \(Date().timeIntervalSince(started)) s, 3 kills, \(retried) requests retried after a crash")
         #expect(retried > 0, "the kills happened while the client was working")

@@ -5,7 +5,7 @@ import Testing
 
 /// Interrupts and halting end to end: real lh-server, real worker processes
 /// (lh-test-worker), TLS on. Named after the rules they show.
-@Suite struct InterruptLiveTests {
+@Suite(.timeLimit(.minutes(3))) struct InterruptLiveTests {
     /// Starts a server and a test worker with `tasks` (TASKDEF:BEHAVIOUR),
     /// registers `events`, deploys `workflow`, and runs `body`.
     func scenario(tasks: [String], events: [String], workflow: Workflow,

@@ -8,7 +8,7 @@ import Testing
 
 /// The framed TLS protocol against a real `lh-server` process: every kind of
 /// bad input gets a clear error, and the server keeps serving everyone else.
-@Suite(.serialized) struct ProtocolTests {
+@Suite(.serialized, .timeLimit(.minutes(3))) struct ProtocolTests {
     /// The server still answers a well-behaved client.
     func assertServing(_ server: ServerProcess) async throws {
         let client = try await server.client()

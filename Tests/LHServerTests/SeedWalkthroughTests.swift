@@ -5,7 +5,7 @@ import Testing
 /// Seed 003's walkthrough across processes: lh-server, the example's worker
 /// process, its registration program, and lhctl commands exactly as printed
 /// in the seed.
-@Suite struct SeedWalkthroughTests {
+@Suite(.timeLimit(.minutes(3))) struct SeedWalkthroughTests {
     @Test func collectUnderpantsWorksAsPrintedInTheSeed() async throws {
         try await withServer { server in
             let worker = try await server.startWorker("collect-underpants-worker", [], ready: "workers ready")
