@@ -87,7 +87,7 @@ let package = Package(
         .target(
             name: "LHWorker",
             dependencies: [
-                "LHClient", "LHProto",
+                "LHClient", "LHProto", "LHWorkflow",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -149,7 +149,11 @@ let package = Package(
         ),
         .testTarget(
             name: "LHWorkflowTests",
-            dependencies: ["LHWorkflow", "LHProto"]
+            dependencies: ["LHWorkflow", "LHProto", "LHEngine", "LHWorker"]
+        ),
+        .testTarget(
+            name: "LHWorkerTests",
+            dependencies: ["LHWorker", "LHProto"]
         ),
         .testTarget(
             name: "LHWireTests",

@@ -53,6 +53,28 @@ extension LHEngine {
 private struct Validator {
     let request: Littlehorse_PutWfSpecRequest
     let metadata: LHMetadataLookup
+    /// Declared type of each variable name; nil when threads declare it with
+    /// different types (then it is not checked statically).
+    let variableTypes: [String: Littlehorse_VariableType?]
+
+    init(request: Littlehorse_PutWfSpecRequest, metadata: LHMetadataLookup) {
+        self.request = request
+        self.metadata = metadata
+        var types: [String: Littlehorse_VariableType?] = [:]
+        for thread in request.threadSpecs.values {
+            for def in thread.variableDefs {
+                let t = def.varDef.declaredType
+                if let existing = types[def.varDef.name], existing != t { types[def.varDef.name] = .some(nil) } else { types[def.varDef.name] = t }
+            }
+        }
+        variableTypes = types
+    }
+
+    /// Whether a value of type `from` can always, or may, be cast to `to`:
+    /// the same type, numbers to numbers, anything to STR, STR to anything.
+    static func assignable(_ from: Littlehorse_VariableType, to: Littlehorse_VariableType) -> Bool {
+        from == to || to == .str || from == .str || (from == .int && to == .double) || (from == .double && to == .int)
+    }
 
     func fail(_ message: String) -> LHEngineError { .invalid(message) }
 
@@ -174,10 +196,15 @@ private struct Validator {
             throw fail("\(at) passes \(task.variables.count) input(s) to TaskDef '\(id.name)', which takes \(def.inputVars.count) (\(def.inputVars.map(\.name).joined(separator: ", ")))")
         }
         for (i, a) in task.variables.enumerated() {
-            if case .literalValue(let v)? = a.source, !v.isNull, let t = def.inputVars[i].declaredType {
+            guard let t = def.inputVars[i].declaredType else { continue }
+            if case .literalValue(let v)? = a.source, !v.isNull {
                 do { _ = try v.cast(to: t) } catch {
                     throw fail("\(at): input \(i) ('\(def.inputVars[i].name)') of TaskDef '\(id.name)' is \(t.name) but the literal is \(v.typeName)")
                 }
+            }
+            if case .variableName(let name)? = a.source, a.path == nil, !a.hasTargetType,
+               let declared = variableTypes[name], let vt = declared, !Validator.assignable(vt, to: t) {
+                throw fail("\(at): input \(i) ('\(def.inputVars[i].name)') of TaskDef '\(id.name)' is \(t.name) but variable '\(name)' is \(vt.name)")
             }
         }
         if task.retries < 0 { throw fail("\(at): retries must not be negative") }

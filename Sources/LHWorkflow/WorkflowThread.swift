@@ -139,16 +139,20 @@ public final class WorkflowThread {
         then(self)
         let thenEnd = lastNode
         let thenMutations = pendingMutations
+        // Set when the branch added no node: its condition is still unused.
+        let thenCondition = pendingCondition
         pendingMutations = []
         lastNode = start
-        if let otherwise {
-            pendingCondition = condition.negated.condition
-            otherwise(self)
-        } else {
-            pendingCondition = condition.negated.condition
-        }
+        pendingCondition = condition.negated.condition
+        otherwise?(self)
         let join = addNode("nop", "NOP", .nop(.init()))
-        if thenEnd != start, spec.nodes[thenEnd].map({ if case .exit? = $0.node { false } else { true } }) == true {
+        if thenEnd == start {
+            spec.nodes[start]!.outgoingEdges.append(.with {
+                $0.sinkNodeName = join
+                $0.variableMutations = thenMutations
+                if let thenCondition { $0.legacyCondition = thenCondition }
+            })
+        } else if spec.nodes[thenEnd].map({ if case .exit? = $0.node { false } else { true } }) == true {
             spec.nodes[thenEnd]!.outgoingEdges.append(.with { $0.sinkNodeName = join; $0.variableMutations = thenMutations })
         }
     }

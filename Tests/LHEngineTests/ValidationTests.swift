@@ -80,6 +80,9 @@ import Testing
         #expect(refusal(["entrypoint": linear([Step("t", task("a"))])], taskDefs: [taskDef("a", [("x", .str)])]).contains("takes 1"))
         #expect(refusal(["entrypoint": linear([Step("t", task("a", [literal(str("abc"))]))])], taskDefs: [taskDef("a", [("x", .int)])]).contains("INT"))
         #expect(refusal(["entrypoint": linear([Step("t", task("missing"))])]).contains("'missing'"))
+        let wrongVar = refusal(["entrypoint": linear([Step("t", task("a", [assign("flag")]))], variables: [variable("flag", .bool)])],
+                               taskDefs: [taskDef("a", [("n", .int)])])
+        #expect(wrongVar.contains("'flag'") && wrongVar.contains("BOOL") && wrongVar.contains("INT"))
     }
 
     @Test func startThreadMustNameAThreadSpec() {
