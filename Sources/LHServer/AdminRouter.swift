@@ -60,18 +60,18 @@ public struct LHAdminRouter: LHRequestRouter {
         case .runWf(let r): return .wfRun(try await runWf(r))
         case .getWfRun(let id): return .wfRun(try await state(id.id).wfRun)
         case .stopWfRun(let r):
-            try await processor.submit { (s: inout CommandProcessor.Staging) -> Void in
+            try await processor.submit(key: r.wfRunID.id) { (s: inout CommandProcessor.Staging) -> Void in
                 try CommandProcessor.apply(.stopThread(r.threadRunNumber), to: r.wfRunID.id, in: &s)
             }
             return .empty(.init())
         case .resumeWfRun(let r):
-            try await processor.submit { (s: inout CommandProcessor.Staging) -> Void in
+            try await processor.submit(key: r.wfRunID.id) { (s: inout CommandProcessor.Staging) -> Void in
                 try CommandProcessor.apply(.resumeThread(r.threadRunNumber), to: r.wfRunID.id, in: &s)
             }
             return .empty(.init())
         case .deleteWfRun(let r):
             let id = r.id.id
-            try await processor.submit { (s: inout CommandProcessor.Staging) -> Void in
+            try await processor.submit(key: id) { (s: inout CommandProcessor.Staging) -> Void in
                 guard try s.state(id) != nil else { throw LHError(.notFound, "WfRun '\(id)' not found") }
                 s.states[id] = nil
                 s.batch.wfRuns[id] = nil
@@ -150,7 +150,7 @@ public struct LHAdminRouter: LHRequestRouter {
         case .reportTask(let report):
             let id = report.taskRunID.wfRunID.id
             defer { Task { await core.dispatcher.reported(connection: session.token.id, wfRunId: id, guid: report.taskRunID.taskGuid) } }
-            try await processor.submit { (s: inout CommandProcessor.Staging) -> Void in
+            try await processor.submit(key: id) { (s: inout CommandProcessor.Staging) -> Void in
                 try CommandProcessor.apply(.reportTask(report), to: id, in: &s)
             }
             return .empty(.init())
@@ -251,7 +251,7 @@ public struct LHAdminRouter: LHRequestRouter {
             throw LHError(.invalidArgument, "WfRun id '\(id)' must be 1 to 128 characters without '/'")
         }
         let context = metadata.context(for: spec)
-        return try await processor.submit { (s: inout CommandProcessor.Staging) -> Littlehorse_WfRun in
+        return try await processor.submit(key: id) { (s: inout CommandProcessor.Staging) -> Littlehorse_WfRun in
             if try s.state(id) != nil { throw LHError(.alreadyExists, "WfRun '\(id)' already exists") }
             let earlier = try s.store.orphanEvents(of: id) + s.batch.orphanEvents.filter { $0.id.wfRunID.id == id }
             s.batch.orphanEvents.removeAll { $0.id.wfRunID.id == id }
@@ -282,7 +282,7 @@ public struct LHAdminRouter: LHRequestRouter {
         if r.hasThreadRunNumber { event.threadRunNumber = r.threadRunNumber }
         if r.hasNodeRunPosition { event.nodeRunPosition = r.nodeRunPosition }
         let e = event
-        return try await processor.submit { (s: inout CommandProcessor.Staging) -> Littlehorse_ExternalEvent in
+        return try await processor.submit(key: wfRunId) { (s: inout CommandProcessor.Staging) -> Littlehorse_ExternalEvent in
             if let state = try s.state(wfRunId) {
                 if let existing = state.externalEvents.first(where: { $0.id == e.id }) { return existing }
                 try CommandProcessor.apply(.putExternalEvent(e), to: wfRunId, in: &s)

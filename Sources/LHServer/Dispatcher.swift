@@ -99,7 +99,7 @@ actor TaskDispatcher {
             workers[connection]?.holding.insert(key)
             let workerId = workers[connection]?.id ?? "?"
             do {
-                let scheduled = try await processor.submit { (staging: inout CommandProcessor.Staging) -> Littlehorse_ScheduledTask? in
+                let scheduled = try await processor.submit(key: task.wfRunId) { (staging: inout CommandProcessor.Staging) -> Littlehorse_ScheduledTask? in
                     try CommandProcessor.apply(.taskStarted(taskGuid: task.taskGuid, attempt: task.attempt, workerId: workerId), to: task.wfRunId, in: &staging)
                     staging.batch.dequeued.append((task.wfRunId, task.taskGuid))
                     return try staging.state(task.wfRunId)?.scheduledTask(taskGuid: task.taskGuid, attempt: task.attempt)
@@ -113,7 +113,7 @@ actor TaskDispatcher {
                 // Withdrawn by a halt, deleted, or already handed over: not for a worker.
                 workers[connection]?.holding.remove(key)
                 logger.debug("queued TaskRun not handed over", metadata: [LHLog.taskRunId: "\(key)", LHLog.error: "\(error)"])
-                _ = try? await processor.submit { (staging: inout CommandProcessor.Staging) -> Void in
+                _ = try? await processor.submit(key: task.wfRunId) { (staging: inout CommandProcessor.Staging) -> Void in
                     staging.batch.dequeued.append((task.wfRunId, task.taskGuid))
                 }
             }
@@ -183,7 +183,7 @@ actor TimerService {
                 let logger = self.logger
                 Task {
                     do {
-                        try await processor.submit { (staging: inout CommandProcessor.Staging) -> Void in
+                        try await processor.submit(key: timer.wfRunId) { (staging: inout CommandProcessor.Staging) -> Void in
                             staging.batch.timersCancelled.append((timer.wfRunId, timer.key))
                             guard try staging.state(timer.wfRunId) != nil else { return }
                             try CommandProcessor.apply(.timerFired(timer.key), to: timer.wfRunId, in: &staging)

@@ -6,9 +6,10 @@ import LHWire
 import Logging
 import SwiftProtobuf
 
-/// Applies commands to WfRuns through the engine, one at a time per WfRun,
-/// and makes them durable in group commits: every command that arrives while
-/// a commit is being written joins the next one. A caller is answered only
+/// Applies commands to WfRuns through the engine, one at a time per WfRun and
+/// different WfRuns in parallel, and makes them durable in group commits:
+/// every command that arrives while a commit is being written joins the next
+/// one. A caller is answered only
 /// after its command's transaction has committed, and effects leave the
 /// process only after that too.
 actor CommandProcessor {
@@ -23,12 +24,15 @@ actor CommandProcessor {
     private let clock: @Sendable () -> Date
 
     struct Job {
-        var work: (inout Staging) throws -> any Sendable
+        /// The WfRun the job touches: jobs of one WfRun run in order, jobs of
+        /// different WfRuns in parallel.
+        var key: String
+        var work: @Sendable (inout Staging) throws -> any Sendable
         var continuation: CheckedContinuation<any Sendable, Error>
     }
 
-    /// Changes of one group commit, before they are durable.
-    struct Staging {
+    /// Changes of one WfRun's jobs in a group commit, before they are durable.
+    struct Staging: Sendable {
         var states: [String: WfRunState]
         var batch = LHWriteBatch()
         var effects: [(String, LHEffect)] = []
@@ -36,7 +40,7 @@ actor CommandProcessor {
         let now: Date
         let metadata: MetadataCache
         let store: any LHStore
-        let loadState: (String) throws -> WfRunState?
+        let loadState: @Sendable (String) throws -> WfRunState?
 
         mutating func state(_ id: String) throws -> WfRunState? {
             if deleted.contains(id) { return nil }
@@ -80,9 +84,9 @@ actor CommandProcessor {
 
     /// Runs `work` inside the next group commit and returns when it is durable.
     @discardableResult
-    func submit<T: Sendable>(_ work: @escaping (inout Staging) throws -> T) async throws -> T {
+    func submit<T: Sendable>(key: String, _ work: @escaping @Sendable (inout Staging) throws -> T) async throws -> T {
         let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, Error>) in
-            pending.append(Job(work: { try work(&$0) }, continuation: continuation))
+            pending.append(Job(key: key, work: { try work(&$0) }, continuation: continuation))
             if !flushing {
                 flushing = true
                 Task { await self.flushLoop() }
@@ -97,38 +101,67 @@ actor CommandProcessor {
             pending = []
             let store = self.store
             let cacheSnapshot = cache
-            var staging = Staging(states: [:], now: clock(), metadata: metadata, store: store, loadState: { id in
+            let now = clock()
+            let metadata = self.metadata
+            let loader: @Sendable (String) throws -> WfRunState? = { id in
                 if let s = cacheSnapshot[id] { return s }
                 return try store.wfRun(id)
-            })
-            var results: [Result<any Sendable, Error>] = []
-            for job in jobs {
-                // A job that fails leaves no trace: its changes are undone.
-                let before = staging
-                do {
-                    results.append(.success(try job.work(&staging)))
-                } catch {
-                    staging = before
-                    results.append(.failure(error))
+            }
+            // One child task per WfRun: its jobs in order, on its own staging.
+            let groups = Dictionary(grouping: jobs.indices, by: { jobs[$0].key })
+            var results = [Result<any Sendable, Error>?](repeating: nil, count: jobs.count)
+            var stagings: [Staging] = []
+            await withTaskGroup(of: (Staging, [(Int, Result<any Sendable, Error>)]).self) { group in
+                for indices in groups.values {
+                    let works = indices.map { ($0, jobs[$0].work) }
+                    group.addTask {
+                        var staging = Staging(states: [:], now: now, metadata: metadata, store: store, loadState: loader)
+                        var out: [(Int, Result<any Sendable, Error>)] = []
+                        for (i, work) in works {
+                            // A job that fails leaves no trace: its changes are undone.
+                            let before = staging
+                            do {
+                                out.append((i, .success(try work(&staging))))
+                            } catch {
+                                staging = before
+                                out.append((i, .failure(error)))
+                            }
+                        }
+                        return (staging, out)
+                    }
+                }
+                for await (staging, out) in group {
+                    stagings.append(staging)
+                    for (i, r) in out { results[i] = r }
                 }
             }
-            let batch = staging.batch
+            var batch = LHWriteBatch()
+            var effects: [(String, LHEffect)] = []
+            var deleted = Set<String>()
+            for st in stagings {
+                batch.merge(st.batch)
+                effects += st.effects
+                deleted.formUnion(st.deleted)
+            }
+            let toCommit = batch
             do {
-                try await Task.detached { try store.commit(batch) }.value
+                try await Task.detached { try store.commit(toCommit) }.value
             } catch {
                 logger.error("group commit failed; the commands are refused", metadata: [LHLog.error: "\(error)"])
                 for job in jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed: \(error)")) }
                 continue
             }
-            for (id, state) in staging.states { cache[id] = state }
-            for id in staging.deleted { cache[id] = nil }
+            for st in stagings {
+                for (id, state) in st.states { cache[id] = state }
+            }
+            for id in deleted { cache[id] = nil }
             if cache.count > 50_000 {
                 // Keep memory bounded: terminated WfRuns are read back from the store when needed.
                 for (id, s) in cache where s.isTerminated { cache[id] = nil }
             }
-            for (job, result) in zip(jobs, results) { job.continuation.resume(with: result) }
-            if let sink, !staging.effects.isEmpty || !staging.deleted.isEmpty {
-                await sink.carryOut(staging.effects, deleted: staging.deleted)
+            for (job, result) in zip(jobs, results) { job.continuation.resume(with: result!) }
+            if let sink, !effects.isEmpty || !deleted.isEmpty {
+                await sink.carryOut(effects, deleted: deleted)
             }
         }
         flushing = false

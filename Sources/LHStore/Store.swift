@@ -44,6 +44,19 @@ public struct LHWriteBatch: Sendable {
     public var orphanEvents: [Littlehorse_ExternalEvent] = []
     public var claimedOrphansOf: Set<String> = []
     public init() {}
+
+    /// Adds another batch's writes (of other WfRuns) to this one.
+    public mutating func merge(_ other: LHWriteBatch) {
+        wfRuns.merge(other.wfRuns) { _, b in b }
+        deletedWfRuns.formUnion(other.deletedWfRuns)
+        enqueued += other.enqueued
+        dequeued += other.dequeued
+        timersSet += other.timersSet
+        timersCancelled += other.timersCancelled
+        orphanEvents += other.orphanEvents
+        claimedOrphansOf.formUnion(other.claimedOrphansOf)
+    }
+
     public var isEmpty: Bool {
         wfRuns.isEmpty && deletedWfRuns.isEmpty && enqueued.isEmpty && dequeued.isEmpty && timersSet.isEmpty
             && timersCancelled.isEmpty && orphanEvents.isEmpty && claimedOrphansOf.isEmpty
