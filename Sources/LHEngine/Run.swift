@@ -419,18 +419,48 @@ struct Run {
     }
 
     mutating func evaluateWait(_ key: NodeRunKey, _ nodeName: String, _ w: Littlehorse_WaitForThreadsRun) -> Bool {
-        let strategy = nodeSpec(key.thread, nodeName).waitForThreads.strategy
+        let nodeSpec = nodeSpec(key.thread, nodeName).waitForThreads
+        let strategy = nodeSpec.strategy
         var run = w
         var changed = false
         for i in run.threads.indices {
-            let child = thread(run.threads[i].threadRunNumber)
+            let number = run.threads[i].threadRunNumber
+            let child = thread(number)
             if run.threads[i].threadStatus != child.status {
                 run.threads[i].threadStatus = child.status
                 changed = true
             }
             if child.status.isTerminal, run.threads[i].waitingStatus == .threadInProgress {
-                run.threads[i].waitingStatus = child.status == .completed ? .threadCompletedOrFailureHandled : .threadUnsuccessful
                 if child.hasEndTime { run.threads[i].threadEndTime = child.endTime }
+                if child.status == .completed {
+                    run.threads[i].waitingStatus = .threadCompletedOrFailureHandled
+                } else if let failure = lastFailure(of: number),
+                          let handler = failureHandler(for: failure, in: Littlehorse_Node.with { $0.failureHandlers = nodeSpec.perThreadFailureHandlers }) {
+                    // A per-thread failure handler runs as a child of the waiting thread.
+                    let spec = context.spec.threadSpecs[handler] ?? Littlehorse_ThreadSpec()
+                    let declaresInput = spec.variableDefs.contains { $0.varDef.name == "INPUT" }
+                    update(key.thread) { $0.handledFailedChildren.append(number) }
+                    if let h = startThread(specName: handler, type: .failureHandler, parent: key.thread,
+                                           inputs: declaresInput ? ["INPUT": failure.content ?? .null] : [:]) {
+                        run.threads[i].waitingStatus = .threadHandlingFailure
+                        run.threads[i].failureHandlerThreadRunID = h
+                    } else {
+                        run.threads[i].waitingStatus = .threadUnsuccessful
+                    }
+                } else {
+                    run.threads[i].waitingStatus = .threadUnsuccessful
+                }
+                changed = true
+            }
+            if run.threads[i].waitingStatus == .threadHandlingFailure {
+                let handler = thread(run.threads[i].failureHandlerThreadRunID)
+                if handler.status == .completed {
+                    run.threads[i].waitingStatus = .threadCompletedOrFailureHandled
+                    changed = true
+                } else if handler.status.isTerminal {
+                    run.threads[i].waitingStatus = .threadUnsuccessful
+                    changed = true
+                }
             }
         }
         if changed || run != w { updateNode(key) { $0.waitForThreads = run } }
@@ -580,6 +610,12 @@ struct Run {
                 failInterruptedNode(key, propagated)
             }
         case .failureHandler:
+            // A per-thread handler of WAIT_FOR_THREADS is seen by that node;
+            // only a node's own failure handler changes the parent here.
+            let handlesNodeFailure = thread(parent).haltReasons.contains {
+                if case .handlingFailure(let h)? = $0.reason { return h.handlerThreadID == n } else { return false }
+            }
+            guard handlesNodeFailure else { break }
             removeHaltReason(parent) { if case .handlingFailure(let h)? = $0.reason { return h.handlerThreadID == n } else { return false } }
             if t.status == .completed {
                 markFailureHandled(parent, handler: n)

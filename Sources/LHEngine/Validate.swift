@@ -148,8 +148,8 @@ private struct Validator {
                     throw fail("\(at) passes variable '\(key)', which thread '\(s.threadSpecName)' does not declare")
                 }
             case .waitForThreads(let w):
-                if !w.perThreadFailureHandlers.isEmpty {
-                    throw fail("\(at): per_thread_failure_handlers are not implemented by this engine")
+                for handler in w.perThreadFailureHandlers where request.threadSpecs[handler.handlerSpecName] == nil {
+                    throw fail("per-thread failure handler of \(at) names thread '\(handler.handlerSpecName)', which is not a ThreadSpec of this WfSpec")
                 }
             case .exit(let e):
                 if case .failureDef(let f)? = e.result {
@@ -251,6 +251,9 @@ private struct Validator {
             for node in thread.nodes.values {
                 if case .startThread(let s)? = node.node { parents[s.threadSpecName, default: []].insert(name) }
                 for h in node.failureHandlers { parents[h.handlerSpecName, default: []].insert(name) }
+                if case .waitForThreads(let w)? = node.node {
+                    for h in w.perThreadFailureHandlers { parents[h.handlerSpecName, default: []].insert(name) }
+                }
             }
             for i in thread.interruptDefs { parents[i.handlerSpecName, default: []].insert(name) }
         }

@@ -261,6 +261,43 @@ import Testing
         #expect(h.state.currentNodeRun(of: 0)?.failures.first?.failureName == "CHILD_FAILURE")
     }
 
+    @Test func perThreadFailureHandlerOfWaitForThreadsHandlesAFailedChild() throws {
+        var wait = Littlehorse_WaitForThreadsNode()
+        wait.threads.threads = [.with { $0.threadRunNumber = assign("c") }]
+        wait.perThreadFailureHandlers = [catching("child-failed", with: "on-child")]
+        let threads = [
+            "entrypoint": linear([Step("spawn", spawn("child"), mutations: [mutation("c", .assign)]), Step("wait", .waitForThreads(wait))],
+                                 variables: [variable("c", .int), variable("seen", .str)]),
+            "child": linear([Step("f", fail("child-failed", "the child gave up"))]),
+            "on-child": linear([Step("n", nop, mutations: [mutation("seen", .assign, literal(str("handled")))])]),
+        ]
+        let h = try Harness(threads: threads)
+        #expect(h.threadStatus(1) == .exception)
+        #expect(h.state.thread(2)?.type == .failureHandler && h.state.thread(2)?.parentThreadID == 0)
+        #expect(h.variable("seen") == str("handled"))
+        #expect(h.status == .completed, "the handled child does not fail the WAIT_FOR_THREADS node")
+        #expect(h.state.thread(0)?.handledFailedChildren == [1])
+    }
+
+    @Test func kitchenSinkFixtureOfThePythonSDKValidatesAndRuns() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("LHProtoTests/Fixtures/kitchen-sink.json")
+        let request = try Littlehorse_PutWfSpecRequest(jsonUTF8Data: Data(contentsOf: url))
+        var h = try Harness(threads: request.threadSpecs, taskDefs: [taskDef("greet", [("who", .str)])], events: ["go-on"],
+                            variables: ["name": str("yoda")])
+        try h.complete("greet", output: .with { $0.jsonObj = #"{"size": 3}"# })
+        try h.advance(5)
+        // The loop ran, the small branch doubled the ratio, the child failed and was handled.
+        #expect(h.variable("count") == int(3))
+        #expect(h.variable("ratio") == .with { $0.double = 3.0 })
+        try h.complete("greet")
+        #expect(h.variable("flag") == .with { $0.bool = false }, "the per-thread handler of the child's exception ran")
+        try h.complete("greet")
+        try h.post("go-on", str("x"))
+        #expect(h.status == .exception)
+        #expect(h.state.thread(0)?.errorMessage.contains("give-up") == true)
+    }
+
     @Test func aRunawayLoopFailsWithInternalError() throws {
         var thread = Littlehorse_ThreadSpec()
         thread.nodes["entry"] = .with { $0.entrypoint = .init(); $0.outgoingEdges = [.with { $0.sinkNodeName = "spin" }] }
