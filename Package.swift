@@ -108,7 +108,7 @@ let package = Package(
         .executableTarget(
             name: "lhctl",
             dependencies: [
-                "LHClient", "LHProto",
+                "LHClient", "LHProto", "LHEngine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]

@@ -13,7 +13,8 @@ struct ValueError: Error, CustomStringConvertible {
 }
 
 extension Littlehorse_VariableType {
-    var name: String {
+    /// LittleHorse's spelling, e.g. `JSON_ARR` (the one place it is written).
+    public var name: String {
         switch self {
         case .jsonObj: "JSON_OBJ"
         case .jsonArr: "JSON_ARR"
@@ -26,6 +27,12 @@ extension Littlehorse_VariableType {
         case .timestamp: "TIMESTAMP"
         case .UNRECOGNIZED(let n): "TYPE_\(n)"
         }
+    }
+
+    /// The type LittleHorse spells `name` (any letter case), e.g. `STR`.
+    public init?(name: String) {
+        guard let t = Self.allCases.first(where: { $0.name == name.uppercased() }) else { return nil }
+        self = t
     }
 }
 

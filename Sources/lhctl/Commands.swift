@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import LHClient
+import LHEngine
 import SwiftProtobuf
 
 /// Runs `body` with a client; errors go to stderr with a non-zero exit.
@@ -116,7 +117,7 @@ struct PostEvent: AsyncParsableCommand {
         if let guid { request.guid = guid }
         if let threadRunNumber { request.threadRunNumber = threadRunNumber }
         if let type, type.uppercased() != "NULL" {
-            guard let t = Littlehorse_VariableType(lhName: type) else {
+            guard let t = Littlehorse_VariableType(name: type) else {
                 throw ValidationError("unknown type '\(type)': use STR, INT, DOUBLE, BOOL, JSON_OBJ, JSON_ARR, BYTES or NULL")
             }
             guard let value else { throw ValidationError("type \(type) needs a VALUE") }

@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHEngine
 import SwiftProtobuf
 
 /// Prints a message as LittleHorse's lhctl does: protobuf JSON with
@@ -60,7 +61,7 @@ func prettyJSON(_ compact: String) -> String {
 /// Parses a value given on the command line as `type`; a value that does not
 /// parse is refused before anything is sent, naming it.
 func parseValue(_ text: String, as type: Littlehorse_VariableType, what: String) throws -> Littlehorse_VariableValue {
-    func bad(_ why: String) -> ValidationError { ValidationError("\(what): '\(text)' is not a valid \(type.lhName)\(why.isEmpty ? "" : ": \(why)")") }
+    func bad(_ why: String) -> ValidationError { ValidationError("\(what): '\(text)' is not a valid \(type.name)\(why.isEmpty ? "" : ": \(why)")") }
     switch type {
     case .str: return .with { $0.str = text }
     case .int:
@@ -94,38 +95,6 @@ func parseValue(_ text: String, as type: Littlehorse_VariableType, what: String)
         return .with { $0.utcTimestamp = Google_Protobuf_Timestamp(date: date) }
     case .UNRECOGNIZED:
         throw bad("unknown type")
-    }
-}
-
-extension Littlehorse_VariableType {
-    var lhName: String {
-        switch self {
-        case .jsonObj: "JSON_OBJ"
-        case .jsonArr: "JSON_ARR"
-        case .double: "DOUBLE"
-        case .bool: "BOOL"
-        case .str: "STR"
-        case .int: "INT"
-        case .bytes: "BYTES"
-        case .wfRunID: "WF_RUN_ID"
-        case .timestamp: "TIMESTAMP"
-        case .UNRECOGNIZED(let n): "TYPE_\(n)"
-        }
-    }
-
-    init?(lhName: String) {
-        switch lhName.uppercased() {
-        case "JSON_OBJ": self = .jsonObj
-        case "JSON_ARR": self = .jsonArr
-        case "DOUBLE": self = .double
-        case "BOOL": self = .bool
-        case "STR": self = .str
-        case "INT": self = .int
-        case "BYTES": self = .bytes
-        case "WF_RUN_ID": self = .wfRunID
-        case "TIMESTAMP": self = .timestamp
-        default: return nil
-        }
     }
 }
 
