@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .executable(name: "lh-server", targets: ["lh-server"]),
         .executable(name: "lhctl", targets: ["lhctl"]),
+        .executable(name: "lh-bench", targets: ["lh-bench"]),
         .library(name: "LHClient", targets: ["LHClient"]),
         .library(name: "LHWorker", targets: ["LHWorker"]),
         .library(name: "LHWorkflow", targets: ["LHWorkflow"]),
@@ -137,6 +138,16 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             path: "Tests/lh-test-worker"
+        ),
+        // Benchmarks: swift run -c release lh-bench SCENARIO (docs/performance.md).
+        .executableTarget(
+            name: "lh-bench",
+            dependencies: [
+                "LHClient", "LHWorker", "LHWorkflow", "LHProto",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
         ),
         .testTarget(
             name: "LHProtoTests",

@@ -17,12 +17,11 @@ actor TaskDispatcher {
         let push: AsyncStream<Lhwire_Envelope>.Continuation
     }
 
-    private var queues: [String: [QueuedTask]] = [:]
+    private var queues: [String: TaskQueue] = [:]
     private var queuedKeys: Set<String> = []
     private var workers: [ObjectIdentifier: Worker] = [:]
     private var order: [String: [ObjectIdentifier]] = [:]
     private var nextWorker: [String: Int] = [:]
-    private var assigning: Set<String> = []
     private let logger: Logger
     private let processor: CommandProcessor
 
@@ -36,7 +35,7 @@ actor TaskDispatcher {
     func enqueue(_ task: QueuedTask) {
         let key = Self.key(task.wfRunId, task.taskGuid)
         guard queuedKeys.insert(key).inserted else { return }
-        queues[task.taskDef, default: []].append(task)
+        queues[task.taskDef, default: TaskQueue()].append(task)
         assign(task.taskDef)
     }
 
@@ -47,8 +46,8 @@ actor TaskDispatcher {
     }
 
     func removeAll(of wfRunId: String) {
-        for (def, q) in queues {
-            queues[def] = q.filter { $0.wfRunId != wfRunId }
+        for def in queues.keys {
+            queues[def]?.removeAll { $0.wfRunId == wfRunId }
         }
         queuedKeys = queuedKeys.filter { !$0.hasPrefix("\(wfRunId)/") }
     }
@@ -84,40 +83,44 @@ actor TaskDispatcher {
     }
 
     /// Hands queued attempts of `taskDef` to workers with room, in turn.
+    /// Every hand-over is its own job, so that many of them share one group
+    /// commit; the worker sees its task only after that commit.
     private func assign(_ taskDef: String) {
-        guard !assigning.contains(taskDef) else { return }
-        assigning.insert(taskDef)
-        Task { await self.assignLoop(taskDef) }
-    }
-
-    private func assignLoop(_ taskDef: String) async {
-        defer { assigning.remove(taskDef) }
-        while let q = queues[taskDef], !q.isEmpty, let connection = pickWorker(taskDef) {
-            let task = queues[taskDef]!.removeFirst()
+        while queues[taskDef]?.isEmpty == false, let connection = pickWorker(taskDef), let worker = workers[connection] {
+            let task = queues[taskDef]!.popFirst()!
             let key = Self.key(task.wfRunId, task.taskGuid)
             queuedKeys.remove(key)
             workers[connection]?.holding.insert(key)
-            let workerId = workers[connection]?.id ?? "?"
-            do {
-                let scheduled = try await processor.submit(key: task.wfRunId) { (staging: inout CommandProcessor.Staging) -> Littlehorse_ScheduledTask? in
-                    try CommandProcessor.apply(.taskStarted(taskGuid: task.taskGuid, attempt: task.attempt, workerId: workerId), to: task.wfRunId, in: &staging)
-                    staging.batch.dequeued.append((task.wfRunId, task.taskGuid))
-                    return try staging.state(task.wfRunId)?.scheduledTask(taskGuid: task.taskGuid, attempt: task.attempt)
-                }
-                if let scheduled, let worker = workers[connection] {
-                    worker.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(scheduled)))
-                } else {
-                    workers[connection]?.holding.remove(key)
-                }
-            } catch {
-                // Withdrawn by a halt, deleted, or already handed over: not for a worker.
-                workers[connection]?.holding.remove(key)
-                logger.debug("queued TaskRun not handed over", metadata: [LHLog.taskRunId: "\(key)", LHLog.error: "\(error)"])
-                _ = try? await processor.submit(key: task.wfRunId) { (staging: inout CommandProcessor.Staging) -> Void in
-                    staging.batch.dequeued.append((task.wfRunId, task.taskGuid))
+            let processor = self.processor
+            let logger = self.logger
+            Task {
+                do {
+                    let scheduled = try await processor.submit(key: task.wfRunId) { (staging: inout CommandProcessor.Staging) -> Littlehorse_ScheduledTask? in
+                        try CommandProcessor.apply(.taskStarted(taskGuid: task.taskGuid, attempt: task.attempt, workerId: worker.id), to: task.wfRunId, in: &staging)
+                        staging.batch.dequeued.append((task.wfRunId, task.taskGuid))
+                        return try staging.state(task.wfRunId)?.scheduledTask(taskGuid: task.taskGuid, attempt: task.attempt)
+                    }
+                    if let scheduled {
+                        worker.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(scheduled)))
+                    } else {
+                        self.release(connection, key)
+                    }
+                } catch {
+                    // Withdrawn by a halt, deleted, or already handed over: not for a worker.
+                    self.release(connection, key)
+                    logger.debug("queued TaskRun not handed over", metadata: [LHLog.taskRunId: "\(key)", LHLog.error: "\(error)"])
+                    _ = try? await processor.submit(key: task.wfRunId) { (staging: inout CommandProcessor.Staging) -> Void in
+                        staging.batch.dequeued.append((task.wfRunId, task.taskGuid))
+                    }
                 }
             }
         }
+    }
+
+    /// A hand-over did not happen: the worker has that room again.
+    private func release(_ connection: ObjectIdentifier, _ key: String) {
+        guard workers[connection]?.holding.remove(key) != nil, let def = workers[connection]?.taskDef else { return }
+        assign(def)
     }
 
     private func pickWorker(_ taskDef: String) -> ObjectIdentifier? {
@@ -134,13 +137,45 @@ actor TaskDispatcher {
     }
 }
 
-/// Fires the engine's timers from their due times.
+/// A FIFO of queued attempts: O(1) at both ends.
+struct TaskQueue {
+    private var items: [QueuedTask] = []
+    private var head = 0
+
+    var isEmpty: Bool { head == items.count }
+    var count: Int { items.count - head }
+
+    mutating func append(_ task: QueuedTask) { items.append(task) }
+
+    mutating func popFirst() -> QueuedTask? {
+        guard head < items.count else { return nil }
+        let task = items[head]
+        head += 1
+        if head >= 1024 && head * 2 >= items.count {
+            items.removeFirst(head)
+            head = 0
+        }
+        return task
+    }
+
+    mutating func removeAll(where predicate: (QueuedTask) -> Bool) {
+        items = items[head...].filter { !predicate($0) }
+        head = 0
+    }
+}
+
+/// Fires the engine's timers from their due times. Timers live in a
+/// dictionary (the truth) and a min-heap by due time (entries whose timer was
+/// cancelled or replaced are skipped when they come up).
 actor TimerService {
     private var timers: [String: StoredTimer] = [:]   // by "<wfRunId>|<key>"
+    private var heap = TimerHeap()
     private let processor: CommandProcessor
     private let logger: Logger
     private var wake: CheckedContinuation<Void, Never>?
     private var woken = false
+    /// When the run loop will look again on its own.
+    private var sleepingUntil = Date.distantPast
 
     init(processor: CommandProcessor, logger: Logger) {
         self.processor = processor
@@ -150,56 +185,67 @@ actor TimerService {
     static func id(_ wfRunId: String, _ key: LHTimerKey) -> String { "\(wfRunId)|\(key)" }
 
     func schedule(_ timer: StoredTimer) {
-        timers[Self.id(timer.wfRunId, timer.key)] = timer
-        if let wake {
-            wake.resume()
-            self.wake = nil
-        } else {
-            woken = true
-        }
+        let id = Self.id(timer.wfRunId, timer.key)
+        timers[id] = timer
+        heap.push(TimerHeap.Entry(due: timer.due, id: id))
+        if timer.due < sleepingUntil { wakeUp() }
     }
 
     func cancel(_ wfRunId: String, _ key: LHTimerKey) {
         timers[Self.id(wfRunId, key)] = nil
+        if heap.count > 1024 && heap.count > timers.count * 4 { rebuildHeap() }
     }
 
     func removeAll(of wfRunId: String) {
         timers = timers.filter { $0.value.wfRunId != wfRunId }
+        rebuildHeap()
+    }
+
+    private func rebuildHeap() {
+        heap = TimerHeap()
+        for (id, t) in timers { heap.push(.init(due: t.due, id: id)) }
     }
 
     var count: Int { timers.count }
-
-    private func nextDue() -> Date? { timers.values.min(by: { $0.due < $1.due })?.due }
 
     /// Runs until cancelled.
     func run() async {
         while !Task.isCancelled {
             woken = false
             let now = Date()
-            let due = timers.values.filter { $0.due <= now }.sorted { $0.due < $1.due }
-            for timer in due {
-                timers[Self.id(timer.wfRunId, timer.key)] = nil
-                let processor = self.processor
-                let logger = self.logger
-                Task {
-                    do {
-                        try await processor.submit(key: timer.wfRunId) { (staging: inout CommandProcessor.Staging) -> Void in
-                            staging.batch.timersCancelled.append((timer.wfRunId, timer.key))
-                            guard try staging.state(timer.wfRunId) != nil else { return }
-                            try CommandProcessor.apply(.timerFired(timer.key), to: timer.wfRunId, in: &staging)
-                        }
-                    } catch {
-                        logger.warning("timer failed", metadata: ["lh.timer": "\(timer.key)", LHLog.wfRunId: "\(timer.wfRunId)", LHLog.error: "\(error)"])
-                    }
-                }
+            while let top = heap.peek(), top.due <= now {
+                heap.pop()
+                guard let timer = timers[top.id], timer.due == top.due else { continue }
+                timers[top.id] = nil
+                fire(timer)
             }
-            let wait = nextDue().map { max(0.0005, min($0.timeIntervalSinceNow, 1.0)) } ?? 1.0
+            // Skip stale entries so the next due time is a live timer's.
+            while let top = heap.peek(), timers[top.id]?.due != top.due { heap.pop() }
+            let wait = heap.peek().map { max(0.0005, min($0.due.timeIntervalSinceNow, 1.0)) } ?? 1.0
+            sleepingUntil = Date().addingTimeInterval(wait)
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { try? await Task.sleep(for: .milliseconds(Int(wait * 1000) + 1)) }
                 group.addTask { await self.waitForWake() }
                 await group.next()
                 group.cancelAll()
                 self.wakeUp()
+            }
+            sleepingUntil = .distantPast
+        }
+    }
+
+    private func fire(_ timer: StoredTimer) {
+        let processor = self.processor
+        let logger = self.logger
+        Task {
+            do {
+                try await processor.submit(key: timer.wfRunId) { (staging: inout CommandProcessor.Staging) -> Void in
+                    staging.batch.timersCancelled.append((timer.wfRunId, timer.key))
+                    guard try staging.state(timer.wfRunId) != nil else { return }
+                    try CommandProcessor.apply(.timerFired(timer.key), to: timer.wfRunId, in: &staging)
+                }
+            } catch {
+                logger.warning("timer failed", metadata: ["lh.timer": "\(timer.key)", LHLog.wfRunId: "\(timer.wfRunId)", LHLog.error: "\(error)"])
             }
         }
     }
@@ -219,6 +265,48 @@ actor TimerService {
         } else {
             woken = true
         }
+    }
+}
+
+/// A binary min-heap of timer entries by due time.
+struct TimerHeap {
+    struct Entry {
+        var due: Date
+        var id: String
+    }
+
+    private var items: [Entry] = []
+    var count: Int { items.count }
+
+    func peek() -> Entry? { items.first }
+
+    mutating func push(_ e: Entry) {
+        items.append(e)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard items[i].due < items[parent].due else { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    @discardableResult
+    mutating func pop() -> Entry? {
+        guard !items.isEmpty else { return nil }
+        items.swapAt(0, items.count - 1)
+        let top = items.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < items.count && items[l].due < items[m].due { m = l }
+            if r < items.count && items[r].due < items[m].due { m = r }
+            if m == i { break }
+            items.swapAt(i, m)
+            i = m
+        }
+        return top
     }
 }
 

@@ -16,7 +16,7 @@ actor CommandProcessor {
     private let store: any LHStore
     private let logger: Logger
     private(set) var metadata: MetadataCache
-    private var cache: [String: WfRunState] = [:]
+    private let cache: StateCache
     private var pending: [Job] = []
     private var flushing = false
     /// Set by the server once its dispatcher and timers exist.
@@ -71,8 +71,10 @@ actor CommandProcessor {
         }
     }
 
-    init(store: any LHStore, metadata: MetadataCache, logger: Logger, clock: @escaping @Sendable () -> Date = { Date() }) {
+    init(store: any LHStore, metadata: MetadataCache, logger: Logger, cacheCapacity: Int = 10_000,
+         clock: @escaping @Sendable () -> Date = { Date() }) {
         self.store = store
+        self.cache = StateCache(capacity: cacheCapacity)
         self.metadata = metadata
         self.logger = logger
         self.clock = clock
@@ -100,11 +102,11 @@ actor CommandProcessor {
             let jobs = pending
             pending = []
             let store = self.store
-            let cacheSnapshot = cache
+            let cache = self.cache
             let now = clock()
             let metadata = self.metadata
             let loader: @Sendable (String) throws -> WfRunState? = { id in
-                if let s = cacheSnapshot[id] { return s }
+                if let s = cache.get(id) { return s }
                 return try store.wfRun(id)
             }
             // One child task per WfRun: its jobs in order, on its own staging.
@@ -127,6 +129,8 @@ actor CommandProcessor {
                                 out.append((i, .failure(error)))
                             }
                         }
+                        // The stored forms are made here, in parallel, not in the serial commit.
+                        try? store.encodeBodies(of: &staging.batch)
                         return (staging, out)
                     }
                 }
@@ -151,14 +155,7 @@ actor CommandProcessor {
                 for job in jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed: \(error)")) }
                 continue
             }
-            for st in stagings {
-                for (id, state) in st.states { cache[id] = state }
-            }
-            for id in deleted { cache[id] = nil }
-            if cache.count > 50_000 {
-                // Keep memory bounded: terminated WfRuns are read back from the store when needed.
-                for (id, s) in cache where s.isTerminated { cache[id] = nil }
-            }
+            cache.update(stagings.lazy.flatMap { $0.states }, deleted: deleted)
             for (job, result) in zip(jobs, results) { job.continuation.resume(with: result!) }
             if let sink, !effects.isEmpty || !deleted.isEmpty {
                 await sink.carryOut(effects, deleted: deleted)
@@ -169,7 +166,7 @@ actor CommandProcessor {
 
     /// A committed WfRun's state, for reads.
     func read(_ id: String) throws -> WfRunState? {
-        if let s = cache[id] { return s }
+        if let s = cache.get(id) { return s }
         return try store.wfRun(id)
     }
 
@@ -191,4 +188,49 @@ actor CommandProcessor {
 /// Carries out committed effects (task queues, timers).
 protocol EffectSink: Sendable {
     func carryOut(_ effects: [(String, LHEffect)], deleted: Set<String>) async
+}
+
+/// The most recently touched WfRuns' committed states, at most `capacity`
+/// of them; the rest are read back from the store when needed. Jobs read it
+/// concurrently while a group commit runs; only the processor writes it,
+/// between commits.
+final class StateCache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var entries: [String: (state: WfRunState, touch: UInt64)] = [:]
+    /// Touches in order; an entry is evicted when its oldest touch is its last one.
+    private var touches: [(id: String, touch: UInt64)] = []
+    private var head = 0
+    private var clock: UInt64 = 0
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = max(capacity, 1) }
+
+    var count: Int { lock.withLock { entries.count } }
+
+    func get(_ id: String) -> WfRunState? { lock.withLock { entries[id]?.state } }
+
+    func update<S: Sequence<(key: String, value: WfRunState)>>(_ states: S, deleted: Set<String>) {
+        lock.withLock {
+            for (id, state) in states {
+                clock += 1
+                entries[id] = (state, clock)
+                touches.append((id, clock))
+            }
+            for id in deleted { entries[id] = nil }
+            while entries.count > capacity, head < touches.count {
+                let (id, touch) = touches[head]
+                head += 1
+                if entries[id]?.touch == touch { entries[id] = nil }
+            }
+            if head >= 4096 && head * 2 >= touches.count {
+                touches.removeFirst(head)
+                head = 0
+            }
+            // Touches of entries already gone pile up when the cache is not full.
+            if touches.count - head > capacity * 4 {
+                touches = touches[head...].filter { entries[$0.id]?.touch == $0.touch }
+                head = 0
+            }
+        }
+    }
 }

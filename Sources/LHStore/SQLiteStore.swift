@@ -3,6 +3,7 @@ import GRDB
 import LHEngine
 import LHProto
 import SwiftProtobuf
+import Synchronization
 
 /// The embedded store: SQLite through GRDB in `<data-dir>/lh.sqlite`, WAL
 /// mode, `synchronous=FULL` unless asked otherwise.
@@ -20,6 +21,8 @@ public final class SQLiteStore: LHStore, Sendable {
 
     let pool: DatabasePool
     public let path: String
+    /// WfRun ids that have orphan events: RunWf looks them up only for these.
+    private let orphanIds = Mutex<Set<String>>([])
 
     public init(directory: URL, sync: Sync = .full) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -35,6 +38,8 @@ public final class SQLiteStore: LHStore, Sendable {
             throw StoreError("cannot open the data directory's database \(path): \(error)")
         }
         try Self.migrate(pool, path: path)
+        let ids = try pool.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT wf_run_id FROM orphan_events") }
+        orphanIds.withLock { $0 = Set(ids) }
     }
 
     static func migrator() -> DatabaseMigrator {
@@ -128,12 +133,13 @@ public final class SQLiteStore: LHStore, Sendable {
     // MARK: - WfRuns
 
     public func wfRun(_ id: String) throws -> WfRunState? {
-        guard let body = try pool.read({ db in try Data.fetchOne(db, sql: "SELECT body FROM wf_runs WHERE id = ?", arguments: [id]) }) else { return nil }
+        guard let body = try pool.read({ db in try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM wf_runs WHERE id = ?"), arguments: [id]) }) else { return nil }
         return Self.decode(try Lhstore_StoredWfRun(serializedBytes: body))
     }
 
     public func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent] {
-        try pool.read { db in
+        guard orphanIds.withLock({ $0.contains(wfRunId) }) else { return [] }
+        return try pool.read { db in
             try Data.fetchAll(db, sql: "SELECT body FROM orphan_events WHERE wf_run_id = ? ORDER BY seq", arguments: [wfRunId])
                 .map { try Littlehorse_ExternalEvent(serializedBytes: $0) }
         }
@@ -171,50 +177,63 @@ public final class SQLiteStore: LHStore, Sendable {
         }
     }
 
+    public func encodeBodies(of batch: inout LHWriteBatch) throws {
+        for (id, state) in batch.wfRuns where batch.bodies[id] == nil {
+            batch.bodies[id] = try Self.encode(state).serializedBytes()
+        }
+    }
+
     public func commit(_ batch: LHWriteBatch) throws {
         guard !batch.isEmpty else { return }
         let encoded = try batch.wfRuns.map { id, state -> (String, WfRunState, Data) in
-            (id, state, try Self.encode(state).serializedBytes())
+            (id, state, try batch.bodies[id] ?? Self.encode(state).serializedBytes())
         }
         let orphanBodies = try batch.orphanEvents.map { e -> (Littlehorse_ExternalEvent, Data) in (e, try e.serializedBytes()) }
         try pool.write { db in
             for (id, state, body) in encoded {
                 let w = state.wfRun
-                try db.execute(sql: "INSERT OR REPLACE INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                try db.cachedStatement(sql: "INSERT OR REPLACE INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?)").execute(
                                arguments: [id, w.wfSpecID.name, w.wfSpecID.majorVersion, w.wfSpecID.revision, w.status.rawValue, w.startTime.date.timeIntervalSince1970, body])
                 for t in state.taskRuns.values {
-                    try db.execute(sql: "INSERT OR REPLACE INTO task_runs (wf_run_id, guid, task_def, status, scheduled_at) VALUES (?, ?, ?, ?, ?)",
+                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO task_runs (wf_run_id, guid, task_def, status, scheduled_at) VALUES (?, ?, ?, ?, ?)").execute(
                                    arguments: [id, t.id.taskGuid, t.taskDefID.name, t.status.rawValue, t.scheduledAt.date.timeIntervalSince1970])
                 }
                 for v in state.variables.values {
-                    try db.execute(sql: "INSERT OR REPLACE INTO variables (wf_run_id, thread, name, wf_spec_name, value_key) VALUES (?, ?, ?, ?, ?)",
+                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO variables (wf_run_id, thread, name, wf_spec_name, value_key) VALUES (?, ?, ?, ?, ?)").execute(
                                    arguments: [id, v.id.threadRunNumber, v.id.name, w.wfSpecID.name, Self.valueKey(v.value)])
                 }
             }
             for id in batch.deletedWfRuns {
                 for table in ["wf_runs WHERE id", "task_runs WHERE wf_run_id", "variables WHERE wf_run_id", "task_queue WHERE wf_run_id", "timers WHERE wf_run_id", "orphan_events WHERE wf_run_id"] {
-                    try db.execute(sql: "DELETE FROM \(table) = ?", arguments: [id])
+                    try db.cachedStatement(sql: "DELETE FROM \(table) = ?").execute(arguments: [id])
                 }
             }
             for q in batch.dequeued {
-                try db.execute(sql: "DELETE FROM task_queue WHERE wf_run_id = ? AND guid = ?", arguments: [q.wfRunId, q.taskGuid])
+                try db.cachedStatement(sql: "DELETE FROM task_queue WHERE wf_run_id = ? AND guid = ?").execute(arguments: [q.wfRunId, q.taskGuid])
             }
             for q in batch.enqueued {
-                try db.execute(sql: "INSERT OR REPLACE INTO task_queue (wf_run_id, guid, task_def, attempt, seq) VALUES (?, ?, ?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM task_queue))",
+                try db.cachedStatement(sql: "INSERT OR REPLACE INTO task_queue (wf_run_id, guid, task_def, attempt, seq) VALUES (?, ?, ?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM task_queue))").execute(
                                arguments: [q.wfRunId, q.taskGuid, q.taskDef, q.attempt])
             }
             for t in batch.timersCancelled {
-                try db.execute(sql: "DELETE FROM timers WHERE wf_run_id = ? AND key = ?", arguments: [t.wfRunId, t.key.description])
+                try db.cachedStatement(sql: "DELETE FROM timers WHERE wf_run_id = ? AND key = ?").execute(arguments: [t.wfRunId, t.key.description])
             }
             for t in batch.timersSet {
-                try db.execute(sql: "INSERT OR REPLACE INTO timers (wf_run_id, key, due) VALUES (?, ?, ?)", arguments: [t.wfRunId, t.key.description, t.due.timeIntervalSince1970])
+                try db.cachedStatement(sql: "INSERT OR REPLACE INTO timers (wf_run_id, key, due) VALUES (?, ?, ?)").execute(arguments: [t.wfRunId, t.key.description, t.due.timeIntervalSince1970])
             }
             for id in batch.claimedOrphansOf {
-                try db.execute(sql: "DELETE FROM orphan_events WHERE wf_run_id = ?", arguments: [id])
+                try db.cachedStatement(sql: "DELETE FROM orphan_events WHERE wf_run_id = ?").execute(arguments: [id])
             }
             for (e, body) in orphanBodies {
-                try db.execute(sql: "INSERT OR REPLACE INTO orphan_events (wf_run_id, guid, seq, body) VALUES (?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM orphan_events), ?)",
+                try db.cachedStatement(sql: "INSERT OR REPLACE INTO orphan_events (wf_run_id, guid, seq, body) VALUES (?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM orphan_events), ?)").execute(
                                arguments: [e.id.wfRunID.id, e.id.guid, body])
+            }
+        }
+        if !batch.orphanEvents.isEmpty || !batch.claimedOrphansOf.isEmpty || !batch.deletedWfRuns.isEmpty {
+            orphanIds.withLock { ids in
+                ids.subtract(batch.claimedOrphansOf)
+                ids.subtract(batch.deletedWfRuns)
+                for e in batch.orphanEvents { ids.insert(e.id.wfRunID.id) }
             }
         }
     }

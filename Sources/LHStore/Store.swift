@@ -43,6 +43,9 @@ public struct LHWriteBatch: Sendable {
     /// Events for WfRuns that do not exist (yet).
     public var orphanEvents: [Littlehorse_ExternalEvent] = []
     public var claimedOrphansOf: Set<String> = []
+    /// Stored forms of some of `wfRuns`, made ahead (in parallel) by
+    /// ``LHStore/encodeBodies(of:)``; the rest are encoded at commit.
+    public var bodies: [String: Data] = [:]
     public init() {}
 
     /// Adds another batch's writes (of other WfRuns) to this one.
@@ -55,6 +58,7 @@ public struct LHWriteBatch: Sendable {
         timersCancelled += other.timersCancelled
         orphanEvents += other.orphanEvents
         claimedOrphansOf.formUnion(other.claimedOrphansOf)
+        bodies.merge(other.bodies) { _, b in b }
     }
 
     public var isEmpty: Bool {
@@ -83,6 +87,8 @@ public protocol LHStore: Sendable {
     func wfRun(_ id: String) throws -> WfRunState?
     func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent]
     func commit(_ batch: LHWriteBatch) throws
+    /// Encodes the batch's WfRuns into `batch.bodies` (off the commit's path).
+    func encodeBodies(of batch: inout LHWriteBatch) throws
 
     func queuedTasks() throws -> [QueuedTask]
     func timers() throws -> [StoredTimer]

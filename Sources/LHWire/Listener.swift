@@ -56,6 +56,7 @@ public enum LHListener {
                     if let sslContext {
                         try sync.addHandler(NIOSSLServerHandler(context: sslContext))
                     }
+                    try sync.addHandler(LHFlushCoalescingHandler())
                     try sync.addHandler(ByteToMessageHandler(LHFrameDecoder(maxFrameBytes: config.maxFrameBytes)))
                     try sync.addHandler(MessageToByteHandler(LHFrameEncoder()))
                     try sync.addHandler(LHProtocolErrorHandler(logger: logger))

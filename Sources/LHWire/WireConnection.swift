@@ -86,6 +86,7 @@ public final class LHWireConnection: Sendable {
                         if let sslContext {
                             try sync.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: LHTLS.serverHostname(for: config.host)))
                         }
+                        try sync.addHandler(LHFlushCoalescingHandler())
                         try sync.addHandler(ByteToMessageHandler(LHFrameDecoder(maxFrameBytes: config.maxFrameBytes)))
                         try sync.addHandler(MessageToByteHandler(LHFrameEncoder()))
                         try sync.addHandlers(LHHeartbeatHandler.handlers(interval: config.heartbeatInterval, logger: logger))

@@ -1,0 +1,218 @@
+import ArgumentParser
+import Foundation
+import LHClient
+import LHProto
+import LHWorker
+import LHWorkflow
+import NIOConcurrencyHelpers
+import SwiftProtobuf
+
+/// `lh-bench SCENARIO`: starts an lh-server (TLS, durable store as shipped) on
+/// a temporary data directory and its own worker processes, drives a load,
+/// and prints a table and one JSON line of results.
+@main
+struct LHBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "lh-bench",
+        abstract: "Measures lh-server: throughput, latency, interrupts, halting and memory.",
+        discussion: """
+            Build and run in release mode: swift run -c release lh-bench throughput
+            Figures go to stdout (a table, then one JSON line); progress to stderr.
+            """,
+        subcommands: [Throughput.self, Latency.self, Interrupts.self, Halt.self, Memory.self, WorkerCommand.self]
+    )
+}
+
+/// Options every scenario takes.
+struct CommonOptions: ParsableArguments {
+    @Option(help: "Use a running server at HOST:PORT instead of starting one (memory's restart needs its own).")
+    var server: String?
+
+    @Option(help: "CA certificate of --server.")
+    var ca: String?
+
+    @Option(help: "Worker processes to start.")
+    var workers: Int = 2
+
+    @Option(help: "Tasks each worker process runs at once (LHW_NUM_WORKER_THREADS).")
+    var capacity: Int = 512
+
+    @Option(help: ArgumentHelp("Extra arguments for the started lh-server.", discussion: "Give them with =, e.g. --server-args=\"--sync normal\"."))
+    var serverArgs: String = ""
+
+    @Flag(help: "Keep the temporary directory (data, server and worker logs).")
+    var keep = false
+
+    @Option(help: "Label for the JSON line's commit field (default: git rev-parse --short HEAD of the current directory).")
+    var commit: String?
+
+    func validate() throws {
+        guard workers >= 1 else { throw ValidationError("--workers must be at least 1, got \(workers)") }
+        guard capacity >= 1 else { throw ValidationError("--capacity must be at least 1, got \(capacity)") }
+        if ca != nil && server == nil { throw ValidationError("--ca only goes with --server") }
+    }
+}
+
+/// What a scenario runs with: the server, the workers and a client.
+final class Bench: @unchecked Sendable {
+    let server: BenchServer
+    let workers: BenchWorkers
+    let client: LHClient
+    let workDir: URL
+    let options: CommonOptions
+    let startupSeconds: Double
+
+    private init(server: BenchServer, workers: BenchWorkers, client: LHClient, workDir: URL, options: CommonOptions, startup: Double) {
+        self.server = server
+        self.workers = workers
+        self.client = client
+        self.workDir = workDir
+        self.options = options
+        self.startupSeconds = startup
+    }
+
+    /// Starts everything, runs `body`, and stops everything on every path.
+    static func run(_ options: CommonOptions, tasks: [String], holdMs: Int = 200,
+                    _ body: (Bench) async throws -> Results) async throws
+    {
+        installSignalCleanup()
+        let workDir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-bench-\(UUID().uuidString.prefix(8))")
+        try FileManager.default.createDirectory(at: workDir, withIntermediateDirectories: true)
+        var server: BenchServer?
+        var workers: BenchWorkers?
+        var client: LHClient?
+        func cleanup() async {
+            await client?.close()
+            await workers?.stop()
+            _ = await server?.stop()
+            if options.keep {
+                say("kept \(workDir.path)")
+            } else {
+                try? FileManager.default.removeItem(at: workDir)
+            }
+        }
+        do {
+            var startup = 0.0
+            if let address = options.server {
+                server = try BenchServer(existing: address, caPath: options.ca, workDir: workDir)
+            } else {
+                let args = options.serverArgs.split(separator: " ").map(String.init)
+                let (s, seconds) = try await BenchServer.start(binDir: executableDirectory(), workDir: workDir, arguments: args)
+                server = s
+                startup = seconds
+                say("lh-server pid \(s.pid ?? 0) on 127.0.0.1:\(s.port), data in \(workDir.path)/data")
+            }
+            client = try await LHClient.connect(server!.config(clientId: "lh-bench"))
+            workers = try await BenchWorkers(count: options.workers, tasks: tasks, capacity: options.capacity, holdMs: holdMs, server: server!)
+            let bench = Bench(server: server!, workers: workers!, client: client!, workDir: workDir, options: options, startup: startup)
+            let results = try await body(bench)
+            await cleanup()
+            results.print(extra: bench.environmentFields())
+        } catch {
+            if let log = server?.child?.logTail, !log.isEmpty { say("lh-server's last log lines:\n\(log)") }
+            await cleanup()
+            throw error
+        }
+    }
+
+    func environmentFields() -> [String: Any] {
+        var fields: [String: Any] = [
+            "cores": ProcessInfo.processInfo.activeProcessorCount,
+            "worker_processes": options.workers,
+            "worker_capacity": options.capacity,
+            "date": ISO8601DateFormatter().string(from: Date()),
+        ]
+        if !options.serverArgs.isEmpty { fields["server_args"] = options.serverArgs }
+        fields["commit"] = options.commit ?? gitCommit() ?? "unknown"
+        #if DEBUG
+            fields["build"] = "debug"
+        #else
+            fields["build"] = "release"
+        #endif
+        return fields
+    }
+
+    /// Registers a WfSpec (and its ExternalEventDefs).
+    func register(_ workflow: Workflow, events: [String] = []) async throws {
+        for name in events { _ = try await client.putExternalEventDef(.with { $0.name = name }) }
+        _ = try await workflow.register(client: client)
+    }
+
+    func runWf(_ spec: String, id: String) async throws {
+        var request = Littlehorse_RunWfRequest()
+        request.wfSpecName = spec
+        request.id = id
+        _ = try await client.runWf(request)
+    }
+
+    func poke(_ wfRunId: String, event: String, guid: String) async throws {
+        var request = Littlehorse_PutExternalEventRequest()
+        request.wfRunID.id = wfRunId
+        request.externalEventDefID.name = event
+        request.guid = guid
+        request.content.int = 1
+        _ = try await client.putExternalEvent(request)
+    }
+
+    /// Server CPU seconds so far (0 when the server is not ours).
+    var serverCPU: Double { server.pid.map { cpuSeconds(pid: $0) } ?? 0 }
+
+    /// Runs `count` operations with at most `inFlight` at once, showing progress;
+    /// returns the errors' count and the first error.
+    func concurrently(_ label: String, count: Int, inFlight: Int,
+                      _ op: @escaping @Sendable (Int) async throws -> Void) async throws -> (errors: Int, first: String?)
+    {
+        let progress = Progress(label, total: Double(count), unit: "")
+        let errors = NIOLockedValueBox<(Int, String?)>((0, nil))
+        let done = NIOLockedValueBox(0)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            var running = 0
+            for i in 0..<count {
+                if running >= inFlight {
+                    try await group.next()
+                    running -= 1
+                    progress.update(Double(done.withLockedValue { $0 }))
+                }
+                group.addTask {
+                    do { try await op(i) } catch { errors.withLockedValue { if $0.1 == nil { $0.1 = "\(error)" }; $0.0 += 1 } }
+                    done.withLockedValue { $0 += 1 }
+                }
+                running += 1
+            }
+            try await group.waitForAll()
+        }
+        let (n, first) = errors.withLockedValue { $0 }
+        progress.done(n > 0 ? "(\(n) errors)" : "")
+        return (n, first)
+    }
+
+    /// Waits until the workers have reported `target` tasks.
+    func waitForCompleted(_ target: Int, timeout: Double) async throws {
+        let deadline = monoSeconds() + timeout
+        while workers.completed < target {
+            if monoSeconds() > deadline {
+                throw BenchError("workers reported \(workers.completed) of \(target) tasks within \(Int(timeout)) s")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
+}
+
+func gitCommit() -> String? {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+    process.arguments = ["git", "rev-parse", "--short", "HEAD"]
+    let out = Pipe()
+    process.standardOutput = out
+    process.standardError = FileHandle.nullDevice
+    guard (try? process.run()) != nil else { return nil }
+    process.waitUntilExit()
+    guard process.terminationStatus == 0 else { return nil }
+    let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        .trimmingCharacters(in: .whitespacesAndNewlines)
+    return text.isEmpty ? nil : text
+}
+
+extension Google_Protobuf_Timestamp {
+    var nanos64: Int64 { seconds * 1_000_000_000 + Int64(nanos) }
+}
