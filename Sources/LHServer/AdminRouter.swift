@@ -253,7 +253,8 @@ public struct LHAdminRouter: LHRequestRouter {
         let context = metadata.context(for: spec)
         return try await processor.submit(key: id) { (s: inout CommandProcessor.Staging) -> Littlehorse_WfRun in
             if try s.state(id) != nil { throw LHError(.alreadyExists, "WfRun '\(id)' already exists") }
-            let earlier = try s.store.orphanEvents(of: id) + s.batch.orphanEvents.filter { $0.id.wfRunID.id == id }
+            let earlier = try s.store.orphanEvents(of: id) + s.pendingOrphans.filter { $0.id.wfRunID.id == id }
+                + s.batch.orphanEvents.filter { $0.id.wfRunID.id == id }
             s.batch.orphanEvents.removeAll { $0.id.wfRunID.id == id }
             do {
                 let (state, effects) = try LHEngine.runWf(r, id: id, context: context, now: s.now, earlierEvents: earlier)
@@ -288,7 +289,7 @@ public struct LHAdminRouter: LHRequestRouter {
                 try CommandProcessor.apply(.putExternalEvent(e), to: wfRunId, in: &s)
                 return try s.state(wfRunId)?.externalEvents.last(where: { $0.id == e.id }) ?? e
             }
-            let stored = try s.store.orphanEvents(of: wfRunId) + s.batch.orphanEvents
+            let stored = try s.store.orphanEvents(of: wfRunId) + s.pendingOrphans + s.batch.orphanEvents
             if let existing = stored.first(where: { $0.id == e.id }) { return existing }
             s.batch.orphanEvents.append(e)
             return e

@@ -310,29 +310,52 @@ struct TimerHeap {
     }
 }
 
-/// Sends committed effects to the dispatcher and the timers.
+/// Sends committed effects to the dispatcher and the timers: one call to
+/// each per group commit, effects in their order.
 struct EffectRouter: EffectSink {
     let dispatcher: TaskDispatcher
     let timers: TimerService
 
     func carryOut(_ effects: [(String, LHEffect)], deleted: Set<String>) async {
+        var tasks: [(String, LHEffect)] = []
+        var timerEffects: [(String, LHEffect)] = []
+        for (id, effect) in effects {
+            switch effect {
+            case .dispatchTask, .withdrawTask: tasks.append((id, effect))
+            case .scheduleTimer, .cancelTimer: timerEffects.append((id, effect))
+            case .wfRunTerminated: break
+            }
+        }
+        if !tasks.isEmpty || !deleted.isEmpty { await dispatcher.carryOut(tasks, deleted: deleted) }
+        if !timerEffects.isEmpty || !deleted.isEmpty { await timers.carryOut(timerEffects, deleted: deleted) }
+    }
+}
+
+extension TaskDispatcher {
+    func carryOut(_ effects: [(String, LHEffect)], deleted: Set<String>) {
         for (id, effect) in effects {
             switch effect {
             case .dispatchTask(let guid, let def, let attempt):
-                await dispatcher.enqueue(QueuedTask(wfRunId: id, taskGuid: guid, taskDef: def, attempt: attempt))
+                enqueue(QueuedTask(wfRunId: id, taskGuid: guid, taskDef: def, attempt: attempt))
             case .withdrawTask(let guid, let def):
-                await dispatcher.withdraw(wfRunId: id, guid: guid, taskDef: def)
-            case .scheduleTimer(let at, let key):
-                await timers.schedule(StoredTimer(wfRunId: id, key: key, due: at))
-            case .cancelTimer(let key):
-                await timers.cancel(id, key)
-            case .wfRunTerminated:
+                withdraw(wfRunId: id, guid: guid, taskDef: def)
+            default:
                 break
             }
         }
-        for id in deleted {
-            await dispatcher.removeAll(of: id)
-            await timers.removeAll(of: id)
+        for id in deleted { removeAll(of: id) }
+    }
+}
+
+extension TimerService {
+    func carryOut(_ effects: [(String, LHEffect)], deleted: Set<String>) {
+        for (id, effect) in effects {
+            switch effect {
+            case .scheduleTimer(let at, let key): schedule(StoredTimer(wfRunId: id, key: key, due: at))
+            case .cancelTimer(let key): cancel(id, key)
+            default: break
+            }
         }
+        for id in deleted { removeAll(of: id) }
     }
 }

@@ -19,6 +19,8 @@ actor CommandProcessor {
     private let cache: StateCache
     private var pending: [Job] = []
     private var flushing = false
+    /// Group commits and jobs since the last statistics line (LHS_LOG_LEVEL=debug).
+    private var statistics = (commits: 0, jobs: 0, commitSeconds: 0.0, since: Date())
     /// Set by the server once its dispatcher and timers exist.
     private var sink: (any EffectSink)?
     private let clock: @Sendable () -> Date
@@ -41,6 +43,8 @@ actor CommandProcessor {
         let metadata: MetadataCache
         let store: any LHStore
         let loadState: @Sendable (String) throws -> WfRunState?
+        /// Orphan events of the group commit still being written.
+        var pendingOrphans: [Littlehorse_ExternalEvent] = []
 
         mutating func state(_ id: String) throws -> WfRunState? {
             if deleted.contains(id) { return nil }
@@ -97,15 +101,43 @@ actor CommandProcessor {
         return result as! T
     }
 
+    /// A group commit whose transaction is being written while the next
+    /// batch's jobs run on top of its (not yet durable) states.
+    private struct InFlight {
+        var commit: Task<Void, Error>
+        var jobs: [Job]
+        var results: [Result<any Sendable, Error>]
+        var states: [(key: String, value: WfRunState)]
+        var effects: [(String, LHEffect)]
+        var deleted: Set<String>
+        var started: Date
+    }
+
+    /// States of the group commit in flight: what the next batch's jobs
+    /// build on (nil: deleted). Reads (`read`) never see them.
+    private var overlay: [String: WfRunState?] = [:]
+    private var overlayOrphans: [Littlehorse_ExternalEvent] = []
+
     private func flushLoop() async {
-        while !pending.isEmpty {
+        var inFlight: InFlight?
+        while !pending.isEmpty || inFlight != nil {
+            if pending.isEmpty {
+                _ = await finish(inFlight!)
+                inFlight = nil
+                overlay = [:]
+                overlayOrphans = []
+                continue
+            }
             let jobs = pending
             pending = []
             let store = self.store
             let cache = self.cache
             let now = clock()
             let metadata = self.metadata
+            let overlay = self.overlay
+            let pendingOrphans = self.overlayOrphans
             let loader: @Sendable (String) throws -> WfRunState? = { id in
+                if let entry = overlay[id] { return entry }
                 if let s = cache.get(id) { return s }
                 return try store.wfRun(id)
             }
@@ -118,6 +150,7 @@ actor CommandProcessor {
                     let works = indices.map { ($0, jobs[$0].work) }
                     group.addTask {
                         var staging = Staging(states: [:], now: now, metadata: metadata, store: store, loadState: loader)
+                        staging.pendingOrphans = pendingOrphans
                         var out: [(Int, Result<any Sendable, Error>)] = []
                         for (i, work) in works {
                             // A job that fails leaves no trace: its changes are undone.
@@ -142,26 +175,68 @@ actor CommandProcessor {
             var batch = LHWriteBatch()
             var effects: [(String, LHEffect)] = []
             var deleted = Set<String>()
+            var states: [(key: String, value: WfRunState)] = []
             for st in stagings {
                 batch.merge(st.batch)
                 effects += st.effects
                 deleted.formUnion(st.deleted)
+                states += st.states.map { ($0.key, $0.value) }
+            }
+            // Commits are written in order: this batch's waits for the previous one's.
+            if let previous = inFlight {
+                inFlight = nil
+                if !(await finish(previous)) {
+                    // These jobs built on states that were never stored.
+                    for job in jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed; the command was not applied")) }
+                    self.overlay = [:]
+                    self.overlayOrphans = []
+                    continue
+                }
             }
             let toCommit = batch
-            do {
-                try await Task.detached { try store.commit(toCommit) }.value
-            } catch {
-                logger.error("group commit failed; the commands are refused", metadata: [LHLog.error: "\(error)"])
-                for job in jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed: \(error)")) }
-                continue
-            }
-            cache.update(stagings.lazy.flatMap { $0.states }, deleted: deleted)
-            for (job, result) in zip(jobs, results) { job.continuation.resume(with: result!) }
-            if let sink, !effects.isEmpty || !deleted.isEmpty {
-                await sink.carryOut(effects, deleted: deleted)
-            }
+            inFlight = InFlight(commit: Task.detached { try store.commit(toCommit) }, jobs: jobs, results: results.map { $0! },
+                                states: states, effects: effects, deleted: deleted, started: Date())
+            var next: [String: WfRunState?] = [:]
+            for (id, state) in states { next[id] = state }
+            for id in deleted { next[id] = .some(nil) }
+            self.overlay = next
+            self.overlayOrphans = batch.orphanEvents
         }
         flushing = false
+    }
+
+    /// Waits for a group commit; then answers its callers and carries out its
+    /// effects. False when the commit failed (its callers get the error).
+    private func finish(_ f: InFlight) async -> Bool {
+        do {
+            try await f.commit.value
+        } catch {
+            logger.error("group commit failed; the commands are refused", metadata: [LHLog.error: "\(error)"])
+            for job in f.jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed: \(error)")) }
+            return false
+        }
+        recordStatistics(jobs: f.jobs.count, seconds: Date().timeIntervalSince(f.started))
+        cache.update(f.states, deleted: f.deleted)
+        for (job, result) in zip(f.jobs, f.results) { job.continuation.resume(with: result) }
+        if let sink, !f.effects.isEmpty || !f.deleted.isEmpty {
+            await sink.carryOut(f.effects, deleted: f.deleted)
+        }
+        return true
+    }
+
+    private func recordStatistics(jobs: Int, seconds: Double) {
+        statistics.commits += 1
+        statistics.jobs += jobs
+        statistics.commitSeconds += seconds
+        if statistics.since.timeIntervalSinceNow < -5 {
+            let elapsed = -statistics.since.timeIntervalSinceNow
+            logger.debug("group commits", metadata: [
+                "lh.commitsPerSecond": "\(Int(Double(statistics.commits) / elapsed))",
+                "lh.jobsPerCommit": "\(String(format: "%.1f", Double(statistics.jobs) / Double(max(statistics.commits, 1))))",
+                "lh.commitBusy": "\(String(format: "%.0f%%", statistics.commitSeconds / elapsed * 100))",
+            ])
+            statistics = (0, 0, 0, Date())
+        }
     }
 
     /// A committed WfRun's state, for reads.
