@@ -101,9 +101,12 @@ actor CommandProcessor {
         return result as! T
     }
 
-    /// A group commit whose transaction is being written while the next
-    /// batch's jobs run on top of its (not yet durable) states.
-    private struct InFlight {
+    /// A group commit whose transaction is being written. The next batch's
+    /// jobs run meanwhile, on top of its states (the overlay); its callers
+    /// are answered as soon as it is durable.
+    private struct InFlight: Sendable {
+        var number: UInt64
+        var epoch: UInt64
         var commit: Task<Void, Error>
         var jobs: [Job]
         var results: [Result<any Sendable, Error>]
@@ -113,31 +116,33 @@ actor CommandProcessor {
         var started: Date
     }
 
-    /// States of the group commit in flight: what the next batch's jobs
-    /// build on (nil: deleted). Reads (`read`) never see them.
-    private var overlay: [String: WfRunState?] = [:]
-    private var overlayOrphans: [Littlehorse_ExternalEvent] = []
+    /// States of group commits still being written, newest first: what the
+    /// next batch's jobs build on (nil: deleted). Reads (`read`) never see them.
+    private var overlay: [String: (state: WfRunState?, batch: UInt64)] = [:]
+    private var overlayOrphans: [(event: Littlehorse_ExternalEvent, batch: UInt64)] = []
+    private var batchNumber: UInt64 = 0
+    /// Changes when a commit fails: batches built on what it held are refused.
+    private var epoch: UInt64 = 0
+    private var lastCommit: Task<Void, Error>?
+    private var lastCompletion: Task<Void, Never>?
+    private var inFlight = 0
+    /// Most group commits being written at once.
+    private let maxInFlight = 2
 
     private func flushLoop() async {
-        var inFlight: InFlight?
-        while !pending.isEmpty || inFlight != nil {
-            if pending.isEmpty {
-                _ = await finish(inFlight!)
-                inFlight = nil
-                overlay = [:]
-                overlayOrphans = []
-                continue
-            }
+        while !pending.isEmpty {
+            if inFlight >= maxInFlight, let completion = lastCompletion { await completion.value }
             let jobs = pending
             pending = []
+            let startEpoch = epoch
             let store = self.store
             let cache = self.cache
             let now = clock()
             let metadata = self.metadata
             let overlay = self.overlay
-            let pendingOrphans = self.overlayOrphans
+            let pendingOrphans = self.overlayOrphans.map(\.event)
             let loader: @Sendable (String) throws -> WfRunState? = { id in
-                if let entry = overlay[id] { return entry }
+                if let entry = overlay[id] { return entry.state }
                 if let s = cache.get(id) { return s }
                 return try store.wfRun(id)
             }
@@ -172,6 +177,11 @@ actor CommandProcessor {
                     for (i, r) in out { results[i] = r }
                 }
             }
+            guard epoch == startEpoch else {
+                // A commit these jobs built on failed meanwhile.
+                for job in jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed; the command was not applied")) }
+                continue
+            }
             var batch = LHWriteBatch()
             var effects: [(String, LHEffect)] = []
             var deleted = Set<String>()
@@ -182,46 +192,58 @@ actor CommandProcessor {
                 deleted.formUnion(st.deleted)
                 states += st.states.map { ($0.key, $0.value) }
             }
-            // Commits are written in order: this batch's waits for the previous one's.
-            if let previous = inFlight {
-                inFlight = nil
-                if !(await finish(previous)) {
-                    // These jobs built on states that were never stored.
-                    for job in jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed; the command was not applied")) }
-                    self.overlay = [:]
-                    self.overlayOrphans = []
-                    continue
-                }
-            }
+            batchNumber += 1
+            let number = batchNumber
             let toCommit = batch
-            inFlight = InFlight(commit: Task.detached { try store.commit(toCommit) }, jobs: jobs, results: results.map { $0! },
-                                states: states, effects: effects, deleted: deleted, started: Date())
-            var next: [String: WfRunState?] = [:]
-            for (id, state) in states { next[id] = state }
-            for id in deleted { next[id] = .some(nil) }
-            self.overlay = next
-            self.overlayOrphans = batch.orphanEvents
+            // Transactions are written in order, each only if the one before it was.
+            let previousCommit = lastCommit
+            let commit = Task.detached {
+                if let previousCommit { try await previousCommit.value }
+                try store.commit(toCommit)
+            }
+            lastCommit = commit
+            for (id, state) in states { self.overlay[id] = (state, number) }
+            for id in deleted { self.overlay[id] = (nil, number) }
+            for e in batch.orphanEvents { self.overlayOrphans.append((e, number)) }
+            inFlight += 1
+            let record = InFlight(number: number, epoch: startEpoch, commit: commit, jobs: jobs, results: results.map { $0! },
+                                  states: states, effects: effects, deleted: deleted, started: Date())
+            let previousCompletion = lastCompletion
+            lastCompletion = Task {
+                await previousCompletion?.value
+                await self.finish(record)
+            }
         }
         flushing = false
     }
 
     /// Waits for a group commit; then answers its callers and carries out its
-    /// effects. False when the commit failed (its callers get the error).
-    private func finish(_ f: InFlight) async -> Bool {
+    /// effects, or refuses its commands when it failed.
+    private func finish(_ f: InFlight) async {
+        defer { inFlight -= 1 }
         do {
             try await f.commit.value
         } catch {
             logger.error("group commit failed; the commands are refused", metadata: [LHLog.error: "\(error)"])
             for job in f.jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed: \(error)")) }
-            return false
+            if f.epoch == epoch {
+                // Later batches built on these states; start over from what is stored.
+                epoch += 1
+                overlay = [:]
+                overlayOrphans = []
+                lastCommit = nil
+            }
+            return
         }
         recordStatistics(jobs: f.jobs.count, seconds: Date().timeIntervalSince(f.started))
         cache.update(f.states, deleted: f.deleted)
+        for (id, _) in f.states where overlay[id]?.batch == f.number { overlay[id] = nil }
+        for id in f.deleted where overlay[id]?.batch == f.number { overlay[id] = nil }
+        overlayOrphans.removeAll { $0.batch <= f.number }
         for (job, result) in zip(f.jobs, f.results) { job.continuation.resume(with: result) }
         if let sink, !f.effects.isEmpty || !f.deleted.isEmpty {
             await sink.carryOut(f.effects, deleted: f.deleted)
         }
-        return true
     }
 
     private func recordStatistics(jobs: Int, seconds: Double) {
