@@ -144,12 +144,12 @@ public struct LHAdminRouter: LHRequestRouter {
             guard await processor.metadata.taskDefs[r.taskDefID.name] != nil else {
                 throw LHError(.notFound, "TaskDef '\(r.taskDefID.name)' not found")
             }
-            await core.dispatcher.subscribe(connection: session.token.id, workerId: r.taskWorkerID.isEmpty ? session.clientId : r.taskWorkerID,
+            core.dispatcher.subscribe(connection: session.token.id, workerId: r.taskWorkerID.isEmpty ? session.clientId : r.taskWorkerID,
                                             taskDef: r.taskDefID.name, capacity: Int(max(1, r.capacity)), push: session.responder)
             return .empty(.init())
         case .reportTask(let report):
             let id = report.taskRunID.wfRunID.id
-            defer { Task { await core.dispatcher.reported(connection: session.token.id, wfRunId: id, guid: report.taskRunID.taskGuid) } }
+            defer { core.dispatcher.reported(connection: session.token.id, wfRunId: id, guid: report.taskRunID.taskGuid) }
             try await processor.submit(key: id) { (s: inout CommandProcessor.Staging) -> Void in
                 try CommandProcessor.apply(.reportTask(report), to: id, in: &s)
             }
@@ -162,7 +162,7 @@ public struct LHAdminRouter: LHRequestRouter {
     }
 
     public func connectionClosed(_ session: LHSession) async {
-        await core.dispatcher.disconnected(connection: session.token.id)
+        core.dispatcher.disconnected(connection: session.token.id)
     }
 
     // MARK: - Requests

@@ -32,11 +32,11 @@ public final class LHCore: Service, Sendable {
         processor = CommandProcessor(store: store, metadata: metadata, logger: logger)
         dispatcher = TaskDispatcher(processor: processor, logger: logger)
         timers = TimerService(processor: processor, logger: logger)
-        await processor.setSink(EffectRouter(dispatcher: dispatcher, timers: timers))
+        await processor.setSink(EffectRouter(dispatcher: dispatcher, timers: timers), dispatcher: dispatcher)
         // Recovery: what was queued waits again; timers (attempt timeouts of
         // TaskRuns whose worker is gone among them) fire from their due times.
         let queued = try store.queuedTasks()
-        for q in queued { await dispatcher.enqueue(q) }
+        for q in queued { dispatcher.enqueue(q) }
         let stored = try store.timers()
         for t in stored { await timers.schedule(t) }
         logger.notice("store opened", metadata: ["lh.store": "\(store.path)", "lh.queued": "\(queued.count)", "lh.timers": "\(stored.count)"])

@@ -4,11 +4,15 @@ import LHProto
 import LHStore
 import LHWire
 import Logging
+import Synchronization
 
 /// Per-TaskDef queues and the workers subscribed to them. A TaskRun attempt
 /// is handed to a worker only within that worker's capacity, and becomes
-/// TASK_RUNNING (durably) before the worker sees it.
-actor TaskDispatcher {
+/// TASK_RUNNING (durably) before the worker sees it: either in the very
+/// transaction that made it ready (``reserveDirect``, when a worker has room
+/// and nothing of its TaskDef waits), or through the queue and a command of
+/// its own.
+final class TaskDispatcher: Sendable {
     struct Worker {
         var id: String
         var taskDef: String
@@ -17,11 +21,53 @@ actor TaskDispatcher {
         let push: AsyncStream<Lhwire_Envelope>.Continuation
     }
 
-    private var queues: [String: TaskQueue] = [:]
-    private var queuedKeys: Set<String> = []
-    private var workers: [ObjectIdentifier: Worker] = [:]
-    private var order: [String: [ObjectIdentifier]] = [:]
-    private var nextWorker: [String: Int] = [:]
+    /// A worker's room taken for one TaskRun attempt.
+    struct Reservation: Sendable {
+        let connection: ObjectIdentifier
+        let workerId: String
+        let taskDef: String
+        let key: String
+        let push: AsyncStream<Lhwire_Envelope>.Continuation
+    }
+
+    struct State {
+        var queues: [String: TaskQueue] = [:]
+        var queuedKeys: Set<String> = []
+        var workers: [ObjectIdentifier: Worker] = [:]
+        var order: [String: [ObjectIdentifier]] = [:]
+        var nextWorker: [String: Int] = [:]
+
+        /// A worker of `taskDef` with room, in turn; its room is taken for `key`.
+        mutating func reserve(_ taskDef: String, key: String) -> Reservation? {
+            guard let list = order[taskDef], !list.isEmpty else { return nil }
+            let start = nextWorker[taskDef, default: 0]
+            for i in 0..<list.count {
+                let id = list[(start + i) % list.count]
+                if let w = workers[id], w.holding.count < w.capacity {
+                    nextWorker[taskDef] = (start + i + 1) % list.count
+                    workers[id]!.holding.insert(key)
+                    return Reservation(connection: id, workerId: w.id, taskDef: taskDef, key: key, push: w.push)
+                }
+            }
+            return nil
+        }
+
+        /// Queued attempts of `taskDef` for workers with room.
+        mutating func assignable(_ taskDef: String) -> [(QueuedTask, Reservation)] {
+            var out: [(QueuedTask, Reservation)] = []
+            while queues[taskDef]?.isEmpty == false {
+                guard let task = queues[taskDef]?.peekFirst(),
+                      let r = reserve(taskDef, key: TaskDispatcher.key(task.wfRunId, task.taskGuid))
+                else { break }
+                _ = queues[taskDef]!.popFirst()
+                queuedKeys.remove(r.key)
+                out.append((task, r))
+            }
+            return out
+        }
+    }
+
+    private let state = Mutex(State())
     private let logger: Logger
     private let processor: CommandProcessor
 
@@ -34,106 +80,116 @@ actor TaskDispatcher {
 
     func enqueue(_ task: QueuedTask) {
         let key = Self.key(task.wfRunId, task.taskGuid)
-        guard queuedKeys.insert(key).inserted else { return }
-        queues[task.taskDef, default: TaskQueue()].append(task)
-        assign(task.taskDef)
+        let ready = state.withLock { s -> [(QueuedTask, Reservation)] in
+            guard s.queuedKeys.insert(key).inserted else { return [] }
+            s.queues[task.taskDef, default: TaskQueue()].append(task)
+            return s.assignable(task.taskDef)
+        }
+        handOver(ready)
     }
 
     func withdraw(wfRunId: String, guid: String, taskDef: String) {
         let key = Self.key(wfRunId, guid)
-        guard queuedKeys.remove(key) != nil else { return }
-        queues[taskDef]?.removeAll { $0.wfRunId == wfRunId && $0.taskGuid == guid }
+        state.withLock { s in
+            guard s.queuedKeys.remove(key) != nil else { return }
+            s.queues[taskDef]?.removeAll { $0.wfRunId == wfRunId && $0.taskGuid == guid }
+        }
     }
 
     func removeAll(of wfRunId: String) {
-        for def in queues.keys {
-            queues[def]?.removeAll { $0.wfRunId == wfRunId }
+        state.withLock { s in
+            for def in s.queues.keys {
+                s.queues[def]?.removeAll { $0.wfRunId == wfRunId }
+            }
+            s.queuedKeys = s.queuedKeys.filter { !$0.hasPrefix("\(wfRunId)/") }
         }
-        queuedKeys = queuedKeys.filter { !$0.hasPrefix("\(wfRunId)/") }
     }
 
     /// Number of TaskRuns waiting for a worker, per TaskDef.
-    func queueDepths() -> [String: Int] { queues.mapValues(\.count) }
+    func queueDepths() -> [String: Int] { state.withLock { $0.queues.mapValues(\.count) } }
 
     func subscribe(connection: ObjectIdentifier, workerId: String, taskDef: String, capacity: Int,
                    push: AsyncStream<Lhwire_Envelope>.Continuation) {
-        if workers[connection] == nil { order[taskDef, default: []].append(connection) }
-        workers[connection] = Worker(id: workerId, taskDef: taskDef, capacity: max(1, capacity), push: push)
+        let ready = state.withLock { s -> [(QueuedTask, Reservation)] in
+            if s.workers[connection] == nil { s.order[taskDef, default: []].append(connection) }
+            s.workers[connection] = Worker(id: workerId, taskDef: taskDef, capacity: max(1, capacity), push: push)
+            return s.assignable(taskDef)
+        }
         logger.info("worker subscribed", metadata: ["lh.worker": "\(workerId)", LHLog.taskDef: "\(taskDef)", "lh.capacity": "\(capacity)"])
-        assign(taskDef)
+        handOver(ready)
     }
 
     /// The worker's connection closed: it gets nothing more. The TaskRuns it
     /// held stay TASK_RUNNING until their attempts time out.
     func disconnected(connection: ObjectIdentifier) {
-        guard let worker = workers.removeValue(forKey: connection) else { return }
-        order[worker.taskDef]?.removeAll { $0 == connection }
-        if !worker.holding.isEmpty {
+        let gone = state.withLock { s -> Worker? in
+            guard let worker = s.workers.removeValue(forKey: connection) else { return nil }
+            s.order[worker.taskDef]?.removeAll { $0 == connection }
+            return worker
+        }
+        if let gone, !gone.holding.isEmpty {
             logger.warning("worker left holding TaskRuns; they retry when their attempts time out",
-                           metadata: ["lh.worker": "\(worker.id)", "lh.holding": "\(worker.holding.count)"])
+                           metadata: ["lh.worker": "\(gone.id)", "lh.holding": "\(gone.holding.count)"])
         }
     }
 
     /// A report came in: the worker has room again.
     func reported(connection: ObjectIdentifier, wfRunId: String, guid: String) {
-        guard var worker = workers[connection] else { return }
-        worker.holding.remove(Self.key(wfRunId, guid))
-        workers[connection] = worker
-        assign(worker.taskDef)
+        let ready = state.withLock { s -> [(QueuedTask, Reservation)] in
+            guard let def = s.workers[connection]?.taskDef else { return [] }
+            s.workers[connection]!.holding.remove(Self.key(wfRunId, guid))
+            return s.assignable(def)
+        }
+        handOver(ready)
     }
 
-    /// Hands queued attempts of `taskDef` to workers with room, in turn.
-    /// Every hand-over is its own job, so that many of them share one group
-    /// commit; the worker sees its task only after that commit.
-    private func assign(_ taskDef: String) {
-        while queues[taskDef]?.isEmpty == false, let connection = pickWorker(taskDef), let worker = workers[connection] {
-            let task = queues[taskDef]!.popFirst()!
-            let key = Self.key(task.wfRunId, task.taskGuid)
-            queuedKeys.remove(key)
-            workers[connection]?.holding.insert(key)
+    /// For a job whose command just made a TaskRun attempt ready: a worker's
+    /// room, when one has room and nothing of the TaskDef is queued before it.
+    func reserveDirect(taskDef: String, wfRunId: String, guid: String) -> Reservation? {
+        state.withLock { s in
+            guard s.queues[taskDef]?.isEmpty ?? true else { return nil }
+            return s.reserve(taskDef, key: Self.key(wfRunId, guid))
+        }
+    }
+
+    /// A reservation that was not used (its command failed or was not stored).
+    func release(_ r: Reservation) {
+        let ready = state.withLock { s -> [(QueuedTask, Reservation)] in
+            guard s.workers[r.connection]?.holding.remove(r.key) != nil else { return [] }
+            return s.assignable(r.taskDef)
+        }
+        handOver(ready)
+    }
+
+    /// Queued attempts with a worker: each becomes TASK_RUNNING in a job of
+    /// its own (many share one group commit), then goes to its worker.
+    private func handOver(_ ready: [(QueuedTask, Reservation)]) {
+        for (task, r) in ready {
             let processor = self.processor
             let logger = self.logger
             Task {
                 do {
                     let scheduled = try await processor.submit(key: task.wfRunId) { (staging: inout CommandProcessor.Staging) -> Littlehorse_ScheduledTask? in
-                        try CommandProcessor.apply(.taskStarted(taskGuid: task.taskGuid, attempt: task.attempt, workerId: worker.id), to: task.wfRunId, in: &staging)
+                        try CommandProcessor.apply(.taskStarted(taskGuid: task.taskGuid, attempt: task.attempt, workerId: r.workerId),
+                                                   to: task.wfRunId, in: &staging)
                         staging.batch.dequeued.append((task.wfRunId, task.taskGuid))
                         return try staging.state(task.wfRunId)?.scheduledTask(taskGuid: task.taskGuid, attempt: task.attempt)
                     }
                     if let scheduled {
-                        worker.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(scheduled)))
+                        r.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(scheduled)))
                     } else {
-                        self.release(connection, key)
+                        self.release(r)
                     }
                 } catch {
                     // Withdrawn by a halt, deleted, or already handed over: not for a worker.
-                    self.release(connection, key)
-                    logger.debug("queued TaskRun not handed over", metadata: [LHLog.taskRunId: "\(key)", LHLog.error: "\(error)"])
+                    self.release(r)
+                    logger.debug("queued TaskRun not handed over", metadata: [LHLog.taskRunId: "\(r.key)", LHLog.error: "\(error)"])
                     _ = try? await processor.submit(key: task.wfRunId) { (staging: inout CommandProcessor.Staging) -> Void in
                         staging.batch.dequeued.append((task.wfRunId, task.taskGuid))
                     }
                 }
             }
         }
-    }
-
-    /// A hand-over did not happen: the worker has that room again.
-    private func release(_ connection: ObjectIdentifier, _ key: String) {
-        guard workers[connection]?.holding.remove(key) != nil, let def = workers[connection]?.taskDef else { return }
-        assign(def)
-    }
-
-    private func pickWorker(_ taskDef: String) -> ObjectIdentifier? {
-        guard let list = order[taskDef], !list.isEmpty else { return nil }
-        let start = nextWorker[taskDef, default: 0]
-        for i in 0..<list.count {
-            let id = list[(start + i) % list.count]
-            if let w = workers[id], w.holding.count < w.capacity {
-                nextWorker[taskDef] = (start + i + 1) % list.count
-                return id
-            }
-        }
-        return nil
     }
 }
 
@@ -146,6 +202,8 @@ struct TaskQueue {
     var count: Int { items.count - head }
 
     mutating func append(_ task: QueuedTask) { items.append(task) }
+
+    func peekFirst() -> QueuedTask? { head < items.count ? items[head] : nil }
 
     mutating func popFirst() -> QueuedTask? {
         guard head < items.count else { return nil }
@@ -326,7 +384,7 @@ struct EffectRouter: EffectSink {
             case .wfRunTerminated: break
             }
         }
-        if !tasks.isEmpty || !deleted.isEmpty { await dispatcher.carryOut(tasks, deleted: deleted) }
+        if !tasks.isEmpty || !deleted.isEmpty { dispatcher.carryOut(tasks, deleted: deleted) }
         if !timerEffects.isEmpty || !deleted.isEmpty { await timers.carryOut(timerEffects, deleted: deleted) }
     }
 }

@@ -23,6 +23,8 @@ actor CommandProcessor {
     private var statistics = (commits: 0, jobs: 0, commitSeconds: 0.0, since: Date())
     /// Set by the server once its dispatcher and timers exist.
     private var sink: (any EffectSink)?
+    /// Takes workers' room for TaskRuns inside the jobs (direct hand-over).
+    private var dispatcher: TaskDispatcher?
     private let clock: @Sendable () -> Date
 
     struct Job {
@@ -54,7 +56,15 @@ actor CommandProcessor {
             return s
         }
 
+        /// TaskRun attempts made TASK_RUNNING in this staging, for the
+        /// workers whose room they took; sent once the commit is durable.
+        var deliveries: [Delivery] = []
+        let dispatcher: TaskDispatcher?
+
         mutating func save(_ id: String, _ state: WfRunState, _ effects: [LHEffect]) {
+            var state = state
+            var effects = effects
+            if dispatcher != nil { handOverDirectly(id, &state, &effects) }
             states[id] = state
             batch.wfRuns[id] = state
             for effect in effects {
@@ -75,6 +85,14 @@ actor CommandProcessor {
         }
     }
 
+    /// A TaskRun attempt handed to a worker in the transaction that made it ready.
+    struct Delivery: Sendable {
+        var reservation: TaskDispatcher.Reservation
+        var wfRunId: String
+        var taskGuid: String
+        var attempt: Int32
+    }
+
     init(store: any LHStore, metadata: MetadataCache, logger: Logger, cacheCapacity: Int = 10_000,
          clock: @escaping @Sendable () -> Date = { Date() }) {
         self.store = store
@@ -84,7 +102,10 @@ actor CommandProcessor {
         self.clock = clock
     }
 
-    func setSink(_ sink: any EffectSink) { self.sink = sink }
+    func setSink(_ sink: any EffectSink, dispatcher: TaskDispatcher? = nil) {
+        self.sink = sink
+        self.dispatcher = dispatcher
+    }
 
     func updateMetadata(_ body: (inout MetadataCache) -> Void) { body(&metadata) }
 
@@ -113,6 +134,7 @@ actor CommandProcessor {
         var states: [(key: String, value: WfRunState)]
         var effects: [(String, LHEffect)]
         var deleted: Set<String>
+        var deliveries: [Delivery]
         var started: Date
     }
 
@@ -140,6 +162,7 @@ actor CommandProcessor {
             let now = clock()
             let metadata = self.metadata
             let overlay = self.overlay
+            let dispatcher = self.dispatcher
             let pendingOrphans = self.overlayOrphans.map(\.event)
             let loader: @Sendable (String) throws -> WfRunState? = { id in
                 if let entry = overlay[id] { return entry.state }
@@ -154,7 +177,7 @@ actor CommandProcessor {
                 for indices in groups.values {
                     let works = indices.map { ($0, jobs[$0].work) }
                     group.addTask {
-                        var staging = Staging(states: [:], now: now, metadata: metadata, store: store, loadState: loader)
+                        var staging = Staging(states: [:], now: now, metadata: metadata, store: store, loadState: loader, dispatcher: dispatcher)
                         staging.pendingOrphans = pendingOrphans
                         var out: [(Int, Result<any Sendable, Error>)] = []
                         for (i, work) in works {
@@ -163,6 +186,7 @@ actor CommandProcessor {
                             do {
                                 out.append((i, .success(try work(&staging))))
                             } catch {
+                                for d in staging.deliveries.dropFirst(before.deliveries.count) { dispatcher?.release(d.reservation) }
                                 staging = before
                                 out.append((i, .failure(error)))
                             }
@@ -180,13 +204,16 @@ actor CommandProcessor {
             guard epoch == startEpoch else {
                 // A commit these jobs built on failed meanwhile.
                 for job in jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed; the command was not applied")) }
+                for d in stagings.flatMap(\.deliveries) { dispatcher?.release(d.reservation) }
                 continue
             }
             var batch = LHWriteBatch()
             var effects: [(String, LHEffect)] = []
             var deleted = Set<String>()
             var states: [(key: String, value: WfRunState)] = []
+            var deliveries: [Delivery] = []
             for st in stagings {
+                deliveries += st.deliveries
                 batch.merge(st.batch)
                 effects += st.effects
                 deleted.formUnion(st.deleted)
@@ -207,7 +234,7 @@ actor CommandProcessor {
             for e in batch.orphanEvents { self.overlayOrphans.append((e, number)) }
             inFlight += 1
             let record = InFlight(number: number, epoch: startEpoch, commit: commit, jobs: jobs, results: results.map { $0! },
-                                  states: states, effects: effects, deleted: deleted, started: Date())
+                                  states: states, effects: effects, deleted: deleted, deliveries: deliveries, started: Date())
             let previousCompletion = lastCompletion
             lastCompletion = Task {
                 await previousCompletion?.value
@@ -226,6 +253,7 @@ actor CommandProcessor {
         } catch {
             logger.error("group commit failed; the commands are refused", metadata: [LHLog.error: "\(error)"])
             for job in f.jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed: \(error)")) }
+            for d in f.deliveries { dispatcher?.release(d.reservation) }
             if f.epoch == epoch {
                 // Later batches built on these states; start over from what is stored.
                 epoch += 1
@@ -240,6 +268,19 @@ actor CommandProcessor {
         for (id, _) in f.states where overlay[id]?.batch == f.number { overlay[id] = nil }
         for id in f.deleted where overlay[id]?.batch == f.number { overlay[id] = nil }
         overlayOrphans.removeAll { $0.batch <= f.number }
+        // The workers see their tasks only now that TASK_RUNNING is durable.
+        if !f.deliveries.isEmpty {
+            var final: [String: WfRunState] = [:]
+            for (id, state) in f.states { final[id] = state }
+            for d in f.deliveries {
+                if let task = final[d.wfRunId]?.scheduledTask(taskGuid: d.taskGuid, attempt: d.attempt),
+                   task.taskRunID.taskGuid == d.taskGuid {
+                    d.reservation.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(task)))
+                } else {
+                    dispatcher?.release(d.reservation)
+                }
+            }
+        }
         for (job, result) in zip(f.jobs, f.results) { job.continuation.resume(with: result) }
         if let sink, !f.effects.isEmpty || !f.deleted.isEmpty {
             await sink.carryOut(f.effects, deleted: f.deleted)
@@ -329,5 +370,36 @@ final class StateCache: @unchecked Sendable {
                 head = 0
             }
         }
+    }
+}
+
+extension CommandProcessor.Staging {
+    /// Attempts this command made ready go straight to a worker with room:
+    /// TASK_RUNNING in this same transaction (one command less, one commit
+    /// less before the worker sees it). The others are queued as usual.
+    mutating func handOverDirectly(_ id: String, _ state: inout WfRunState, _ effects: inout [LHEffect]) {
+        guard let dispatcher, effects.contains(where: { if case .dispatchTask = $0 { true } else { false } }),
+              let spec = metadata.wfSpec(state.wfRun.wfSpecID)
+        else { return }
+        let context = metadata.context(for: spec)
+        var out: [LHEffect] = []
+        for effect in effects {
+            guard case .dispatchTask(let guid, let def, let attempt) = effect,
+                  let r = dispatcher.reserveDirect(taskDef: def, wfRunId: id, guid: guid)
+            else {
+                out.append(effect)
+                continue
+            }
+            var started = state
+            do {
+                out += try LHEngine.apply(.taskStarted(taskGuid: guid, attempt: attempt, workerId: r.workerId), to: &started, context: context, now: now)
+                state = started
+                deliveries.append(CommandProcessor.Delivery(reservation: r, wfRunId: id, taskGuid: guid, attempt: attempt))
+            } catch {
+                dispatcher.release(r)
+                out.append(effect)
+            }
+        }
+        effects = out
     }
 }
