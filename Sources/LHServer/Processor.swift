@@ -173,32 +173,41 @@ actor CommandProcessor {
             let groups = Dictionary(grouping: jobs.indices, by: { jobs[$0].key })
             var results = [Result<any Sendable, Error>?](repeating: nil, count: jobs.count)
             var stagings: [Staging] = []
-            await withTaskGroup(of: (Staging, [(Int, Result<any Sendable, Error>)]).self) { group in
-                for indices in groups.values {
-                    let works = indices.map { ($0, jobs[$0].work) }
-                    group.addTask {
-                        var staging = Staging(states: [:], now: now, metadata: metadata, store: store, loadState: loader, dispatcher: dispatcher)
-                        staging.pendingOrphans = pendingOrphans
-                        var out: [(Int, Result<any Sendable, Error>)] = []
-                        for (i, work) in works {
-                            // A job that fails leaves no trace: its changes are undone.
-                            let before = staging
-                            do {
-                                out.append((i, .success(try work(&staging))))
-                            } catch {
-                                for d in staging.deliveries.dropFirst(before.deliveries.count) { dispatcher?.release(d.reservation) }
-                                staging = before
-                                out.append((i, .failure(error)))
-                            }
-                        }
-                        // The stored forms are made here, in parallel, not in the serial commit.
-                        try? store.encodeBodies(of: &staging.batch)
-                        return (staging, out)
+            // One WfRun's jobs in order, on its own staging.
+            let runGroup: @Sendable ([(Int, @Sendable (inout Staging) throws -> any Sendable)]) -> (Staging, [(Int, Result<any Sendable, Error>)]) = { works in
+                var staging = Staging(states: [:], now: now, metadata: metadata, store: store, loadState: loader, dispatcher: dispatcher)
+                staging.pendingOrphans = pendingOrphans
+                var out: [(Int, Result<any Sendable, Error>)] = []
+                for (i, work) in works {
+                    // A job that fails leaves no trace: its changes are undone.
+                    let before = staging
+                    do {
+                        out.append((i, .success(try work(&staging))))
+                    } catch {
+                        for d in staging.deliveries.dropFirst(before.deliveries.count) { dispatcher?.release(d.reservation) }
+                        staging = before
+                        out.append((i, .failure(error)))
                     }
                 }
-                for await (staging, out) in group {
-                    stagings.append(staging)
-                    for (i, r) in out { results[i] = r }
+                // The stored forms are made here, in parallel, not in the serial commit.
+                try? store.encodeBodies(of: &staging.batch)
+                return (staging, out)
+            }
+            if groups.count == 1, let indices = groups.values.first {
+                // A lone WfRun (light load): no child task, no thread hop.
+                let (staging, out) = runGroup(indices.map { ($0, jobs[$0].work) })
+                stagings.append(staging)
+                for (i, r) in out { results[i] = r }
+            } else {
+                await withTaskGroup(of: (Staging, [(Int, Result<any Sendable, Error>)]).self) { group in
+                    for indices in groups.values {
+                        let works = indices.map { ($0, jobs[$0].work) }
+                        group.addTask { runGroup(works) }
+                    }
+                    for await (staging, out) in group {
+                        stagings.append(staging)
+                        for (i, r) in out { results[i] = r }
+                    }
                 }
             }
             guard epoch == startEpoch else {
@@ -224,9 +233,24 @@ actor CommandProcessor {
             let toCommit = batch
             // Transactions are written in order, each only if the one before it was.
             let previousCommit = lastCommit
+            // What the workers get, made now from the batch's final states and
+            // sent the moment the transaction is durable (no hop to this actor first).
+            var finalStates: [String: WfRunState] = [:]
+            if !deliveries.isEmpty { for (id, state) in states { finalStates[id] = state } }
+            let pushes: [(TaskDispatcher.Reservation, Littlehorse_ScheduledTask?)] = deliveries.map { d in
+                let task = finalStates[d.wfRunId]?.scheduledTask(taskGuid: d.taskGuid, attempt: d.attempt)
+                return (d.reservation, task?.taskRunID.taskGuid == d.taskGuid ? task : nil)
+            }
             let commit = Task.detached {
                 if let previousCommit { try await previousCommit.value }
                 try store.commit(toCommit)
+                for (reservation, task) in pushes {
+                    if let task {
+                        reservation.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(task)))
+                    } else {
+                        dispatcher?.release(reservation)
+                    }
+                }
             }
             lastCommit = commit
             for (id, state) in states { self.overlay[id] = (state, number) }
@@ -268,19 +292,6 @@ actor CommandProcessor {
         for (id, _) in f.states where overlay[id]?.batch == f.number { overlay[id] = nil }
         for id in f.deleted where overlay[id]?.batch == f.number { overlay[id] = nil }
         overlayOrphans.removeAll { $0.batch <= f.number }
-        // The workers see their tasks only now that TASK_RUNNING is durable.
-        if !f.deliveries.isEmpty {
-            var final: [String: WfRunState] = [:]
-            for (id, state) in f.states { final[id] = state }
-            for d in f.deliveries {
-                if let task = final[d.wfRunId]?.scheduledTask(taskGuid: d.taskGuid, attempt: d.attempt),
-                   task.taskRunID.taskGuid == d.taskGuid {
-                    d.reservation.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(task)))
-                } else {
-                    dispatcher?.release(d.reservation)
-                }
-            }
-        }
         for (job, result) in zip(f.jobs, f.results) { job.continuation.resume(with: result) }
         if let sink, !f.effects.isEmpty || !f.deleted.isEmpty {
             await sink.carryOut(f.effects, deleted: f.deleted)

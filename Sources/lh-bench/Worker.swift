@@ -57,9 +57,10 @@ struct WorkerCommand: AsyncParsableCommand {
             emit("count \(all.reduce(0) { $0 + $1.completedCount })")
             var i = 0
             while i < values.count {
-                let chunk = values[i..<min(i + 200, values.count)]
+                // Lines under PIPE_BUF (4096 bytes), so that each write(2) is atomic.
+                let chunk = values[i..<min(i + 100, values.count)]
                 emit("samples " + chunk.map(String.init).joined(separator: " "))
-                i += 200
+                i += 100
             }
             emit("end")
             Foundation.exit(0)
