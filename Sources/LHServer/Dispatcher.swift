@@ -43,11 +43,12 @@ final class TaskDispatcher: Sendable {
             let start = nextWorker[taskDef, default: 0]
             for i in 0..<list.count {
                 let id = list[(start + i) % list.count]
-                if let w = workers[id], w.holding.count < w.capacity {
-                    nextWorker[taskDef] = (start + i + 1) % list.count
-                    workers[id]!.holding.insert(key)
-                    return Reservation(connection: id, workerId: w.id, taskDef: taskDef, key: key, push: w.push)
-                }
+                // Not `if let w = workers[id]`: a copy would make the insert below copy the whole set.
+                guard let held = workers[id]?.holding.count, held < workers[id]!.capacity else { continue }
+                nextWorker[taskDef] = (start + i + 1) % list.count
+                workers[id]!.holding.insert(key)
+                let w = workers[id]!
+                return Reservation(connection: id, workerId: w.id, taskDef: taskDef, key: key, push: w.push)
             }
             return nil
         }
