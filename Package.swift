@@ -180,7 +180,7 @@ let package = Package(
             name: "LHServerTests",
             dependencies: [
                 "LHServer", "LHClient", "LHWire", "LHProto", "LHWorkflow", "LHWorker",
-                "lh-server", "lhctl", "lh-test-worker", "collect-underpants-worker", "collect-underpants-register",
+                "lh-server", "lhctl", "lh-test-worker", "collect-underpants-worker", "collect-underpants-register", "lh-bench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
