@@ -5,6 +5,7 @@ import LHStore
 import LHWire
 import Logging
 import SwiftProtobuf
+import Synchronization
 
 /// Applies commands to WfRuns through the engine, one at a time per WfRun and
 /// different WfRuns in parallel, and makes them durable in group commits:
@@ -80,6 +81,25 @@ actor CommandProcessor {
                     batch.timersCancelled.append((id, key))
                 case .wfRunTerminated:
                     break
+                }
+            }
+        }
+    }
+
+    /// Transactions (with their fsync) are written on a thread of their own,
+    /// never blocking one of the few threads Swift concurrency runs jobs on.
+    private static let commitQueue = DispatchQueue(label: "lh.store.commit", qos: .userInitiated)
+    /// Seconds spent inside store.commit (statistics).
+    static let writeSeconds = Mutex(0.0)
+
+    static func onCommitThread(_ body: @escaping @Sendable () throws -> Void) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
+            commitQueue.async {
+                do {
+                    try body()
+                    continuation.resume()
+                } catch {
+                    continuation.resume(throwing: error)
                 }
             }
         }
@@ -243,7 +263,11 @@ actor CommandProcessor {
             }
             let commit = Task.detached {
                 if let previousCommit { try await previousCommit.value }
-                try store.commit(toCommit)
+                try await CommandProcessor.onCommitThread {
+                    let t0 = Date()
+                    try store.commit(toCommit)
+                    CommandProcessor.writeSeconds.withLock { $0 += Date().timeIntervalSince(t0) }
+                }
                 for (reservation, task) in pushes {
                     if let task {
                         reservation.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(task)))
@@ -308,6 +332,7 @@ actor CommandProcessor {
                 "lh.commitsPerSecond": "\(Int(Double(statistics.commits) / elapsed))",
                 "lh.jobsPerCommit": "\(String(format: "%.1f", Double(statistics.jobs) / Double(max(statistics.commits, 1))))",
                 "lh.commitBusy": "\(String(format: "%.0f%%", statistics.commitSeconds / elapsed * 100))",
+                "lh.writeMs": "\(String(format: "%.2f", CommandProcessor.writeSeconds.withLock { w in defer { w = 0 }; return w } / Double(max(statistics.commits, 1)) * 1000))",
             ])
             statistics = (0, 0, 0, Date())
         }
