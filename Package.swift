@@ -179,7 +179,7 @@ let package = Package(
         .testTarget(
             name: "LHServerTests",
             dependencies: [
-                "LHServer", "LHClient", "LHWire", "LHProto", "LHWorkflow", "LHWorker",
+                "LHServer", "LHClient", "LHWire", "LHProto", "LHWorkflow", "LHWorker", "LHStore", "LHEngine",
                 "lh-server", "lhctl", "lh-test-worker", "collect-underpants-worker", "collect-underpants-register", "lh-bench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
