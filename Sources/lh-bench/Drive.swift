@@ -15,8 +15,7 @@ struct Reading {
 /// What a drive did, and its measuring window.
 struct DriveOutcome {
     var started = 0
-    var errors = 0
-    var firstError: String?
+    var errors: ErrorTally
     var windowStart: Reading
     var windowEnd: Reading
 
@@ -43,7 +42,7 @@ extension Bench {
                   warmup: Double = 0, inFlight: Int, maxOutstanding: Int, label: String) async throws -> DriveOutcome
     {
         let acks = NIOLockedValueBox(0)
-        let errors = NIOLockedValueBox<(Int, String?)>((0, nil))
+        let errors = ErrorTally()
         let progress = duration.map { Progress(label, total: $0 + warmup, unit: "s") } ?? Progress(label, total: Double(count ?? 0), unit: "WfRuns")
         let begin = monoSeconds()
         var windowStart = count == nil ? nil : reading(acks: 0)
@@ -80,7 +79,7 @@ extension Bench {
                         try await self.runWf(spec, id: id)
                         acks.withLockedValue { $0 += 1 }
                     } catch {
-                        errors.withLockedValue { if $0.1 == nil { $0.1 = "\(error)" }; $0.0 += 1 }
+                        errors.record(error)
                     }
                 }
             }
@@ -97,7 +96,6 @@ extension Bench {
             end = reading(acks: acks.withLockedValue { $0 })
         }
         progress.done(rateText)
-        let (n, first) = errors.withLockedValue { $0 }
-        return DriveOutcome(started: started, errors: n, firstError: first, windowStart: windowStart ?? end, windowEnd: end)
+        return DriveOutcome(started: started, errors: errors, windowStart: windowStart ?? end, windowEnd: end)
     }
 }

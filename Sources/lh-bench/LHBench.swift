@@ -158,12 +158,12 @@ final class Bench: @unchecked Sendable {
     var serverCPU: Double { server.pid.map { cpuSeconds(pid: $0) } ?? 0 }
 
     /// Runs `count` operations with at most `inFlight` at once, showing progress;
-    /// returns the errors' count and the first error.
+    /// returns their failures.
     func concurrently(_ label: String, count: Int, inFlight: Int,
-                      _ op: @escaping @Sendable (Int) async throws -> Void) async throws -> (errors: Int, first: String?)
+                      _ op: @escaping @Sendable (Int) async throws -> Void) async throws -> ErrorTally
     {
         let progress = Progress(label, total: Double(count), unit: "")
-        let errors = NIOLockedValueBox<(Int, String?)>((0, nil))
+        let errors = ErrorTally()
         let done = NIOLockedValueBox(0)
         try await withThrowingTaskGroup(of: Void.self) { group in
             var running = 0
@@ -174,16 +174,15 @@ final class Bench: @unchecked Sendable {
                     progress.update(Double(done.withLockedValue { $0 }))
                 }
                 group.addTask {
-                    do { try await op(i) } catch { errors.withLockedValue { if $0.1 == nil { $0.1 = "\(error)" }; $0.0 += 1 } }
+                    do { try await op(i) } catch { errors.record(error) }
                     done.withLockedValue { $0 += 1 }
                 }
                 running += 1
             }
             try await group.waitForAll()
         }
-        let (n, first) = errors.withLockedValue { $0 }
-        progress.done(n > 0 ? "(\(n) errors)" : "")
-        return (n, first)
+        progress.done(errors.count > 0 ? "(\(errors.count) errors)" : "")
+        return errors
     }
 
     /// Waits until the workers have reported `target` tasks.

@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 
 /// A progress bar on stderr: redrawn in place on a terminal, one line every
 /// few seconds otherwise (CI logs).
@@ -119,3 +120,25 @@ struct Results {
 }
 
 func megabytes(_ bytes: Int64) -> String { String(format: "%.1f MB", Double(bytes) / 1_048_576) }
+
+/// Failures of many concurrent requests: how many, and the first one's text.
+final class ErrorTally: Sendable {
+    private let box = NIOLockedValueBox<(count: Int, first: String?)>((0, nil))
+
+    func record(_ error: Error) { box.withLockedValue { if $0.first == nil { $0.first = "\(error)" }; $0.count += 1 } }
+
+    var count: Int { box.withLockedValue { $0.count } }
+
+    /// "0", or "N: the first error".
+    var text: String { box.withLockedValue { t in t.first.map { "\(t.count): \($0)" } ?? "0" } }
+
+    /// For setup steps that must all succeed.
+    func requireNone(_ what: String) throws {
+        let (count, first) = box.withLockedValue { ($0.count, $0.first) }
+        if count > 0 { throw BenchError("\(count) \(what) failed: \(first ?? "")") }
+    }
+}
+
+extension Results {
+    mutating func add(_ label: String, errors: ErrorTally) { add(label, errors.text, key: "errors", errors.count) }
+}

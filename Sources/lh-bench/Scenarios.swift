@@ -69,7 +69,7 @@ struct Throughput: AsyncParsableCommand {
                 let mem = residentBytes(pid: pid)
                 r.add("server RSS (peak)", "\(megabytes(mem.rss)) (\(megabytes(mem.peak)))", key: "server_rss_bytes", mem.rss)
             }
-            r.add("RunWf errors", d.firstError.map { "\(d.errors): \($0)" } ?? "0", key: "errors", d.errors)
+            r.add("RunWf errors", errors: d.errors)
             return r
         }
     }
@@ -105,7 +105,7 @@ struct Latency: AsyncParsableCommand {
             guard perSecond > 0 else { throw BenchError("the rate must be positive") }
             let baseTasks = bench.workers.completed
             let sendTimes = NIOLockedValueBox<[Int: Int64]>([:])
-            let errors = NIOLockedValueBox<(Int, String?)>((0, nil))
+            let errors = ErrorTally()
             let progress = Progress("latency at \(Int(perSecond)) WfRuns/s", total: warmup + duration, unit: "s")
             let begin = monoSeconds()
             var windowWall: (Int64, Int64) = (0, 0)
@@ -135,7 +135,7 @@ struct Latency: AsyncParsableCommand {
                             try await bench.runWf("bench-chain", id: "lat-\(index)")
                             sendTimes.withLockedValue { $0[index] = sent }
                         } catch {
-                            errors.withLockedValue { if $0.1 == nil { $0.1 = "\(error)" }; $0.0 += 1 }
+                            errors.record(error)
                         }
                     }
                 }
@@ -173,8 +173,7 @@ struct Latency: AsyncParsableCommand {
             r.add("task-to-next-task", Distribution(nanos: gaps), key: "task_to_next_task")
             r.add("RunWf → COMPLETED", Distribution(nanos: ends.withLockedValue { $0 }), key: "runwf_to_completed")
             r.add("WfRuns not COMPLETED", "\(notCompleted.withLockedValue { $0 })", key: "not_completed", notCompleted.withLockedValue { $0 })
-            let (n, first) = errors.withLockedValue { $0 }
-            r.add("RunWf errors", first.map { "\(n): \($0)" } ?? "0", key: "errors", n)
+            r.add("RunWf errors", errors: errors)
             return r
         }
     }
@@ -197,7 +196,7 @@ struct Interrupts: AsyncParsableCommand {
             let setup = try await bench.concurrently("starting WfRuns", count: w, inFlight: 128) { i in
                 try await bench.runWf("bench-interruptible", id: "int-\(i)")
             }
-            if setup.errors > 0 { throw BenchError("\(setup.errors) RunWf failed: \(setup.first ?? "")") }
+            try setup.requireNone("RunWf")
             // One at a time: the unloaded round trip.
             var roundTrips: [Int64] = []
             var sent: [String: (Int64, Int64)] = [:]
@@ -228,7 +227,7 @@ struct Interrupts: AsyncParsableCommand {
             }
             // Saturation.
             let acked = NIOLockedValueBox(0)
-            let errors = NIOLockedValueBox<(Int, String?)>((0, nil))
+            let errors = ErrorTally()
             let sat = Progress("events at saturation", total: duration, unit: "s")
             let begin = monoSeconds()
             let cpu0 = bench.serverCPU
@@ -253,7 +252,7 @@ struct Interrupts: AsyncParsableCommand {
                             try await bench.poke("int-\(e % w)", event: BenchSpecs.poke, guid: "sat-\(e)")
                             acked.withLockedValue { $0 += 1 }
                         } catch {
-                            errors.withLockedValue { if $0.1 == nil { $0.1 = "\(error)" }; $0.0 += 1 }
+                            errors.record(error)
                         }
                     }
                 }
@@ -271,8 +270,7 @@ struct Interrupts: AsyncParsableCommand {
                   key: "events_per_s", round3(Double(n) / seconds))
             r.add("server CPU s / 1,000 events", String(format: "%.3f", n > 0 ? cpu / Double(n) * 1000 : .nan),
                   key: "server_cpu_s_per_1000_events", round3(n > 0 ? cpu / Double(n) * 1000 : .nan))
-            let (ne, first) = errors.withLockedValue { $0 }
-            r.add("errors", first.map { "\(ne): \($0)" } ?? "0", key: "errors", ne)
+            r.add("errors", errors: errors)
             return r
         }
     }
@@ -296,7 +294,7 @@ struct Halt: AsyncParsableCommand {
                 try await Task.sleep(for: .milliseconds(hold / 2))
                 try await bench.poke("halt-\(i)", event: BenchSpecs.poke, guid: "p")
             }
-            if run.errors > 0 { throw BenchError("\(run.errors) WfRuns failed: \(run.first ?? "")") }
+            try run.requireNone("WfRuns")
             try await bench.waitForCompleted(wfRuns, timeout: 60 + Double(wfRuns * hold) / 1000)
             let reportToStart = NIOLockedValueBox<[Int64]>([])
             let counts = NIOLockedValueBox((valid: 0, sameCommand: 0, wrong: 0, waited: 0))
@@ -363,7 +361,7 @@ struct Memory: AsyncParsableCommand {
             r.add("server start to listening", String(format: "%.3f s", bench.startupSeconds), key: "first_start_s", round3(bench.startupSeconds))
             let done = try await bench.saturate("bench-one-task", prefix: "mem", tasksPerWf: 1, count: count, inFlight: inFlight,
                                                 maxOutstanding: 4000, label: "\(count) completed WfRuns")
-            if done.errors > 0 { throw BenchError("\(done.errors) RunWf failed: \(done.firstError ?? "")") }
+            try done.errors.requireNone("RunWf")
             try await Task.sleep(for: .seconds(1))
             let afterCompleted = residentBytes(pid: pid)
             let bytesCompleted = directoryBytes(dataDir)
@@ -374,7 +372,7 @@ struct Memory: AsyncParsableCommand {
             let waiting = try await bench.concurrently("\(count) waiting WfRuns", count: count, inFlight: inFlight) { i in
                 try await bench.runWf("bench-interruptible", id: "wait-\(i)")
             }
-            if waiting.errors > 0 { throw BenchError("\(waiting.errors) RunWf failed: \(waiting.first ?? "")") }
+            try waiting.requireNone("RunWf")
             try await Task.sleep(for: .seconds(1))
             let afterWaiting = residentBytes(pid: pid)
             let bytesWaiting = directoryBytes(dataDir)
