@@ -167,13 +167,18 @@ actor CommandProcessor {
     private var epoch: UInt64 = 0
     private var lastCommit: Task<Void, Error>?
     private var lastCompletion: Task<Void, Never>?
+    /// The completions of the group commits not yet finished, by batch number.
+    private var completions: [UInt64: Task<Void, Never>] = [:]
     private var inFlight = 0
     /// Most group commits being written at once.
     private let maxInFlight = 2
 
     private func flushLoop() async {
         while !pending.isEmpty {
-            if inFlight >= maxInFlight, let completion = lastCompletion { await completion.value }
+            // Room for one more: wait for the oldest group commit, not all of them.
+            while inFlight >= maxInFlight, let oldest = completions.min(by: { $0.key < $1.key }) {
+                await oldest.value.value
+            }
             let jobs = pending
             pending = []
             let startEpoch = epoch
@@ -288,6 +293,7 @@ actor CommandProcessor {
                 await previousCompletion?.value
                 await self.finish(record)
             }
+            completions[number] = lastCompletion
         }
         flushing = false
     }
@@ -295,7 +301,10 @@ actor CommandProcessor {
     /// Waits for a group commit; then answers its callers and carries out its
     /// effects, or refuses its commands when it failed.
     private func finish(_ f: InFlight) async {
-        defer { inFlight -= 1 }
+        defer {
+            inFlight -= 1
+            completions[f.number] = nil
+        }
         do {
             try await f.commit.value
         } catch {

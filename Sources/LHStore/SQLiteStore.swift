@@ -195,14 +195,25 @@ public final class SQLiteStore: LHStore, Sendable {
         try pool.write { db in
             for (id, state, body) in encoded {
                 let w = state.wfRun
-                try db.cachedStatement(sql: "INSERT OR REPLACE INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?)").execute(
+                try db.cachedStatement(sql: """
+                    INSERT INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body
+                    """).execute(
                                arguments: [id, w.wfSpecID.name, w.wfSpecID.majorVersion, w.wfSpecID.revision, w.status.rawValue, w.startTime.date.timeIntervalSince1970, body])
                 for t in state.taskRuns.values {
-                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO task_runs (wf_run_id, guid, task_def, status, scheduled_at) VALUES (?, ?, ?, ?, ?)").execute(
+                    try db.cachedStatement(sql: """
+                    INSERT INTO task_runs (wf_run_id, guid, task_def, status, scheduled_at) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (wf_run_id, guid) DO UPDATE SET status = excluded.status, scheduled_at = excluded.scheduled_at
+                    WHERE status != excluded.status OR scheduled_at != excluded.scheduled_at
+                    """).execute(
                                    arguments: [id, t.id.taskGuid, t.taskDefID.name, t.status.rawValue, t.scheduledAt.date.timeIntervalSince1970])
                 }
                 for v in state.variables.values {
-                    try db.cachedStatement(sql: "INSERT OR REPLACE INTO variables (wf_run_id, thread, name, wf_spec_name, value_key) VALUES (?, ?, ?, ?, ?)").execute(
+                    try db.cachedStatement(sql: """
+                    INSERT INTO variables (wf_run_id, thread, name, wf_spec_name, value_key) VALUES (?, ?, ?, ?, ?)
+                    ON CONFLICT (wf_run_id, thread, name) DO UPDATE SET value_key = excluded.value_key
+                    WHERE value_key IS NOT excluded.value_key
+                    """).execute(
                                    arguments: [id, v.id.threadRunNumber, v.id.name, w.wfSpecID.name, Self.valueKey(v.value)])
                 }
             }

@@ -1,0 +1,97 @@
+import Foundation
+import LHEngine
+import LHProto
+import LHStore
+import SwiftProtobuf
+import Testing
+
+/// The SQLite store updates a WfRun's rows in place and skips the rows a
+/// command did not change: the search indexes must still follow every change.
+@Suite struct StoreIndexTests {
+    static func state(_ id: String, wfStatus: Littlehorse_LHStatus, task: Littlehorse_TaskStatus, counter: Int64?) -> WfRunState {
+        var state = WfRunState(wfRun: .with {
+            $0.id.id = id
+            $0.wfSpecID.name = "indexed"
+            $0.status = wfStatus
+            $0.startTime = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: 1_000))
+        })
+        state.taskRuns["g1"] = .with {
+            $0.id.wfRunID.id = id
+            $0.id.taskGuid = "g1"
+            $0.taskDefID.name = "greet"
+            $0.status = task
+            $0.scheduledAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: 1_001))
+        }
+        // A second TaskRun that never changes.
+        state.taskRuns["g0"] = .with {
+            $0.id.wfRunID.id = id
+            $0.id.taskGuid = "g0"
+            $0.taskDefID.name = "greet"
+            $0.status = .taskSuccess
+            $0.scheduledAt = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: 1_000))
+        }
+        state.variables[VariableKey(thread: 0, name: "counter")] = .with {
+            $0.id.wfRunID.id = id
+            $0.id.name = "counter"
+            if let counter { $0.value.int = counter }
+        }
+        return state
+    }
+
+    func taskRuns(_ store: SQLiteStore, _ status: Littlehorse_TaskStatus) throws -> [String] {
+        try store.searchTaskRuns(.with { $0.taskDefName = "greet"; $0.status = status }).results.map(\.taskGuid).sorted()
+    }
+
+    func wfRuns(_ store: SQLiteStore, _ status: Littlehorse_LHStatus) throws -> [String] {
+        try store.searchWfRuns(.with { $0.wfSpecName = "indexed"; $0.status = status }).results
+    }
+
+    func variables(_ store: SQLiteStore, _ value: Int64) throws -> [String] {
+        try store.searchVariables(.with { $0.varName = "counter"; $0.value.int = value; $0.wfSpecName = "indexed" }).results.map(\.wfRunID.id)
+    }
+
+    func commit(_ store: SQLiteStore, _ state: WfRunState) throws {
+        var batch = LHWriteBatch()
+        batch.wfRuns[state.id] = state
+        try store.encodeBodies(of: &batch)
+        try store.commit(batch)
+    }
+
+    @Test func searchesFollowEveryChangeOfARewrittenWfRun() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-idx-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try SQLiteStore(directory: dir)
+
+        try commit(store, Self.state("w1", wfStatus: .running, task: .taskScheduled, counter: 1))
+        #expect(try taskRuns(store, .taskScheduled) == ["g1"])
+        #expect(try taskRuns(store, .taskSuccess) == ["g0"])
+        #expect(try wfRuns(store, .running) == ["w1"])
+        #expect(try variables(store, 1) == ["w1"])
+
+        // The same WfRun again: TaskRun g1 and the variable change, g0 does not.
+        try commit(store, Self.state("w1", wfStatus: .running, task: .taskRunning, counter: 2))
+        #expect(try taskRuns(store, .taskScheduled) == [])
+        #expect(try taskRuns(store, .taskRunning) == ["g1"])
+        #expect(try taskRuns(store, .taskSuccess) == ["g0"])
+        #expect(try variables(store, 1) == [])
+        #expect(try variables(store, 2) == ["w1"])
+
+        // Unchanged rows stay; the WfRun's status and body follow.
+        try commit(store, Self.state("w1", wfStatus: .completed, task: .taskRunning, counter: 2))
+        #expect(try wfRuns(store, .running) == [])
+        #expect(try wfRuns(store, .completed) == ["w1"])
+        #expect(try taskRuns(store, .taskRunning) == ["g1"])
+        #expect(try variables(store, 2) == ["w1"])
+        #expect(try store.wfRun("w1")?.wfRun.status == .completed)
+
+        // A variable that loses its value leaves the value index.
+        try commit(store, Self.state("w1", wfStatus: .completed, task: .taskSuccess, counter: nil))
+        #expect(try variables(store, 2) == [])
+        #expect(try taskRuns(store, .taskSuccess) == ["g0", "g1"])
+
+        // All of it as read back after a restart.
+        let reopened = try SQLiteStore(directory: dir)
+        #expect(try taskRuns(reopened, .taskSuccess) == ["g0", "g1"])
+        #expect(try wfRuns(reopened, .completed) == ["w1"])
+    }
+}
