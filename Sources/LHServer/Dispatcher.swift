@@ -18,7 +18,7 @@ final class TaskDispatcher: Sendable {
         var taskDef: String
         var capacity: Int
         var holding: Set<String> = []   // "<wfRunId>/<guid>"
-        let push: AsyncStream<Lhwire_Envelope>.Continuation
+        let push: LHResponder
     }
 
     /// A worker's room taken for one TaskRun attempt.
@@ -27,7 +27,7 @@ final class TaskDispatcher: Sendable {
         let workerId: String
         let taskDef: String
         let key: String
-        let push: AsyncStream<Lhwire_Envelope>.Continuation
+        let push: LHResponder
     }
 
     struct State {
@@ -110,7 +110,7 @@ final class TaskDispatcher: Sendable {
     func queueDepths() -> [String: Int] { state.withLock { $0.queues.mapValues(\.count) } }
 
     func subscribe(connection: ObjectIdentifier, workerId: String, taskDef: String, capacity: Int,
-                   push: AsyncStream<Lhwire_Envelope>.Continuation) {
+                   push: LHResponder) {
         let ready = state.withLock { s -> [(QueuedTask, Reservation)] in
             if s.workers[connection] == nil { s.order[taskDef, default: []].append(connection) }
             s.workers[connection] = Worker(id: workerId, taskDef: taskDef, capacity: max(1, capacity), push: push)

@@ -149,15 +149,10 @@ public final class LHServer: Service, Sendable {
         let remote = connection.channel.remoteAddress.map { "\($0)" } ?? "?"
         var logger = self.logger
         logger[metadataKey: LHLog.remote] = "\(remote)"
-        let (responses, responder) = AsyncStream<Lhwire_Envelope>.makeStream()
+        let responder = LHResponder(channel: connection.channel)
         do {
-            try await connection.executeThenClose { inbound, outbound in
+            try await connection.executeThenClose { inbound, _ in
                 try await withThrowingDiscardingTaskGroup { group in
-                    group.addTask {
-                        for await response in responses {
-                            try await outbound.write(response)
-                        }
-                    }
                     var session = LHSession(remote: remote, responder: responder)
                     do {
                         for try await envelope in inbound {
@@ -178,7 +173,6 @@ public final class LHServer: Service, Sendable {
                     } catch {
                         logger.debug("connection ended with an error", metadata: [LHLog.error: "\(error)"])
                     }
-                    responder.finish()
                     await self.router.connectionClosed(session)
                 }
             }
@@ -216,11 +210,25 @@ public struct LHSession: Sendable {
     public var clientId = ""
     public var role = Lhwire_Role.admin
     /// Sends a frame to this connection's peer (e.g. a pushed ScheduledTask).
-    public let responder: AsyncStream<Lhwire_Envelope>.Continuation
+    public let responder: LHResponder
 
-    init(remote: String, responder: AsyncStream<Lhwire_Envelope>.Continuation) {
+    init(remote: String, responder: LHResponder) {
         self.remote = remote
         self.responder = responder
+    }
+}
+
+/// Sends frames to one connection's peer from any thread: straight into the
+/// channel (NIO hops to its event loop), no task or stream in between.
+/// Frames sent from one thread go out in the order sent; after the
+/// connection closed they are dropped.
+public struct LHResponder: Sendable {
+    let channel: any Channel
+
+    public init(channel: any Channel) { self.channel = channel }
+
+    public func yield(_ envelope: Lhwire_Envelope) {
+        channel.writeAndFlush(envelope, promise: nil)
     }
 }
 
