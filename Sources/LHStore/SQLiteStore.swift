@@ -23,6 +23,8 @@ public final class SQLiteStore: LHStore, Sendable {
     public let path: String
     /// WfRun ids that have orphan events: RunWf looks them up only for these.
     private let orphanIds = Mutex<Set<String>>([])
+    /// Every stored WfRun id (and some more): a lookup of an id not in it reads nothing.
+    private let wfRunIds = Mutex(IdFilter())
 
     public init(directory: URL, sync: Sync = .full) throws {
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
@@ -43,6 +45,12 @@ public final class SQLiteStore: LHStore, Sendable {
         try Self.migrate(pool, path: path)
         let ids = try pool.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT wf_run_id FROM orphan_events") }
         orphanIds.withLock { $0 = Set(ids) }
+        try pool.read { db in
+            let rows = try String.fetchCursor(db, sql: "SELECT id FROM wf_runs")
+            try wfRunIds.withLock { filter in
+                while let id = try rows.next() { filter.insert(id) }
+            }
+        }
     }
 
     static func migrator() -> DatabaseMigrator {
@@ -136,6 +144,7 @@ public final class SQLiteStore: LHStore, Sendable {
     // MARK: - WfRuns
 
     public func wfRun(_ id: String) throws -> WfRunState? {
+        guard wfRunIds.withLock({ $0.mayContain(id) }) else { return nil }
         guard let body = try pool.read({ db in try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM wf_runs WHERE id = ?"), arguments: [id]) }) else { return nil }
         return Self.decode(try Lhstore_StoredWfRun(serializedBytes: body))
     }
@@ -192,6 +201,10 @@ public final class SQLiteStore: LHStore, Sendable {
             (id, state, try batch.bodies[id] ?? Self.encode(state).serializedBytes())
         }
         let orphanBodies = try batch.orphanEvents.map { e -> (Littlehorse_ExternalEvent, Data) in (e, try e.serializedBytes()) }
+        // Before the transaction: once it is durable, a lookup must find these.
+        if !batch.wfRuns.isEmpty {
+            wfRunIds.withLock { filter in for id in batch.wfRuns.keys { filter.insert(id) } }
+        }
         try pool.write { db in
             for (id, state, body) in encoded {
                 let w = state.wfRun

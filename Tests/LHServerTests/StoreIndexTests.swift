@@ -1,9 +1,10 @@
 import Foundation
 import LHEngine
 import LHProto
-import LHStore
 import SwiftProtobuf
 import Testing
+
+@testable import LHStore
 
 /// The SQLite store updates a WfRun's rows in place and skips the rows a
 /// command did not change: the search indexes must still follow every change.
@@ -93,5 +94,19 @@ import Testing
         let reopened = try SQLiteStore(directory: dir)
         #expect(try taskRuns(reopened, .taskSuccess) == ["g0", "g1"])
         #expect(try wfRuns(reopened, .completed) == ["w1"])
+        // Ids are found after a restart (the id filter is rebuilt from the table), unknown ids are not.
+        #expect(try reopened.wfRun("w1")?.wfRun.status == .completed)
+        #expect(try reopened.wfRun("w2") == nil)
+        try commit(reopened, Self.state("w2", wfStatus: .running, task: .taskScheduled, counter: 7))
+        #expect(try reopened.wfRun("w2")?.variable("counter")?.int == 7)
+    }
+
+    @Test func theIdFilterNeverForgetsAnIdAndRarelyClaimsOne() {
+        var filter = IdFilter(bits: 1 << 20)
+        for i in 0..<50_000 { filter.insert("wf-\(i)") }
+        #expect((0..<50_000).allSatisfy { filter.mayContain("wf-\($0)") })
+        let falsePositives = (0..<50_000).filter { filter.mayContain("other-\($0)") }.count
+        // 50,000 ids in 2^20 bits with 4 probes: about 0.5 % expected.
+        #expect(falsePositives < 1_000, "false positives: \(falsePositives) of 50000")
     }
 }
