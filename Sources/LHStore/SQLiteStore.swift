@@ -191,14 +191,14 @@ public final class SQLiteStore: LHStore, Sendable {
 
     public func encodeBodies(of batch: inout LHWriteBatch) throws {
         for (id, state) in batch.wfRuns where batch.bodies[id] == nil {
-            batch.bodies[id] = try Self.encode(state).serializedBytes()
+            batch.bodies[id] = try LHFastEncoding.serializedData(Self.encode(state))
         }
     }
 
     public func commit(_ batch: LHWriteBatch) throws {
         guard !batch.isEmpty else { return }
         let encoded = try batch.wfRuns.map { id, state -> (String, WfRunState, Data) in
-            (id, state, try batch.bodies[id] ?? Self.encode(state).serializedBytes())
+            (id, state, try batch.bodies[id] ?? LHFastEncoding.serializedData(Self.encode(state)))
         }
         let orphanBodies = try batch.orphanEvents.map { e -> (Littlehorse_ExternalEvent, Data) in (e, try e.serializedBytes()) }
         // Before the transaction: once it is durable, a lookup must find these.

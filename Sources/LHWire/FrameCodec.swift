@@ -68,10 +68,14 @@ public struct LHFrameEncoder: MessageToByteEncoder {
     public init() {}
 
     public func encode(data: Lhwire_Envelope, out: inout ByteBuffer) throws {
-        let bytes: [UInt8] = try data.serializedBytes()
-        out.reserveCapacity(minimumWritableBytes: LHFrame.headerBytes + bytes.count)
-        out.writeInteger(UInt32(bytes.count), endianness: .big)
-        out.writeBytes(bytes)
+        // Sized once, then written straight into the outgoing buffer.
+        let prepared = try LHFastEncoding.prepare(data)
+        out.reserveCapacity(minimumWritableBytes: LHFrame.headerBytes + prepared.size)
+        out.writeInteger(UInt32(prepared.size), endianness: .big)
+        try out.writeWithUnsafeMutableBytes(minimumWritableBytes: prepared.size) { raw in
+            try prepared.write(into: UnsafeMutableRawBufferPointer(rebasing: raw[0..<prepared.size]))
+            return prepared.size
+        }
     }
 }
 
