@@ -16,6 +16,27 @@ public struct LHAdminRouter: LHRequestRouter {
     var processor: CommandProcessor { core.processor }
 
     public func handle(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind? {
+        // The frequent requests first, each in a small function of its own:
+        // an async function's frame holds the bindings of all its cases, and
+        // a frame too large for the task's first slab costs a malloc and a
+        // free per request.
+        switch request {
+        case .reportTask(let report): return try await reportTask(report, session: session)
+        case .runWf(let r): return .wfRun(try await runWf(r))
+        default: return try await handleOther(request, session: session)
+        }
+    }
+
+    func reportTask(_ report: Littlehorse_ReportTaskRun, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind? {
+        let id = report.taskRunID.wfRunID.id
+        defer { core.dispatcher.reported(connection: session.token.id, wfRunId: id, guid: report.taskRunID.taskGuid) }
+        try await processor.submit(key: id) { (s: inout CommandProcessor.Staging) -> Void in
+            try CommandProcessor.apply(.reportTask(report), to: id, in: &s)
+        }
+        return .empty(.init())
+    }
+
+    func handleOther(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind? {
         switch request {
         case .getServerVersion:
             return .serverVersion(LHServer.version)
@@ -147,13 +168,7 @@ public struct LHAdminRouter: LHRequestRouter {
             core.dispatcher.subscribe(connection: session.token.id, workerId: r.taskWorkerID.isEmpty ? session.clientId : r.taskWorkerID,
                                             taskDef: r.taskDefID.name, capacity: Int(max(1, r.capacity)), push: session.responder)
             return .empty(.init())
-        case .reportTask(let report):
-            let id = report.taskRunID.wfRunID.id
-            defer { core.dispatcher.reported(connection: session.token.id, wfRunId: id, guid: report.taskRunID.taskGuid) }
-            try await processor.submit(key: id) { (s: inout CommandProcessor.Staging) -> Void in
-                try CommandProcessor.apply(.reportTask(report), to: id, in: &s)
-            }
-            return .empty(.init())
+        case .reportTask(let report): return try await reportTask(report, session: session)
         case .hello:
             return nil
         default:

@@ -170,6 +170,8 @@ actor CommandProcessor {
     /// The completions of the group commits not yet finished, by batch number.
     private var completions: [UInt64: Task<Void, Never>] = [:]
     private var inFlight = 0
+    /// Child tasks that run a batch's jobs: one per core.
+    static let lanes = max(2, ProcessInfo.processInfo.activeProcessorCount)
     /// Most group commits being written at once.
     private let maxInFlight = 2
 
@@ -224,14 +226,21 @@ actor CommandProcessor {
                 stagings.append(staging)
                 for (i, r) in out { results[i] = r }
             } else {
-                await withTaskGroup(of: (Staging, [(Int, Result<any Sendable, Error>)]).self) { group in
-                    for indices in groups.values {
-                        let works = indices.map { ($0, jobs[$0].work) }
-                        group.addTask { runGroup(works) }
+                // One child task per core, each taking its share of the WfRuns
+                // (a task per WfRun cost more in task creation than it gained).
+                let all = groups.values.map { indices in indices.map { ($0, jobs[$0].work) } }
+                let lanes = min(all.count, Self.lanes)
+                await withTaskGroup(of: [(Staging, [(Int, Result<any Sendable, Error>)])].self) { group in
+                    for lane in 0..<lanes {
+                        group.addTask {
+                            stride(from: lane, to: all.count, by: lanes).map { runGroup(all[$0]) }
+                        }
                     }
-                    for await (staging, out) in group {
-                        stagings.append(staging)
-                        for (i, r) in out { results[i] = r }
+                    for await done in group {
+                        for (staging, out) in done {
+                            stagings.append(staging)
+                            for (i, r) in out { results[i] = r }
+                        }
                     }
                 }
             }
