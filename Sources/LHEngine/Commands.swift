@@ -108,9 +108,8 @@ extension Run {
     }
 
     mutating func updateAttempt(_ guid: String, _ body: (inout Littlehorse_TaskAttempt) -> Void) {
-        guard var taskRun = state.taskRuns[guid], !taskRun.attempts.isEmpty else { return }
-        body(&taskRun.attempts[taskRun.attempts.count - 1])
-        state.taskRuns[guid] = taskRun
+        guard let count = state.taskRuns[guid]?.attempts.count, count > 0 else { return }
+        body(&state.taskRuns[guid]!.attempts[count - 1])
     }
 
     func nodeKey(ofTask taskRun: Littlehorse_TaskRun) -> NodeRunKey {

@@ -45,9 +45,10 @@ struct Run {
     func nodeSpec(_ n: Int32, _ name: String) -> Littlehorse_Node { threadSpec(n).nodes[name] ?? Littlehorse_Node() }
 
     mutating func updateNode(_ key: NodeRunKey, _ body: (inout NodeRun) -> Void) {
-        guard var node = state.nodeRuns[key] else { return }
-        body(&node)
-        state.nodeRuns[key] = node
+        // In place: a copy taken out of the dictionary would share its
+        // storage and copy it again on the first change.
+        guard state.nodeRuns[key] != nil else { return }
+        body(&state.nodeRuns[key]!)
     }
 
     // MARK: - Starting threads

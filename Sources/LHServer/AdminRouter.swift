@@ -234,7 +234,7 @@ public struct LHAdminRouter: LHRequestRouter {
     }
 
     func putWfSpec(_ r: Littlehorse_PutWfSpecRequest) async throws -> Littlehorse_WfSpec {
-        let metadata = await processor.metadata
+        let metadata = processor.currentMetadata
         var spec: Littlehorse_WfSpec
         do {
             spec = try LHEngine.validate(r, metadata: metadata.lookup)
@@ -257,7 +257,7 @@ public struct LHAdminRouter: LHRequestRouter {
     }
 
     func runWf(_ r: Littlehorse_RunWfRequest) async throws -> Littlehorse_WfRun {
-        let metadata = await processor.metadata
+        let metadata = processor.currentMetadata
         guard let spec = metadata.latestWfSpec(r.wfSpecName, major: r.hasMajorVersion ? r.majorVersion : nil, revision: r.hasRevision ? r.revision : nil) else {
             throw LHError(.notFound, "WfSpec '\(r.wfSpecName)' not found")
         }
@@ -286,7 +286,7 @@ public struct LHAdminRouter: LHRequestRouter {
         let wfRunId = r.wfRunID.id
         guard !wfRunId.isEmpty else { throw LHError(.invalidArgument, "wf_run_id is empty") }
         let defName = r.externalEventDefID.name
-        guard await processor.metadata.externalEventDefs[defName] != nil else {
+        guard processor.currentMetadata.externalEventDefs[defName] != nil else {
             throw LHError(.notFound, "ExternalEventDef '\(defName)' not found")
         }
         var event = Littlehorse_ExternalEvent()

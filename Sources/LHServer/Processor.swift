@@ -16,7 +16,13 @@ import Synchronization
 actor CommandProcessor {
     private let store: any LHStore
     private let logger: Logger
-    private(set) var metadata: MetadataCache
+    private(set) var metadata: MetadataCache {
+        didSet { published.withLock { $0 = metadata } }
+    }
+    /// The same metadata, readable without a hop to this actor (RunWf and
+    /// PutExternalEvent read it on every request).
+    private let published: Mutex<MetadataCache>
+    nonisolated var currentMetadata: MetadataCache { published.withLock { $0 } }
     private let cache: StateCache
     private var pending: [Job] = []
     private var flushing = false
@@ -118,6 +124,7 @@ actor CommandProcessor {
         self.store = store
         self.cache = StateCache(capacity: cacheCapacity)
         self.metadata = metadata
+        self.published = Mutex(metadata)
         self.logger = logger
         self.clock = clock
     }
