@@ -98,14 +98,28 @@ actor CommandProcessor {
     /// Seconds spent inside store.commit (statistics).
     static let writeSeconds = Mutex(0.0)
 
-    static func onCommitThread(_ body: @escaping @Sendable () throws -> Void) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, Error>) in
-            commitQueue.async {
-                do {
-                    try body()
-                    continuation.resume()
-                } catch {
-                    continuation.resume(throwing: error)
+    /// The outcome of one group commit's transaction, awaited by `finish`.
+    final class CommitOutcome: Sendable {
+        private let state = Mutex<(result: Result<Void, Error>?, waiters: [CheckedContinuation<Void, Error>])>((nil, []))
+
+        func complete(_ result: Result<Void, Error>) {
+            let waiters = state.withLock { s in
+                s.result = result
+                defer { s.waiters = [] }
+                return s.waiters
+            }
+            for w in waiters { w.resume(with: result) }
+        }
+
+        var value: Void {
+            get async throws {
+                try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
+                    let done = state.withLock { s -> Result<Void, Error>? in
+                        if let r = s.result { return r }
+                        s.waiters.append(c)
+                        return nil
+                    }
+                    if let done { c.resume(with: done) }
                 }
             }
         }
@@ -155,7 +169,7 @@ actor CommandProcessor {
     private struct InFlight: Sendable {
         var number: UInt64
         var epoch: UInt64
-        var commit: Task<Void, Error>
+        var commit: CommitOutcome
         var jobs: [Job]
         var results: [Result<any Sendable, Error>]
         var states: [(key: String, value: WfRunState)]
@@ -172,7 +186,14 @@ actor CommandProcessor {
     private var batchNumber: UInt64 = 0
     /// Changes when a commit fails: batches built on what it held are refused.
     private var epoch: UInt64 = 0
-    private var lastCommit: Task<Void, Error>?
+    /// The epoch whose commit failed on the commit thread: later batches of
+    /// that epoch were built on it and are refused there too.
+    private let failedEpoch = FailedEpoch()
+    final class FailedEpoch: Sendable {
+        private let epoch = Mutex<UInt64?>(nil)
+        func set(_ e: UInt64) { epoch.withLock { $0 = e } }
+        func isFailed(_ e: UInt64) -> Bool { epoch.withLock { $0 == e } }
+    }
     private var lastCompletion: Task<Void, Never>?
     /// The completions of the group commits not yet finished, by batch number.
     private var completions: [UInt64: Task<Void, Never>] = [:]
@@ -272,22 +293,31 @@ actor CommandProcessor {
             batchNumber += 1
             let number = batchNumber
             let toCommit = batch
-            // Transactions are written in order, each only if the one before it was.
-            let previousCommit = lastCommit
             // What the workers get, made now from the batch's final states and
-            // sent the moment the transaction is durable (no hop to this actor first).
+            // sent from the commit thread the moment the transaction is durable.
             var finalStates: [String: WfRunState] = [:]
             if !deliveries.isEmpty { for (id, state) in states { finalStates[id] = state } }
             let pushes: [(TaskDispatcher.Reservation, Littlehorse_ScheduledTask?)] = deliveries.map { d in
                 let task = finalStates[d.wfRunId]?.scheduledTask(taskGuid: d.taskGuid, attempt: d.attempt)
                 return (d.reservation, task?.taskRunID.taskGuid == d.taskGuid ? task : nil)
             }
-            let commit = Task.detached {
-                if let previousCommit { try await previousCommit.value }
-                try await CommandProcessor.onCommitThread {
+            // Transactions are written in order (one serial queue, enqueued
+            // here in batch order), each only if the ones before it of its
+            // epoch were: no task hop between one commit and the next.
+            let commit = CommitOutcome()
+            let failedEpoch = self.failedEpoch
+            Self.commitQueue.async {
+                do {
+                    if failedEpoch.isFailed(startEpoch) {
+                        throw StoreError("an earlier group commit failed; this one was built on it")
+                    }
                     let t0 = Date()
                     try store.commit(toCommit)
                     CommandProcessor.writeSeconds.withLock { $0 += Date().timeIntervalSince(t0) }
+                } catch {
+                    failedEpoch.set(startEpoch)
+                    commit.complete(.failure(error))
+                    return
                 }
                 for (reservation, task) in pushes {
                     if let task {
@@ -296,8 +326,8 @@ actor CommandProcessor {
                         dispatcher?.release(reservation)
                     }
                 }
+                commit.complete(.success(()))
             }
-            lastCommit = commit
             for (id, state) in states { self.overlay[id] = (state, number) }
             for id in deleted { self.overlay[id] = (nil, number) }
             for e in batch.orphanEvents { self.overlayOrphans.append((e, number)) }
@@ -332,7 +362,6 @@ actor CommandProcessor {
                 epoch += 1
                 overlay = [:]
                 overlayOrphans = []
-                lastCommit = nil
             }
             return
         }
