@@ -230,17 +230,23 @@ actor CommandProcessor {
             var stagings: [Staging] = []
             // One WfRun's jobs in order, on its own staging.
             let runGroup: @Sendable ([(Int, @Sendable (inout Staging) throws -> any Sendable)]) -> (Staging, [(Int, Result<any Sendable, Error>)]) = { works in
-                var staging = Staging(states: [:], now: now, metadata: metadata, store: store, loadState: loader, dispatcher: dispatcher)
-                staging.pendingOrphans = pendingOrphans
+                let fresh = {
+                    var staging = Staging(states: [:], now: now, metadata: metadata, store: store, loadState: loader, dispatcher: dispatcher)
+                    staging.pendingOrphans = pendingOrphans
+                    return staging
+                }
+                var staging = fresh()
                 var out: [(Int, Result<any Sendable, Error>)] = []
+                out.reserveCapacity(works.count)
                 for (i, work) in works {
                     // A job that fails leaves no trace: its changes are undone.
-                    let before = staging
+                    // The first job's "before" is a fresh staging: no copy needed.
+                    let before: Staging? = out.isEmpty ? nil : staging
                     do {
                         out.append((i, .success(try work(&staging))))
                     } catch {
-                        for d in staging.deliveries.dropFirst(before.deliveries.count) { dispatcher?.release(d.reservation) }
-                        staging = before
+                        for d in staging.deliveries.dropFirst(before?.deliveries.count ?? 0) { dispatcher?.release(d.reservation) }
+                        staging = before ?? fresh()
                         out.append((i, .failure(error)))
                     }
                 }
