@@ -200,8 +200,10 @@ actor CommandProcessor {
     private var inFlight = 0
     /// Child tasks that run a batch's jobs: one per core.
     static let lanes = max(2, ProcessInfo.processInfo.activeProcessorCount)
-    /// Most group commits being written at once.
-    private let maxInFlight = 2
+    /// Most group commits built and not yet finished. With 2 the CPU idled
+    /// ~15 % at saturation (batches waited while a commit sat in fsync);
+    /// 4 keeps jobs running meanwhile (lh-bench throughput +8 %).
+    private let maxInFlight = 4
 
     private func flushLoop() async {
         while !pending.isEmpty {
