@@ -81,9 +81,60 @@ public enum LHFastEncoding {
     UInt64(bitPattern: (v << 1) ^ (v >> 63))
 }
 
+/// What both passes do alike: a nested message or map entry is one
+/// length-delimited record (sized in pass one, its size taken in pass two).
+private protocol NestedRecordVisitor: Visitor {
+    mutating func nestedRecord(_ fieldNumber: Int, _ body: (inout Self) throws -> Void) rethrows
+}
+
+extension NestedRecordVisitor {
+    mutating func visitSingularMessageField<M: Message>(value: M, fieldNumber: Int) throws {
+        try nestedRecord(fieldNumber) { try value.traverse(visitor: &$0) }
+    }
+
+    mutating func visitMapField<KeyType, ValueType: MapValueType>(
+        fieldType: _ProtobufMap<KeyType, ValueType>.Type,
+        value: _ProtobufMap<KeyType, ValueType>.BaseType,
+        fieldNumber: Int
+    ) throws {
+        for (k, v) in value {
+            try nestedRecord(fieldNumber) { visitor in
+                try KeyType.visitSingular(value: k, fieldNumber: 1, with: &visitor)
+                try ValueType.visitSingular(value: v, fieldNumber: 2, with: &visitor)
+            }
+        }
+    }
+
+    mutating func visitMapField<KeyType, ValueType>(
+        fieldType: _ProtobufEnumMap<KeyType, ValueType>.Type,
+        value: _ProtobufEnumMap<KeyType, ValueType>.BaseType,
+        fieldNumber: Int
+    ) throws where ValueType.RawValue == Int {
+        for (k, v) in value {
+            try nestedRecord(fieldNumber) { visitor in
+                try KeyType.visitSingular(value: k, fieldNumber: 1, with: &visitor)
+                try visitor.visitSingularEnumField(value: v, fieldNumber: 2)
+            }
+        }
+    }
+
+    mutating func visitMapField<KeyType, ValueType>(
+        fieldType: _ProtobufMessageMap<KeyType, ValueType>.Type,
+        value: _ProtobufMessageMap<KeyType, ValueType>.BaseType,
+        fieldNumber: Int
+    ) throws {
+        for (k, v) in value {
+            try nestedRecord(fieldNumber) { visitor in
+                try KeyType.visitSingular(value: k, fieldNumber: 1, with: &visitor)
+                try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+            }
+        }
+    }
+}
+
 /// Pass one: the total size, and every nested message's (and map entry's)
 /// size in visiting order.
-private struct SizingVisitor: Visitor {
+private struct SizingVisitor: NestedRecordVisitor {
     var size = 0
     var nested: [Int] = []
 
@@ -128,9 +179,6 @@ private struct SizingVisitor: Visitor {
     mutating func visitSingularEnumField<E: Enum>(value: E, fieldNumber: Int) throws {
         varint(fieldNumber, UInt64(bitPattern: Int64(value.rawValue)))
     }
-    mutating func visitSingularMessageField<M: Message>(value: M, fieldNumber: Int) throws {
-        try nestedRecord(fieldNumber) { try value.traverse(visitor: &$0) }
-    }
     mutating func visitSingularGroupField<G: Message>(value: G, fieldNumber: Int) throws {
         size += 2 * tagSize(fieldNumber)
         try value.traverse(visitor: &self)
@@ -164,49 +212,10 @@ private struct SizingVisitor: Visitor {
     mutating func visitPackedEnumField<E: Enum>(value: [E], fieldNumber: Int) throws {
         lengthDelimited(fieldNumber, value.reduce(0) { $0 + varintSize(UInt64(bitPattern: Int64($1.rawValue))) })
     }
-
-    mutating func visitMapField<KeyType, ValueType: MapValueType>(
-        fieldType: _ProtobufMap<KeyType, ValueType>.Type,
-        value: _ProtobufMap<KeyType, ValueType>.BaseType,
-        fieldNumber: Int
-    ) throws {
-        for (k, v) in value {
-            try nestedRecord(fieldNumber) { visitor in
-                try KeyType.visitSingular(value: k, fieldNumber: 1, with: &visitor)
-                try ValueType.visitSingular(value: v, fieldNumber: 2, with: &visitor)
-            }
-        }
-    }
-
-    mutating func visitMapField<KeyType, ValueType>(
-        fieldType: _ProtobufEnumMap<KeyType, ValueType>.Type,
-        value: _ProtobufEnumMap<KeyType, ValueType>.BaseType,
-        fieldNumber: Int
-    ) throws where ValueType.RawValue == Int {
-        for (k, v) in value {
-            try nestedRecord(fieldNumber) { visitor in
-                try KeyType.visitSingular(value: k, fieldNumber: 1, with: &visitor)
-                try visitor.visitSingularEnumField(value: v, fieldNumber: 2)
-            }
-        }
-    }
-
-    mutating func visitMapField<KeyType, ValueType>(
-        fieldType: _ProtobufMessageMap<KeyType, ValueType>.Type,
-        value: _ProtobufMessageMap<KeyType, ValueType>.BaseType,
-        fieldNumber: Int
-    ) throws {
-        for (k, v) in value {
-            try nestedRecord(fieldNumber) { visitor in
-                try KeyType.visitSingular(value: k, fieldNumber: 1, with: &visitor)
-                try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-            }
-        }
-    }
 }
 
 /// Pass two: writes, taking nested sizes from pass one in the same order.
-private struct WritingVisitor: Visitor {
+private struct WritingVisitor: NestedRecordVisitor {
     var cursor: UnsafeMutablePointer<UInt8>
     let end: UnsafeMutablePointer<UInt8>
     let sizes: UnsafeBufferPointer<Int>
@@ -301,9 +310,6 @@ private struct WritingVisitor: Visitor {
         tag(fieldNumber, 0)
         putVarint(UInt64(bitPattern: Int64(value.rawValue)))
     }
-    mutating func visitSingularMessageField<M: Message>(value: M, fieldNumber: Int) throws {
-        try nestedRecord(fieldNumber) { try value.traverse(visitor: &$0) }
-    }
     mutating func visitSingularGroupField<G: Message>(value: G, fieldNumber: Int) throws {
         tag(fieldNumber, 3)
         try value.traverse(visitor: &self)
@@ -371,44 +377,5 @@ private struct WritingVisitor: Visitor {
         let values = value.map { UInt64(bitPattern: Int64($0.rawValue)) }
         tag(fieldNumber, 2); putVarint(UInt64(values.reduce(0) { $0 + varintSize($1) }))
         for v in values { putVarint(v) }
-    }
-
-    mutating func visitMapField<KeyType, ValueType: MapValueType>(
-        fieldType: _ProtobufMap<KeyType, ValueType>.Type,
-        value: _ProtobufMap<KeyType, ValueType>.BaseType,
-        fieldNumber: Int
-    ) throws {
-        for (k, v) in value {
-            try nestedRecord(fieldNumber) { visitor in
-                try KeyType.visitSingular(value: k, fieldNumber: 1, with: &visitor)
-                try ValueType.visitSingular(value: v, fieldNumber: 2, with: &visitor)
-            }
-        }
-    }
-
-    mutating func visitMapField<KeyType, ValueType>(
-        fieldType: _ProtobufEnumMap<KeyType, ValueType>.Type,
-        value: _ProtobufEnumMap<KeyType, ValueType>.BaseType,
-        fieldNumber: Int
-    ) throws where ValueType.RawValue == Int {
-        for (k, v) in value {
-            try nestedRecord(fieldNumber) { visitor in
-                try KeyType.visitSingular(value: k, fieldNumber: 1, with: &visitor)
-                try visitor.visitSingularEnumField(value: v, fieldNumber: 2)
-            }
-        }
-    }
-
-    mutating func visitMapField<KeyType, ValueType>(
-        fieldType: _ProtobufMessageMap<KeyType, ValueType>.Type,
-        value: _ProtobufMessageMap<KeyType, ValueType>.BaseType,
-        fieldNumber: Int
-    ) throws {
-        for (k, v) in value {
-            try nestedRecord(fieldNumber) { visitor in
-                try KeyType.visitSingular(value: k, fieldNumber: 1, with: &visitor)
-                try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
-            }
-        }
     }
 }
