@@ -266,6 +266,13 @@ private struct WritingVisitor: NestedRecordVisitor {
         cursor += bytes.count
     }
 
+    /// A packed field of varints: its length, then each value as `varint` makes it.
+    @inline(__always) mutating func putPackedVarints<T>(_ fieldNumber: Int, _ values: [T], _ varint: (T) -> UInt64) {
+        tag(fieldNumber, 2)
+        putVarint(UInt64(values.reduce(0) { $0 + varintSize(varint($1)) }))
+        for v in values { putVarint(varint(v)) }
+    }
+
     @inline(__always) mutating func nextSize() -> Int {
         precondition(next < sizes.count, "more nested messages than were sized")
         defer { next += 1 }
@@ -324,35 +331,12 @@ private struct WritingVisitor: NestedRecordVisitor {
         tag(fieldNumber, 2); putVarint(UInt64(value.count * 8))
         for v in value { putFixed64(v.bitPattern) }
     }
-    mutating func visitPackedInt32Field(value: [Int32], fieldNumber: Int) throws {
-        let values = value.map { UInt64(bitPattern: Int64($0)) }
-        tag(fieldNumber, 2); putVarint(UInt64(values.reduce(0) { $0 + varintSize($1) }))
-        for v in values { putVarint(v) }
-    }
-    mutating func visitPackedInt64Field(value: [Int64], fieldNumber: Int) throws {
-        let values = value.map { UInt64(bitPattern: $0) }
-        tag(fieldNumber, 2); putVarint(UInt64(values.reduce(0) { $0 + varintSize($1) }))
-        for v in values { putVarint(v) }
-    }
-    mutating func visitPackedUInt32Field(value: [UInt32], fieldNumber: Int) throws {
-        let values = value.map { UInt64($0) }
-        tag(fieldNumber, 2); putVarint(UInt64(values.reduce(0) { $0 + varintSize($1) }))
-        for v in values { putVarint(v) }
-    }
-    mutating func visitPackedUInt64Field(value: [UInt64], fieldNumber: Int) throws {
-        tag(fieldNumber, 2); putVarint(UInt64(value.reduce(0) { $0 + varintSize($1) }))
-        for v in value { putVarint(v) }
-    }
-    mutating func visitPackedSInt32Field(value: [Int32], fieldNumber: Int) throws {
-        let values = value.map { zigZag(Int64($0)) }
-        tag(fieldNumber, 2); putVarint(UInt64(values.reduce(0) { $0 + varintSize($1) }))
-        for v in values { putVarint(v) }
-    }
-    mutating func visitPackedSInt64Field(value: [Int64], fieldNumber: Int) throws {
-        let values = value.map { zigZag($0) }
-        tag(fieldNumber, 2); putVarint(UInt64(values.reduce(0) { $0 + varintSize($1) }))
-        for v in values { putVarint(v) }
-    }
+    mutating func visitPackedInt32Field(value: [Int32], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { UInt64(bitPattern: Int64($0)) } }
+    mutating func visitPackedInt64Field(value: [Int64], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { UInt64(bitPattern: $0) } }
+    mutating func visitPackedUInt32Field(value: [UInt32], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { UInt64($0) } }
+    mutating func visitPackedUInt64Field(value: [UInt64], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { $0 } }
+    mutating func visitPackedSInt32Field(value: [Int32], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { zigZag(Int64($0)) } }
+    mutating func visitPackedSInt64Field(value: [Int64], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { zigZag($0) } }
     mutating func visitPackedFixed32Field(value: [UInt32], fieldNumber: Int) throws {
         tag(fieldNumber, 2); putVarint(UInt64(value.count * 4))
         for v in value { putFixed32(v) }
@@ -373,9 +357,5 @@ private struct WritingVisitor: NestedRecordVisitor {
         tag(fieldNumber, 2); putVarint(UInt64(value.count))
         for v in value { putVarint(v ? 1 : 0) }
     }
-    mutating func visitPackedEnumField<E: Enum>(value: [E], fieldNumber: Int) throws {
-        let values = value.map { UInt64(bitPattern: Int64($0.rawValue)) }
-        tag(fieldNumber, 2); putVarint(UInt64(values.reduce(0) { $0 + varintSize($1) }))
-        for v in values { putVarint(v) }
-    }
+    mutating func visitPackedEnumField<E: Enum>(value: [E], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { UInt64(bitPattern: Int64($0.rawValue)) } }
 }
