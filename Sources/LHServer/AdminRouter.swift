@@ -27,13 +27,53 @@ public struct LHAdminRouter: LHRequestRouter {
         }
     }
 
-    func reportTask(_ report: Littlehorse_ReportTaskRun, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind? {
-        let id = report.taskRunID.wfRunID.id
-        defer { core.dispatcher.reported(connection: session.token.id, wfRunId: id, guid: report.taskRunID.taskGuid) }
-        try await processor.submit(key: id) { (s: inout CommandProcessor.Staging) -> Void in
-            try CommandProcessor.apply(.reportTask(report), to: id, in: &s)
+    /// RunWf, ReportTask and PutExternalEvent go from the event loop straight
+    /// into the processor's next group commit, answered from the commit
+    /// thread once durable: no task, no actor hop.
+    public func handleDirectly(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
+                               reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void) -> Bool {
+        switch request {
+        case .reportTask(let report):
+            let (key, work) = reportTaskJob(report)
+            let dispatcher = core.dispatcher
+            let connection = session.token.id
+            processor.enqueue(key: key, work) { result in
+                dispatcher.reported(connection: connection, wfRunId: key, guid: report.taskRunID.taskGuid)
+                reply(result.map { _ in .empty(.init()) })
+            }
+        case .runWf(let r):
+            do {
+                let (key, work) = try runWfJob(r)
+                processor.enqueue(key: key, { try work(&$0) }) { result in reply(result.map { .wfRun($0 as! Littlehorse_WfRun) }) }
+            } catch {
+                reply(.failure(error))
+            }
+        case .putExternalEvent(let r):
+            do {
+                let (key, work) = try putExternalEventJob(r)
+                processor.enqueue(key: key, { try work(&$0) }) { result in reply(result.map { .externalEvent($0 as! Littlehorse_ExternalEvent) }) }
+            } catch {
+                reply(.failure(error))
+            }
+        default:
+            return false
         }
+        return true
+    }
+
+    func reportTask(_ report: Littlehorse_ReportTaskRun, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind? {
+        let (key, work) = reportTaskJob(report)
+        defer { core.dispatcher.reported(connection: session.token.id, wfRunId: key, guid: report.taskRunID.taskGuid) }
+        try await processor.submit(key: key, work)
         return .empty(.init())
+    }
+
+    func reportTaskJob(_ report: Littlehorse_ReportTaskRun) -> (String, @Sendable (inout CommandProcessor.Staging) throws -> any Sendable) {
+        let id = report.taskRunID.wfRunID.id
+        return (id, { s in
+            try CommandProcessor.apply(.reportTask(report), to: id, in: &s)
+            return ()
+        })
     }
 
     func handleOther(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind? {
@@ -257,6 +297,12 @@ public struct LHAdminRouter: LHRequestRouter {
     }
 
     func runWf(_ r: Littlehorse_RunWfRequest) async throws -> Littlehorse_WfRun {
+        let (key, work) = try runWfJob(r)
+        return try await processor.submit(key: key, work)
+    }
+
+    /// The WfRun's id and the job that starts it.
+    func runWfJob(_ r: Littlehorse_RunWfRequest) throws -> (String, @Sendable (inout CommandProcessor.Staging) throws -> Littlehorse_WfRun) {
         let metadata = processor.currentMetadata
         guard let spec = metadata.latestWfSpec(r.wfSpecName, major: r.hasMajorVersion ? r.majorVersion : nil, revision: r.hasRevision ? r.revision : nil) else {
             throw LHError(.notFound, "WfSpec '\(r.wfSpecName)' not found")
@@ -266,7 +312,7 @@ public struct LHAdminRouter: LHRequestRouter {
             throw LHError(.invalidArgument, "WfRun id '\(id)' must be 1 to 128 characters without '/'")
         }
         let context = metadata.context(for: spec)
-        return try await processor.submit(key: id) { (s: inout CommandProcessor.Staging) -> Littlehorse_WfRun in
+        return (id, { (s: inout CommandProcessor.Staging) -> Littlehorse_WfRun in
             if try s.state(id) != nil { throw LHError(.alreadyExists, "WfRun '\(id)' already exists") }
             let earlier = try s.store.orphanEvents(of: id) + s.pendingOrphans.filter { $0.id.wfRunID.id == id }
                 + s.batch.orphanEvents.filter { $0.id.wfRunID.id == id }
@@ -279,10 +325,18 @@ public struct LHAdminRouter: LHRequestRouter {
             } catch let e as LHEngineError {
                 throw LHError(e)
             }
-        }
+        })
     }
 
     func putExternalEvent(_ r: Littlehorse_PutExternalEventRequest) async throws -> Littlehorse_ExternalEvent {
+        let (key, work) = try putExternalEventJob(r)
+        return try await processor.submit(key: key, work)
+    }
+
+    /// The WfRun's id and the job that stores the event (and interrupts or
+    /// wakes what waits for it).
+    func putExternalEventJob(_ r: Littlehorse_PutExternalEventRequest) throws
+        -> (String, @Sendable (inout CommandProcessor.Staging) throws -> Littlehorse_ExternalEvent) {
         let wfRunId = r.wfRunID.id
         guard !wfRunId.isEmpty else { throw LHError(.invalidArgument, "wf_run_id is empty") }
         let defName = r.externalEventDefID.name
@@ -298,7 +352,7 @@ public struct LHAdminRouter: LHRequestRouter {
         if r.hasThreadRunNumber { event.threadRunNumber = r.threadRunNumber }
         if r.hasNodeRunPosition { event.nodeRunPosition = r.nodeRunPosition }
         let e = event
-        return try await processor.submit(key: wfRunId) { (s: inout CommandProcessor.Staging) -> Littlehorse_ExternalEvent in
+        return (wfRunId, { (s: inout CommandProcessor.Staging) -> Littlehorse_ExternalEvent in
             if let state = try s.state(wfRunId) {
                 if let existing = state.externalEvents.first(where: { $0.id == e.id }) { return existing }
                 try CommandProcessor.apply(.putExternalEvent(e), to: wfRunId, in: &s)
@@ -308,7 +362,7 @@ public struct LHAdminRouter: LHRequestRouter {
             if let existing = stored.first(where: { $0.id == e.id }) { return existing }
             s.batch.orphanEvents.append(e)
             return e
-        }
+        })
     }
 }
 

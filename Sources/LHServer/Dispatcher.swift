@@ -168,28 +168,27 @@ final class TaskDispatcher: Sendable {
         for (task, r) in ready {
             let processor = self.processor
             let logger = self.logger
-            Task {
-                do {
-                    let scheduled = try await processor.submit(key: task.wfRunId) { (staging: inout CommandProcessor.Staging) -> Littlehorse_ScheduledTask? in
-                        try CommandProcessor.apply(.taskStarted(taskGuid: task.taskGuid, attempt: task.attempt, workerId: r.workerId),
-                                                   to: task.wfRunId, in: &staging)
-                        staging.batch.dequeued.append((task.wfRunId, task.taskGuid))
-                        return try staging.state(task.wfRunId)?.scheduledTask(taskGuid: task.taskGuid, attempt: task.attempt)
-                    }
-                    if let scheduled {
-                        r.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(scheduled)))
-                    } else {
-                        self.release(r)
-                    }
-                } catch {
+            processor.enqueue(key: task.wfRunId, { (staging: inout CommandProcessor.Staging) -> any Sendable in
+                try CommandProcessor.apply(.taskStarted(taskGuid: task.taskGuid, attempt: task.attempt, workerId: r.workerId),
+                                           to: task.wfRunId, in: &staging)
+                staging.batch.dequeued.append((task.wfRunId, task.taskGuid))
+                return try staging.state(task.wfRunId)?.scheduledTask(taskGuid: task.taskGuid, attempt: task.attempt) as Littlehorse_ScheduledTask?
+            }, done: { result in
+                switch result {
+                case .success(let scheduled as Littlehorse_ScheduledTask):
+                    r.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(scheduled)))
+                case .success:
+                    self.release(r)
+                case .failure(let error):
                     // Withdrawn by a halt, deleted, or already handed over: not for a worker.
                     self.release(r)
                     logger.debug("queued TaskRun not handed over", metadata: [LHLog.taskRunId: "\(r.key)", LHLog.error: "\(error)"])
-                    _ = try? await processor.submit(key: task.wfRunId) { (staging: inout CommandProcessor.Staging) -> Void in
+                    processor.enqueue(key: task.wfRunId, { (staging: inout CommandProcessor.Staging) -> any Sendable in
                         staging.batch.dequeued.append((task.wfRunId, task.taskGuid))
-                    }
+                        return ()
+                    }, done: { _ in })
                 }
-            }
+            })
         }
     }
 }

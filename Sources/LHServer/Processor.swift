@@ -24,8 +24,9 @@ actor CommandProcessor {
     private let published: Mutex<MetadataCache>
     nonisolated var currentMetadata: MetadataCache { published.withLock { $0 } }
     private let cache: StateCache
-    private var pending: [Job] = []
-    private var flushing = false
+    /// Jobs waiting for the next group commit, and whether the flush loop
+    /// runs; filled from any thread (the event loops' direct requests too).
+    private let intake = Mutex<(jobs: [Job], flushing: Bool)>(([], false))
     /// Group commits and jobs since the last statistics line (LHS_LOG_LEVEL=debug).
     private var statistics = (commits: 0, jobs: 0, commitSeconds: 0.0, since: Date())
     /// Set by the server once its dispatcher and timers exist.
@@ -39,7 +40,9 @@ actor CommandProcessor {
         /// different WfRuns in parallel.
         var key: String
         var work: @Sendable (inout Staging) throws -> any Sendable
-        var continuation: CheckedContinuation<any Sendable, Error>
+        /// Called once: with the job's result once its transaction is durable
+        /// (on the commit thread), or with the error that refused it.
+        var done: @Sendable (Result<any Sendable, Error>) -> Void
     }
 
     /// Changes of one WfRun's jobs in a group commit, before they are durable.
@@ -152,15 +155,36 @@ actor CommandProcessor {
 
     /// Runs `work` inside the next group commit and returns when it is durable.
     @discardableResult
-    func submit<T: Sendable>(key: String, _ work: @escaping @Sendable (inout Staging) throws -> T) async throws -> T {
+    nonisolated func submit<T: Sendable>(key: String, _ work: @escaping @Sendable (inout Staging) throws -> T) async throws -> T {
         let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, Error>) in
-            pending.append(Job(key: key, work: { try work(&$0) }, continuation: continuation))
-            if !flushing {
-                flushing = true
-                Task { await self.flushLoop() }
-            }
+            enqueue(key: key, { try work(&$0) }, done: { continuation.resume(with: $0) })
         }
         return result as! T
+    }
+
+    /// Runs `work` inside the next group commit and calls `done` with its
+    /// result once that is durable (on the commit thread: `done` must be
+    /// quick), or with the error that refused it. Callable from any thread
+    /// without a task: the server's event loops hand requests over this way.
+    nonisolated func enqueue(key: String, _ work: @escaping @Sendable (inout Staging) throws -> any Sendable,
+                             done: @escaping @Sendable (Result<any Sendable, Error>) -> Void) {
+        let start = intake.withLock { i -> Bool in
+            i.jobs.append(Job(key: key, work: work, done: done))
+            guard !i.flushing else { return false }
+            i.flushing = true
+            return true
+        }
+        if start { Task { await self.flushLoop() } }
+    }
+
+    /// The jobs that arrived since the last call; none (and the loop marked
+    /// stopped, in the same lock) when there are none.
+    private func takePending() -> [Job] {
+        intake.withLock { i in
+            if i.jobs.isEmpty { i.flushing = false }
+            defer { i.jobs = [] }
+            return i.jobs
+        }
     }
 
     /// A group commit whose transaction is being written. The next batch's
@@ -171,7 +195,6 @@ actor CommandProcessor {
         var epoch: UInt64
         var commit: CommitOutcome
         var jobs: [Job]
-        var results: [Result<any Sendable, Error>]
         var states: [(key: String, value: WfRunState)]
         var effects: [(String, LHEffect)]
         var deleted: Set<String>
@@ -206,13 +229,13 @@ actor CommandProcessor {
     private let maxInFlight = 4
 
     private func flushLoop() async {
-        while !pending.isEmpty {
+        while true {
             // Room for one more: wait for the oldest group commit, not all of them.
             while inFlight >= maxInFlight, let oldest = completions.min(by: { $0.key < $1.key }) {
                 await oldest.value.value
             }
-            let jobs = pending
-            pending = []
+            let jobs = takePending()
+            if jobs.isEmpty { return }
             let startEpoch = epoch
             let store = self.store
             let cache = self.cache
@@ -282,7 +305,7 @@ actor CommandProcessor {
             }
             guard epoch == startEpoch else {
                 // A commit these jobs built on failed meanwhile.
-                for job in jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed; the command was not applied")) }
+                for job in jobs { job.done(.failure(LHError(.unavailable, "storage failed; the command was not applied"))) }
                 for d in stagings.flatMap(\.deliveries) { dispatcher?.release(d.reservation) }
                 continue
             }
@@ -314,6 +337,9 @@ actor CommandProcessor {
             // epoch were: no task hop between one commit and the next.
             let commit = CommitOutcome()
             let failedEpoch = self.failedEpoch
+            let answers = zip(jobs, results).map { ($0.done, $1!) }
+            let committedStates = states
+            let committedDeletions = deleted
             Self.commitQueue.async {
                 do {
                     if failedEpoch.isFailed(startEpoch) {
@@ -327,6 +353,9 @@ actor CommandProcessor {
                     commit.complete(.failure(error))
                     return
                 }
+                // Durable: reads see it from now on; the workers get their
+                // tasks and the callers their answers from this thread.
+                cache.update(committedStates, deleted: committedDeletions)
                 for (reservation, task) in pushes {
                     if let task {
                         reservation.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(task)))
@@ -334,13 +363,14 @@ actor CommandProcessor {
                         dispatcher?.release(reservation)
                     }
                 }
+                for (done, result) in answers { done(result) }
                 commit.complete(.success(()))
             }
             for (id, state) in states { self.overlay[id] = (state, number) }
             for id in deleted { self.overlay[id] = (nil, number) }
             for e in batch.orphanEvents { self.overlayOrphans.append((e, number)) }
             inFlight += 1
-            let record = InFlight(number: number, epoch: startEpoch, commit: commit, jobs: jobs, results: results.map { $0! },
+            let record = InFlight(number: number, epoch: startEpoch, commit: commit, jobs: jobs,
                                   states: states, effects: effects, deleted: deleted, deliveries: deliveries, started: Date())
             let previousCompletion = lastCompletion
             lastCompletion = Task {
@@ -349,11 +379,10 @@ actor CommandProcessor {
             }
             completions[number] = lastCompletion
         }
-        flushing = false
     }
 
-    /// Waits for a group commit; then answers its callers and carries out its
-    /// effects, or refuses its commands when it failed.
+    /// Waits for a group commit (whose callers the commit thread answered);
+    /// then carries out its effects, or refuses its commands when it failed.
     private func finish(_ f: InFlight) async {
         defer {
             inFlight -= 1
@@ -363,7 +392,7 @@ actor CommandProcessor {
             try await f.commit.value
         } catch {
             logger.error("group commit failed; the commands are refused", metadata: [LHLog.error: "\(error)"])
-            for job in f.jobs { job.continuation.resume(throwing: LHError(.unavailable, "storage failed: \(error)")) }
+            for job in f.jobs { job.done(.failure(LHError(.unavailable, "storage failed: \(error)"))) }
             for d in f.deliveries { dispatcher?.release(d.reservation) }
             if f.epoch == epoch {
                 // Later batches built on these states; start over from what is stored.
@@ -373,12 +402,11 @@ actor CommandProcessor {
             }
             return
         }
+        // The cache was updated and the callers answered on the commit thread.
         recordStatistics(jobs: f.jobs.count, seconds: Date().timeIntervalSince(f.started))
-        cache.update(f.states, deleted: f.deleted)
         for (id, _) in f.states where overlay[id]?.batch == f.number { overlay[id] = nil }
         for id in f.deleted where overlay[id]?.batch == f.number { overlay[id] = nil }
         overlayOrphans.removeAll { $0.batch <= f.number }
-        for (job, result) in zip(f.jobs, f.results) { job.continuation.resume(with: result) }
         if let sink, !f.effects.isEmpty || !f.deleted.isEmpty {
             await sink.carryOut(f.effects, deleted: f.deleted)
         }
@@ -428,8 +456,8 @@ protocol EffectSink: Sendable {
 
 /// The most recently touched WfRuns' committed states, at most `capacity`
 /// of them; the rest are read back from the store when needed. Jobs read it
-/// concurrently while a group commit runs; only the processor writes it,
-/// between commits.
+/// concurrently while a group commit runs; only the commit thread writes
+/// it, right after each transaction is durable, in commit order.
 final class StateCache: @unchecked Sendable {
     private let lock = NSLock()
     private var entries: [String: (state: WfRunState, touch: UInt64)] = [:]

@@ -8,17 +8,17 @@ import NIOPosix
 import ServiceLifecycle
 
 /// The `lh-server` process's listener as a Service: accepts connections and
-/// answers each request through its ``LHRequestRouter``, one child task per
-/// connection and per request, so many requests may be in flight on one
-/// connection. Stops accepting on graceful shutdown.
+/// answers each request through its ``LHRequestRouter``: the frequent ones
+/// handed to it on the event loop, the rest in a task each, so many requests
+/// may be in flight on one connection. Stops accepting on graceful shutdown.
 public final class LHServer: Service, Sendable {
     public let configuration: LHServerConfiguration
     private let router: any LHRequestRouter
-    private let logger: Logger
+    fileprivate let logger: Logger
     private let state = NIOLockedValueBox(State())
 
     private struct State {
-        var connections: [ObjectIdentifier: Channel] = [:]
+        var connections: [ObjectIdentifier: any Channel] = [:]
         var shuttingDown = false
         var boundPort: Int?
         var caPath: String?
@@ -68,7 +68,7 @@ public final class LHServer: Service, Sendable {
     }
 
     public func run() async throws {
-        let serverChannel: NIOAsyncChannel<LHListener.Connection, Never>
+        let serverChannel: NIOAsyncChannel<any Channel, Never>
         do {
             var welcome = Lhwire_Welcome()
             welcome.serverID = configuration.serverId
@@ -80,7 +80,12 @@ public final class LHServer: Service, Sendable {
                     welcome: welcome
                 ),
                 logger: logger
-            )
+            ) { channel in
+                // Requests are answered by a handler on the connection's event
+                // loop: no task per connection or per frequent request.
+                try channel.pipeline.syncOperations.addHandler(LHRequestHandler(server: self, channel: channel))
+                return channel
+            }
         } catch {
             let waiting = state.withLockedValue { state in
                 state.failure = error
@@ -100,24 +105,14 @@ public final class LHServer: Service, Sendable {
         logger.notice("listening", metadata: ["lh.address": "\(configuration.host):\(port)"])
 
         try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await serverChannel.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        let channel = connection.channel
-                        let open = state.withLockedValue { s -> Bool in
-                            guard !s.shuttingDown else { return false }
-                            s.connections[ObjectIdentifier(channel)] = channel
-                            return true
-                        }
-                        guard open else {
-                            channel.close(promise: nil)
-                            continue
-                        }
-                        group.addTask {
-                            await self.serve(connection)
-                            _ = self.state.withLockedValue { $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
-                        }
+            try await serverChannel.executeThenClose { inbound in
+                for try await channel in inbound {
+                    let open = state.withLockedValue { s -> Bool in
+                        guard !s.shuttingDown else { return false }
+                        s.connections[ObjectIdentifier(channel)] = channel
+                        return true
                     }
+                    if !open { channel.close(promise: nil) }
                 }
             }
         } onGracefulShutdown: {
@@ -125,7 +120,7 @@ public final class LHServer: Service, Sendable {
             serverChannel.channel.close(promise: nil)
             // Requests being answered finish (their commits are durable either
             // way); then the open connections are closed.
-            let open = self.state.withLockedValue { s -> [Channel] in
+            let open = self.state.withLockedValue { s -> [any Channel] in
                 s.shuttingDown = true
                 return Array(s.connections.values)
             }
@@ -133,6 +128,9 @@ public final class LHServer: Service, Sendable {
                 channel.eventLoop.scheduleTask(in: .milliseconds(200)) { channel.close(promise: nil) }
             }
         }
+        // Stopped accepting: wait for the connections still open to close.
+        let open = state.withLockedValue { Array($0.connections.values) }
+        for channel in open { try? await channel.closeFuture.get() }
     }
 
     static var version: LittleHorseVersion {
@@ -143,57 +141,89 @@ public final class LHServer: Service, Sendable {
         return v
     }
 
-    /// Serves one connection until it closes. Never throws: one connection's
-    /// trouble never reaches another.
-    private func serve(_ connection: LHListener.Connection) async {
-        let remote = connection.channel.remoteAddress.map { "\($0)" } ?? "?"
-        var logger = self.logger
-        logger[metadataKey: LHLog.remote] = "\(remote)"
-        let responder = LHResponder(channel: connection.channel)
-        do {
-            try await connection.executeThenClose { inbound, _ in
-                try await withThrowingDiscardingTaskGroup { group in
-                    var session = LHSession(remote: remote, responder: responder)
-                    do {
-                        for try await envelope in inbound {
-                            if case .hello(let hello) = envelope.kind {
-                                session.clientId = hello.clientID
-                                session.role = hello.role
-                                logger[metadataKey: LHLog.clientId] = "\(hello.clientID)"
-                                logger.debug("client connected", metadata: ["lh.role": "\(hello.role)"])
-                                continue
-                            }
-                            let current = session
-                            let requestLogger = logger
-                            group.addTask {
-                                let reply = await self.answer(envelope, session: current, logger: requestLogger)
-                                if let reply { responder.yield(reply) }
-                            }
-                        }
-                    } catch {
-                        logger.debug("connection ended with an error", metadata: [LHLog.error: "\(error)"])
-                    }
-                    await self.router.connectionClosed(session)
-                }
+    /// Answers one request of a connection: the frequent ones handed
+    /// straight to the processor (``LHRequestRouter/handleDirectly``), the
+    /// others in a task of their own. Never throws: one request's trouble
+    /// never reaches another.
+    fileprivate func dispatch(_ envelope: Lhwire_Envelope, session: LHSession, logger: Logger) {
+        let responder = session.responder
+        let id = envelope.id
+        guard let kind = envelope.kind else {
+            responder.yield(Lhwire_Envelope(id: id, .error(LHError(.invalidArgument, "empty envelope: no request kind set").wire)))
+            return
+        }
+        let handled = router.handleDirectly(kind, session: session) { result in
+            if let reply = Self.reply(to: id, kind, result, logger: logger) { responder.yield(reply) }
+        }
+        guard !handled else { return }
+        Task {
+            let result: Result<Lhwire_Envelope.OneOf_Kind?, Error>
+            do {
+                result = .success(try await self.router.handle(kind, session: session))
+            } catch {
+                result = .failure(error)
             }
-        } catch {
-            logger.debug("connection closed", metadata: [LHLog.error: "\(error)"])
+            if let reply = Self.reply(to: id, kind, result, logger: logger) { responder.yield(reply) }
         }
     }
 
-    private func answer(_ envelope: Lhwire_Envelope, session: LHSession, logger: Logger) async -> Lhwire_Envelope? {
-        guard let kind = envelope.kind else {
-            return Lhwire_Envelope(id: envelope.id, .error(LHError(.invalidArgument, "empty envelope: no request kind set").wire))
+    fileprivate func connectionEnded(_ session: LHSession, channel: any Channel) {
+        _ = state.withLockedValue { $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
+        let router = self.router
+        Task { await router.connectionClosed(session) }
+    }
+
+    /// The frame that answers request `id`: none for id 0 or no response.
+    static func reply(to id: UInt64, _ request: Lhwire_Envelope.OneOf_Kind, _ result: Result<Lhwire_Envelope.OneOf_Kind?, Error>,
+                      logger: Logger) -> Lhwire_Envelope? {
+        switch result {
+        case .success(let reply):
+            guard let reply, id != 0 else { return nil }
+            return Lhwire_Envelope(id: id, reply)
+        case .failure(let error as LHError):
+            return Lhwire_Envelope(id: id, .error(error.wire))
+        case .failure(let error):
+            let name = Lhwire_Envelope(id: id, request).kindName
+            logger.error("request failed", metadata: [LHLog.error: "\(error)", "lh.kind": "\(name)"])
+            return Lhwire_Envelope(id: id, .error(LHError(.internal, "\(name) failed: \(error)").wire))
         }
-        do {
-            guard let reply = try await router.handle(kind, session: session) else { return nil }
-            return envelope.id == 0 ? nil : Lhwire_Envelope(id: envelope.id, reply)
-        } catch let error as LHError {
-            return Lhwire_Envelope(id: envelope.id, .error(error.wire))
-        } catch {
-            logger.error("request failed", metadata: [LHLog.error: "\(error)", "lh.kind": "\(envelope.kindName)"])
-            return Lhwire_Envelope(id: envelope.id, .error(LHError(.internal, "\(envelope.kindName) failed: \(error)").wire))
+    }
+}
+
+/// The last handler of a server connection's pipeline: learns the client's
+/// id and role from the hello and hands every other envelope to the server,
+/// on the event loop.
+final class LHRequestHandler: ChannelInboundHandler {
+    typealias InboundIn = Lhwire_Envelope
+
+    private let server: LHServer
+    private var session: LHSession
+    private var logger: Logger
+
+    init(server: LHServer, channel: any Channel) {
+        let remote = channel.remoteAddress.map { "\($0)" } ?? "?"
+        self.server = server
+        session = LHSession(remote: remote, responder: LHResponder(channel: channel))
+        logger = server.logger
+        logger[metadataKey: LHLog.remote] = "\(remote)"
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        if case .hello(let hello) = envelope.kind {
+            session.clientId = hello.clientID
+            session.role = hello.role
+            logger[metadataKey: LHLog.clientId] = "\(hello.clientID)"
+            logger.debug("client connected", metadata: ["lh.role": "\(hello.role)"])
+            return
         }
+        server.dispatch(envelope, session: session, logger: logger)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        logger.debug("connection closed")
+        server.connectionEnded(session, channel: context.channel)
+        context.fireChannelInactive()
     }
 }
 
@@ -235,6 +265,12 @@ public struct LHResponder: Sendable {
 /// Answers requests. The server calls `handle` concurrently for requests of
 /// one connection and of many.
 public protocol LHRequestRouter: Sendable {
+    /// Takes a request without a task when it can (on the connection's event
+    /// loop: must not block): returns true and calls `reply` once, from any
+    /// thread, with what `handle` would return; false to have `handle`
+    /// called in a task instead.
+    func handleDirectly(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
+                        reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void) -> Bool
     /// The response kind, nil for a frame that needs no response, or an
     /// ``LHError`` thrown to answer with an error.
     func handle(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind?
@@ -244,6 +280,8 @@ public protocol LHRequestRouter: Sendable {
 
 extension LHRequestRouter {
     public func connectionClosed(_ session: LHSession) async {}
+    public func handleDirectly(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
+                               reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void) -> Bool { false }
 }
 
 public typealias LittleHorseVersion = Littlehorse_LittleHorseVersion

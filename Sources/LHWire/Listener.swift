@@ -6,7 +6,7 @@ import NIOSSL
 
 /// The server's side of the protocol: accepts connections and sets up each
 /// one's pipeline (TLS, frames, protocol errors, hello, heartbeats), handing
-/// it on as an `NIOAsyncChannel` of envelopes.
+/// it on as an `NIOAsyncChannel` of envelopes or completed by the caller.
 public enum LHListener {
     public struct Configuration: Sendable {
         public var host: String
@@ -40,6 +40,24 @@ public enum LHListener {
         group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger
     ) async throws -> NIOAsyncChannel<Connection, Never> {
+        try await bind(config, group: group, logger: logger) { channel in
+            try Connection(
+                wrappingChannelSynchronously: channel,
+                configuration: .init(inboundType: Lhwire_Envelope.self, outboundType: Lhwire_Envelope.self)
+            )
+        }
+    }
+
+    /// Binds the listening socket; `finish` completes each accepted
+    /// connection's pipeline on its event loop, after the hello handler
+    /// (e.g. with a handler that answers the envelopes right there), and
+    /// returns what the accept sequence yields for it.
+    public static func bind<Accepted: Sendable>(
+        _ config: Configuration,
+        group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger,
+        finish: @escaping @Sendable (Channel) throws -> Accepted
+    ) async throws -> NIOAsyncChannel<Accepted, Never> {
         let sslContext = try config.tls.map { try LHTLS.makeServerContext($0) }
         var welcome = config.welcome
         welcome.protocolVersion = LHProtocol.version
@@ -62,10 +80,7 @@ public enum LHListener {
                     try sync.addHandler(LHProtocolErrorHandler(logger: logger))
                     try sync.addHandlers(LHHeartbeatHandler.handlers(interval: config.heartbeatInterval, logger: logger))
                     try sync.addHandler(LHServerHelloHandler(welcome: finalWelcome))
-                    return try Connection(
-                        wrappingChannelSynchronously: channel,
-                        configuration: .init(inboundType: Lhwire_Envelope.self, outboundType: Lhwire_Envelope.self)
-                    )
+                    return try finish(channel)
                 }
             }
     }
