@@ -95,11 +95,78 @@ actor CommandProcessor {
         }
     }
 
-    /// Transactions (with their fsync) are written on a thread of their own,
-    /// never blocking one of the few threads Swift concurrency runs jobs on.
-    private static let commitQueue = DispatchQueue(label: "lh.store.commit", qos: .userInitiated)
     /// Seconds spent inside store.commit (statistics).
     static let writeSeconds = Mutex(0.0)
+    private let commitLine: CommitLine
+
+    /// Group commits waiting to be written, in batch order. Transactions
+    /// (with their fsync) are written on a thread of their own, never
+    /// blocking one of the few threads Swift concurrency runs jobs on; the
+    /// group commits that arrived while one was written go together into the
+    /// next transaction (one fsync for all: at moderate load commits no
+    /// longer wait behind each other's fsyncs).
+    final class CommitLine: Sendable {
+        struct Entry: Sendable {
+            var batch: LHWriteBatch
+            var epoch: UInt64
+            var outcome: CommitOutcome
+            /// Runs on the commit thread once the batch is durable, before
+            /// `outcome` completes.
+            var durable: @Sendable () -> Void
+        }
+
+        private static let queue = DispatchQueue(label: "lh.store.commit", qos: .userInitiated)
+        private let store: any LHStore
+        private let waiting = Mutex<(entries: [Entry], draining: Bool)>(([], false))
+        /// The epoch whose commit failed: later batches of that epoch were
+        /// built on it and are refused.
+        private let failedEpoch = Mutex<UInt64?>(nil)
+
+        init(store: any LHStore) { self.store = store }
+
+        func append(_ entry: Entry) {
+            let start = waiting.withLock { w -> Bool in
+                w.entries.append(entry)
+                guard !w.draining else { return false }
+                w.draining = true
+                return true
+            }
+            if start { Self.queue.async { self.drain() } }
+        }
+
+        private func drain() {
+            while true {
+                let entries = waiting.withLock { w -> [Entry] in
+                    if w.entries.isEmpty { w.draining = false }
+                    defer { w.entries = [] }
+                    return w.entries
+                }
+                if entries.isEmpty { return }
+                var live: [Entry] = []
+                for e in entries {
+                    if failedEpoch.withLock({ $0 == e.epoch }) {
+                        e.outcome.complete(.failure(StoreError("an earlier group commit failed; this one was built on it")))
+                    } else {
+                        live.append(e)
+                    }
+                }
+                guard let last = live.last else { continue }
+                do {
+                    let t0 = Date()
+                    try store.commit(live.map(\.batch))
+                    CommandProcessor.writeSeconds.withLock { $0 += Date().timeIntervalSince(t0) }
+                } catch {
+                    failedEpoch.withLock { $0 = last.epoch }
+                    for e in live { e.outcome.complete(.failure(error)) }
+                    continue
+                }
+                for e in live {
+                    e.durable()
+                    e.outcome.complete(.success(()))
+                }
+            }
+        }
+    }
 
     /// The outcome of one group commit's transaction, awaited by `finish`.
     final class CommitOutcome: Sendable {
@@ -140,6 +207,7 @@ actor CommandProcessor {
          clock: @escaping @Sendable () -> Date = { Date() }) {
         self.store = store
         self.cache = StateCache(capacity: cacheCapacity)
+        self.commitLine = CommitLine(store: store)
         self.metadata = metadata
         self.published = Mutex(metadata)
         self.logger = logger
@@ -209,14 +277,6 @@ actor CommandProcessor {
     private var batchNumber: UInt64 = 0
     /// Changes when a commit fails: batches built on what it held are refused.
     private var epoch: UInt64 = 0
-    /// The epoch whose commit failed on the commit thread: later batches of
-    /// that epoch were built on it and are refused there too.
-    private let failedEpoch = FailedEpoch()
-    final class FailedEpoch: Sendable {
-        private let epoch = Mutex<UInt64?>(nil)
-        func set(_ e: UInt64) { epoch.withLock { $0 = e } }
-        func isFailed(_ e: UInt64) -> Bool { epoch.withLock { $0 == e } }
-    }
     private var lastCompletion: Task<Void, Never>?
     /// The completions of the group commits not yet finished, by batch number.
     private var completions: [UInt64: Task<Void, Never>] = [:]
@@ -323,7 +383,6 @@ actor CommandProcessor {
             }
             batchNumber += 1
             let number = batchNumber
-            let toCommit = batch
             // What the workers get, made now from the batch's final states and
             // sent from the commit thread the moment the transaction is durable.
             var finalStates: [String: WfRunState] = [:]
@@ -332,27 +391,14 @@ actor CommandProcessor {
                 let task = finalStates[d.wfRunId]?.scheduledTask(taskGuid: d.taskGuid, attempt: d.attempt)
                 return (d.reservation, task?.taskRunID.taskGuid == d.taskGuid ? task : nil)
             }
-            // Transactions are written in order (one serial queue, enqueued
-            // here in batch order), each only if the ones before it of its
-            // epoch were: no task hop between one commit and the next.
+            // Transactions are written in order on the commit thread, each
+            // only if the ones before it of its epoch were; group commits that
+            // queue up behind one being written share the next transaction.
             let commit = CommitOutcome()
-            let failedEpoch = self.failedEpoch
             let answers = zip(jobs, results).map { ($0.done, $1!) }
             let committedStates = states
             let committedDeletions = deleted
-            Self.commitQueue.async {
-                do {
-                    if failedEpoch.isFailed(startEpoch) {
-                        throw StoreError("an earlier group commit failed; this one was built on it")
-                    }
-                    let t0 = Date()
-                    try store.commit(toCommit)
-                    CommandProcessor.writeSeconds.withLock { $0 += Date().timeIntervalSince(t0) }
-                } catch {
-                    failedEpoch.set(startEpoch)
-                    commit.complete(.failure(error))
-                    return
-                }
+            commitLine.append(.init(batch: batch, epoch: startEpoch, outcome: commit) {
                 // Durable: reads see it from now on; the workers get their
                 // tasks and the callers their answers from this thread.
                 cache.update(committedStates, deleted: committedDeletions)
@@ -364,8 +410,7 @@ actor CommandProcessor {
                     }
                 }
                 for (done, result) in answers { done(result) }
-                commit.complete(.success(()))
-            }
+            })
             for (id, state) in states { self.overlay[id] = (state, number) }
             for id in deleted { self.overlay[id] = (nil, number) }
             for e in batch.orphanEvents { self.overlayOrphans.append((e, number)) }

@@ -195,73 +195,85 @@ public final class SQLiteStore: LHStore, Sendable {
         }
     }
 
-    public func commit(_ batch: LHWriteBatch) throws {
-        guard !batch.isEmpty else { return }
-        let encoded = try batch.wfRuns.map { id, state -> (String, WfRunState, Data) in
-            (id, state, try batch.bodies[id] ?? LHFastEncoding.serializedData(Self.encode(state)))
+    public func commit(_ batches: [LHWriteBatch]) throws {
+        let batches = batches.filter { !$0.isEmpty }
+        guard !batches.isEmpty else { return }
+        let prepared = try batches.map { batch in
+            (batch,
+             try batch.wfRuns.map { id, state -> (String, WfRunState, Data) in
+                 (id, state, try batch.bodies[id] ?? LHFastEncoding.serializedData(Self.encode(state)))
+             },
+             try batch.orphanEvents.map { e -> (Littlehorse_ExternalEvent, Data) in (e, try e.serializedBytes()) })
         }
-        let orphanBodies = try batch.orphanEvents.map { e -> (Littlehorse_ExternalEvent, Data) in (e, try e.serializedBytes()) }
         // Before the transaction: once it is durable, a lookup must find these.
-        if !batch.wfRuns.isEmpty {
-            wfRunIds.withLock { filter in for id in batch.wfRuns.keys { filter.insert(id) } }
+        wfRunIds.withLock { filter in
+            for batch in batches { for id in batch.wfRuns.keys { filter.insert(id) } }
         }
+        // One transaction (one fsync) for all of them, each applied in order.
         try pool.write { db in
-            for (id, state, body) in encoded {
-                let w = state.wfRun
-                try db.cachedStatement(sql: """
-                    INSERT INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body
-                    """).execute(
-                               arguments: [id, w.wfSpecID.name, w.wfSpecID.majorVersion, w.wfSpecID.revision, w.status.rawValue, w.startTime.date.timeIntervalSince1970, body])
-                for t in state.taskRuns.values {
-                    try db.cachedStatement(sql: """
-                    INSERT INTO task_runs (wf_run_id, guid, task_def, status, scheduled_at) VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT (wf_run_id, guid) DO UPDATE SET status = excluded.status, scheduled_at = excluded.scheduled_at
-                    WHERE status != excluded.status OR scheduled_at != excluded.scheduled_at
-                    """).execute(
-                                   arguments: [id, t.id.taskGuid, t.taskDefID.name, t.status.rawValue, t.scheduledAt.date.timeIntervalSince1970])
-                }
-                for v in state.variables.values {
-                    try db.cachedStatement(sql: """
-                    INSERT INTO variables (wf_run_id, thread, name, wf_spec_name, value_key) VALUES (?, ?, ?, ?, ?)
-                    ON CONFLICT (wf_run_id, thread, name) DO UPDATE SET value_key = excluded.value_key
-                    WHERE value_key IS NOT excluded.value_key
-                    """).execute(
-                                   arguments: [id, v.id.threadRunNumber, v.id.name, w.wfSpecID.name, Self.valueKey(v.value)])
-                }
-            }
-            for id in batch.deletedWfRuns {
-                for table in ["wf_runs WHERE id", "task_runs WHERE wf_run_id", "variables WHERE wf_run_id", "task_queue WHERE wf_run_id", "timers WHERE wf_run_id", "orphan_events WHERE wf_run_id"] {
-                    try db.cachedStatement(sql: "DELETE FROM \(table) = ?").execute(arguments: [id])
-                }
-            }
-            for q in batch.dequeued {
-                try db.cachedStatement(sql: "DELETE FROM task_queue WHERE wf_run_id = ? AND guid = ?").execute(arguments: [q.wfRunId, q.taskGuid])
-            }
-            for q in batch.enqueued {
-                try db.cachedStatement(sql: "INSERT OR REPLACE INTO task_queue (wf_run_id, guid, task_def, attempt, seq) VALUES (?, ?, ?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM task_queue))").execute(
-                               arguments: [q.wfRunId, q.taskGuid, q.taskDef, q.attempt])
-            }
-            for t in batch.timersCancelled {
-                try db.cachedStatement(sql: "DELETE FROM timers WHERE wf_run_id = ? AND key = ?").execute(arguments: [t.wfRunId, t.key.description])
-            }
-            for t in batch.timersSet {
-                try db.cachedStatement(sql: "INSERT OR REPLACE INTO timers (wf_run_id, key, due) VALUES (?, ?, ?)").execute(arguments: [t.wfRunId, t.key.description, t.due.timeIntervalSince1970])
-            }
-            for id in batch.claimedOrphansOf {
-                try db.cachedStatement(sql: "DELETE FROM orphan_events WHERE wf_run_id = ?").execute(arguments: [id])
-            }
-            for (e, body) in orphanBodies {
-                try db.cachedStatement(sql: "INSERT OR REPLACE INTO orphan_events (wf_run_id, guid, seq, body) VALUES (?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM orphan_events), ?)").execute(
-                               arguments: [e.id.wfRunID.id, e.id.guid, body])
+            for (batch, encoded, orphanBodies) in prepared {
+                try Self.apply(batch, encoded: encoded, orphanBodies: orphanBodies, in: db)
             }
         }
-        if !batch.orphanEvents.isEmpty || !batch.claimedOrphansOf.isEmpty || !batch.deletedWfRuns.isEmpty {
+        for batch in batches where !batch.orphanEvents.isEmpty || !batch.claimedOrphansOf.isEmpty || !batch.deletedWfRuns.isEmpty {
             orphanIds.withLock { ids in
                 ids.subtract(batch.claimedOrphansOf)
                 ids.subtract(batch.deletedWfRuns)
                 for e in batch.orphanEvents { ids.insert(e.id.wfRunID.id) }
             }
+        }
+    }
+
+    private static func apply(_ batch: LHWriteBatch, encoded: [(String, WfRunState, Data)], orphanBodies: [(Littlehorse_ExternalEvent, Data)],
+                              in db: Database) throws {
+        for (id, state, body) in encoded {
+            let w = state.wfRun
+            try db.cachedStatement(sql: """
+                INSERT INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body
+                """).execute(
+                           arguments: [id, w.wfSpecID.name, w.wfSpecID.majorVersion, w.wfSpecID.revision, w.status.rawValue, w.startTime.date.timeIntervalSince1970, body])
+            for t in state.taskRuns.values {
+                try db.cachedStatement(sql: """
+                INSERT INTO task_runs (wf_run_id, guid, task_def, status, scheduled_at) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (wf_run_id, guid) DO UPDATE SET status = excluded.status, scheduled_at = excluded.scheduled_at
+                WHERE status != excluded.status OR scheduled_at != excluded.scheduled_at
+                """).execute(
+                               arguments: [id, t.id.taskGuid, t.taskDefID.name, t.status.rawValue, t.scheduledAt.date.timeIntervalSince1970])
+            }
+            for v in state.variables.values {
+                try db.cachedStatement(sql: """
+                INSERT INTO variables (wf_run_id, thread, name, wf_spec_name, value_key) VALUES (?, ?, ?, ?, ?)
+                ON CONFLICT (wf_run_id, thread, name) DO UPDATE SET value_key = excluded.value_key
+                WHERE value_key IS NOT excluded.value_key
+                """).execute(
+                               arguments: [id, v.id.threadRunNumber, v.id.name, w.wfSpecID.name, Self.valueKey(v.value)])
+            }
+        }
+        for id in batch.deletedWfRuns {
+            for table in ["wf_runs WHERE id", "task_runs WHERE wf_run_id", "variables WHERE wf_run_id", "task_queue WHERE wf_run_id", "timers WHERE wf_run_id", "orphan_events WHERE wf_run_id"] {
+                try db.cachedStatement(sql: "DELETE FROM \(table) = ?").execute(arguments: [id])
+            }
+        }
+        for q in batch.dequeued {
+            try db.cachedStatement(sql: "DELETE FROM task_queue WHERE wf_run_id = ? AND guid = ?").execute(arguments: [q.wfRunId, q.taskGuid])
+        }
+        for q in batch.enqueued {
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO task_queue (wf_run_id, guid, task_def, attempt, seq) VALUES (?, ?, ?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM task_queue))").execute(
+                           arguments: [q.wfRunId, q.taskGuid, q.taskDef, q.attempt])
+        }
+        for t in batch.timersCancelled {
+            try db.cachedStatement(sql: "DELETE FROM timers WHERE wf_run_id = ? AND key = ?").execute(arguments: [t.wfRunId, t.key.description])
+        }
+        for t in batch.timersSet {
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO timers (wf_run_id, key, due) VALUES (?, ?, ?)").execute(arguments: [t.wfRunId, t.key.description, t.due.timeIntervalSince1970])
+        }
+        for id in batch.claimedOrphansOf {
+            try db.cachedStatement(sql: "DELETE FROM orphan_events WHERE wf_run_id = ?").execute(arguments: [id])
+        }
+        for (e, body) in orphanBodies {
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO orphan_events (wf_run_id, guid, seq, body) VALUES (?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM orphan_events), ?)").execute(
+                           arguments: [e.id.wfRunID.id, e.id.guid, body])
         }
     }
 

@@ -86,7 +86,9 @@ public protocol LHStore: Sendable {
 
     func wfRun(_ id: String) throws -> WfRunState?
     func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent]
-    func commit(_ batch: LHWriteBatch) throws
+    /// Writes the batches in order as one transaction: all of them are
+    /// durable when it returns, none when it throws.
+    func commit(_ batches: [LHWriteBatch]) throws
     /// Encodes the batch's WfRuns into `batch.bodies` (off the commit's path).
     func encodeBodies(of batch: inout LHWriteBatch) throws
 
@@ -96,4 +98,9 @@ public protocol LHStore: Sendable {
     func searchWfRuns(_ request: Littlehorse_SearchWfRunRequest) throws -> LHPage<String>
     func searchTaskRuns(_ request: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId>
     func searchVariables(_ request: Littlehorse_SearchVariableRequest) throws -> LHPage<Littlehorse_VariableId>
+}
+
+extension LHStore {
+    /// Writes one batch as one transaction.
+    public func commit(_ batch: LHWriteBatch) throws { try commit([batch]) }
 }

@@ -16,14 +16,17 @@ final class FailableStore: LHStore, Sendable {
     let inner: SQLiteStore
     let failCommits = Mutex(false)
     let commitDelay = Mutex(0.0)
+    /// Transactions written and the group commits they held.
+    let written = Mutex((transactions: 0, batches: 0))
 
     init(directory: URL) throws { inner = try SQLiteStore(directory: directory) }
 
-    func commit(_ batch: LHWriteBatch) throws {
+    func commit(_ batches: [LHWriteBatch]) throws {
         let delay = commitDelay.withLock { $0 }
         if delay > 0 { Thread.sleep(forTimeInterval: delay) }
         if failCommits.withLock({ $0 }) { throw StoreError("injected: disk full") }
-        try inner.commit(batch)
+        try inner.commit(batches)
+        written.withLock { $0.transactions += 1; $0.batches += batches.count }
     }
 
     func taskDefs() throws -> [Littlehorse_TaskDef] { try inner.taskDefs() }
@@ -117,6 +120,51 @@ final class FailableStore: LHStore, Sendable {
         }
         #expect(values.withLockedValue { $0 }.sorted() == Array(2...21))
         #expect(try store.inner.wfRun("c")?.variable("counter")?.int == 21)
+    }
+}
+
+extension GroupCommitTests {
+    @Test func groupCommitsQueuedBehindASlowOneShareTheNextTransaction() async throws {
+        let (processor, store) = try processor()
+        store.commitDelay.withLock { $0 = 0.15 }
+        // Jobs of different WfRuns arriving one by one while commits are slow:
+        // each becomes a group commit of its own, and those that queue up
+        // behind the one being written go into one transaction together.
+        let values = NIOLockedValueBox<[String: Int64]>([:])
+        await withTaskGroup(of: Void.self) { group in
+            for i in 0..<12 {
+                group.addTask {
+                    try? await Task.sleep(for: .milliseconds(i * 25))
+                    if let v = try? await processor.submit(key: "q\(i)", Self.increment("q\(i)")) {
+                        values.withLockedValue { $0["q\(i)"] = v }
+                    }
+                }
+            }
+        }
+        #expect(values.withLockedValue { $0 }.count == 12)
+        let written = store.written.withLock { $0 }
+        #expect(written.batches >= 2 && written.transactions < written.batches, "\(written)")
+        for i in 0..<12 { #expect(try store.inner.wfRun("q\(i)")?.variable("counter")?.int == 1) }
+    }
+
+    @Test func batchesOfOneTransactionApplyInOrder() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-gc-\(UUID().uuidString.prefix(8))")
+        let store = try SQLiteStore(directory: dir)
+        let task = QueuedTask(wfRunId: "x", taskGuid: "g", taskDef: "t", attempt: 0)
+        var first = LHWriteBatch()
+        first.wfRuns["x"] = WfRunState(wfRun: .with { $0.id.id = "x"; $0.status = .running })
+        first.wfRuns["y"] = WfRunState(wfRun: .with { $0.id.id = "y"; $0.status = .running })
+        first.enqueued = [task]
+        var second = LHWriteBatch()
+        second.deletedWfRuns = ["x"]
+        second.dequeued = [("x", "g")]
+        second.wfRuns["y"] = WfRunState(wfRun: .with { $0.id.id = "y"; $0.status = .completed })
+        var third = LHWriteBatch()
+        third.enqueued = [QueuedTask(wfRunId: "y", taskGuid: "h", taskDef: "t", attempt: 1)]
+        try store.commit([first, second, third])
+        #expect(try store.wfRun("x") == nil)
+        #expect(try store.wfRun("y")?.wfRun.status == .completed)
+        #expect(try store.queuedTasks() == [QueuedTask(wfRunId: "y", taskGuid: "h", taskDef: "t", attempt: 1)])
     }
 }
 
