@@ -235,12 +235,39 @@ actor TimerService {
     /// When the run loop will look again on its own.
     private var sleepingUntil = Date.distantPast
 
+    /// Effects from committed group commits, in commit order, not yet applied.
+    private let inbox = Mutex<(items: [([(String, LHEffect)], Set<String>)], draining: Bool)>(([], false))
+
     init(processor: CommandProcessor, logger: Logger) {
         self.processor = processor
         self.logger = logger
     }
 
     static func id(_ wfRunId: String, _ key: LHTimerKey) -> String { "\(wfRunId)|\(key)" }
+
+    /// Takes committed timer effects from any thread without waiting; they
+    /// are applied in the order submitted (one task drains them).
+    nonisolated func submit(_ effects: [(String, LHEffect)], deleted: Set<String>) {
+        let start = inbox.withLock { i -> Bool in
+            i.items.append((effects, deleted))
+            guard !i.draining else { return false }
+            i.draining = true
+            return true
+        }
+        if start { Task { await self.drainInbox() } }
+    }
+
+    private func drainInbox() {
+        while true {
+            let items = inbox.withLock { i -> [([(String, LHEffect)], Set<String>)] in
+                if i.items.isEmpty { i.draining = false }
+                defer { i.items = [] }
+                return i.items
+            }
+            if items.isEmpty { return }
+            for (effects, deleted) in items { carryOut(effects, deleted: deleted) }
+        }
+    }
 
     func schedule(_ timer: StoredTimer) {
         let id = Self.id(timer.wfRunId, timer.key)
@@ -293,19 +320,17 @@ actor TimerService {
     }
 
     private func fire(_ timer: StoredTimer) {
-        let processor = self.processor
         let logger = self.logger
-        Task {
-            do {
-                try await processor.submit(key: timer.wfRunId) { (staging: inout CommandProcessor.Staging) -> Void in
-                    staging.batch.timersCancelled.append((timer.wfRunId, timer.key))
-                    guard try staging.state(timer.wfRunId) != nil else { return }
-                    try CommandProcessor.apply(.timerFired(timer.key), to: timer.wfRunId, in: &staging)
-                }
-            } catch {
+        processor.enqueue(key: timer.wfRunId, { (staging: inout CommandProcessor.Staging) -> any Sendable in
+            staging.batch.timersCancelled.append((timer.wfRunId, timer.key))
+            guard try staging.state(timer.wfRunId) != nil else { return () }
+            try CommandProcessor.apply(.timerFired(timer.key), to: timer.wfRunId, in: &staging)
+            return ()
+        }, done: { result in
+            if case .failure(let error) = result {
                 logger.warning("timer failed", metadata: ["lh.timer": "\(timer.key)", LHLog.wfRunId: "\(timer.wfRunId)", LHLog.error: "\(error)"])
             }
-        }
+        })
     }
 
     private func waitForWake() async {
@@ -374,7 +399,7 @@ struct EffectRouter: EffectSink {
     let dispatcher: TaskDispatcher
     let timers: TimerService
 
-    func carryOut(_ effects: [(String, LHEffect)], deleted: Set<String>) async {
+    func carryOut(_ effects: [(String, LHEffect)], deleted: Set<String>) {
         var tasks: [(String, LHEffect)] = []
         var timerEffects: [(String, LHEffect)] = []
         for (id, effect) in effects {
@@ -385,7 +410,7 @@ struct EffectRouter: EffectSink {
             }
         }
         if !tasks.isEmpty || !deleted.isEmpty { dispatcher.carryOut(tasks, deleted: deleted) }
-        if !timerEffects.isEmpty || !deleted.isEmpty { await timers.carryOut(timerEffects, deleted: deleted) }
+        if !timerEffects.isEmpty || !deleted.isEmpty { timers.submit(timerEffects, deleted: deleted) }
     }
 }
 

@@ -27,8 +27,8 @@ actor CommandProcessor {
     /// Jobs waiting for the next group commit, and whether the flush loop
     /// runs; filled from any thread (the event loops' direct requests too).
     private let intake = Mutex<(jobs: [Job], flushing: Bool)>(([], false))
-    /// Group commits and jobs since the last statistics line (LHS_LOG_LEVEL=debug).
-    private var statistics = (commits: 0, jobs: 0, commitSeconds: 0.0, since: Date())
+    /// Group commits and jobs since the last statistics line (--log-level debug).
+    private let statistics = Statistics()
     /// Set by the server once its dispatcher and timers exist.
     private var sink: (any EffectSink)?
     /// Takes workers' room for TaskRuns inside the jobs (direct hand-over).
@@ -109,10 +109,10 @@ actor CommandProcessor {
         struct Entry: Sendable {
             var batch: LHWriteBatch
             var epoch: UInt64
-            var outcome: CommitOutcome
-            /// Runs on the commit thread once the batch is durable, before
-            /// `outcome` completes.
+            /// Run on the commit thread once the batch is durable, or when
+            /// its transaction failed or was refused.
             var durable: @Sendable () -> Void
+            var failed: @Sendable (Error) -> Void
         }
 
         private static let queue = DispatchQueue(label: "lh.store.commit", qos: .userInitiated)
@@ -145,7 +145,7 @@ actor CommandProcessor {
                 var live: [Entry] = []
                 for e in entries {
                     if failedEpoch.withLock({ $0 == e.epoch }) {
-                        e.outcome.complete(.failure(StoreError("an earlier group commit failed; this one was built on it")))
+                        e.failed(StoreError("an earlier group commit failed; this one was built on it"))
                     } else {
                         live.append(e)
                     }
@@ -157,40 +157,10 @@ actor CommandProcessor {
                     CommandProcessor.writeSeconds.withLock { $0 += Date().timeIntervalSince(t0) }
                 } catch {
                     failedEpoch.withLock { $0 = last.epoch }
-                    for e in live { e.outcome.complete(.failure(error)) }
+                    for e in live { e.failed(error) }
                     continue
                 }
-                for e in live {
-                    e.durable()
-                    e.outcome.complete(.success(()))
-                }
-            }
-        }
-    }
-
-    /// The outcome of one group commit's transaction, awaited by `finish`.
-    final class CommitOutcome: Sendable {
-        private let state = Mutex<(result: Result<Void, Error>?, waiters: [CheckedContinuation<Void, Error>])>((nil, []))
-
-        func complete(_ result: Result<Void, Error>) {
-            let waiters = state.withLock { s in
-                s.result = result
-                defer { s.waiters = [] }
-                return s.waiters
-            }
-            for w in waiters { w.resume(with: result) }
-        }
-
-        var value: Void {
-            get async throws {
-                try await withCheckedThrowingContinuation { (c: CheckedContinuation<Void, Error>) in
-                    let done = state.withLock { s -> Result<Void, Error>? in
-                        if let r = s.result { return r }
-                        s.waiters.append(c)
-                        return nil
-                    }
-                    if let done { c.resume(with: done) }
-                }
+                for e in live { e.durable() }
             }
         }
     }
@@ -255,32 +225,27 @@ actor CommandProcessor {
         }
     }
 
-    /// A group commit whose transaction is being written. The next batch's
-    /// jobs run meanwhile, on top of its states (the overlay); its callers
-    /// are answered as soon as it is durable.
-    private struct InFlight: Sendable {
-        var number: UInt64
-        var epoch: UInt64
-        var commit: CommitOutcome
-        var jobs: [Job]
-        var states: [(key: String, value: WfRunState)]
-        var effects: [(String, LHEffect)]
-        var deleted: Set<String>
-        var deliveries: [Delivery]
-        var started: Date
-    }
+    /// What the batch builder and the commit thread share: the states of
+    /// group commits still being written (what the next batch's jobs build
+    /// on; nil: deleted; reads never see them), the epoch, which changes
+    /// when a commit fails (batches built on what it held are refused), and
+    /// how many group commits are built and not finished.
+    private struct Pipeline {
+        var overlay: [String: (state: WfRunState?, batch: UInt64)] = [:]
+        var overlayOrphans: [(event: Littlehorse_ExternalEvent, batch: UInt64)] = []
+        var epoch: UInt64 = 0
+        var inFlight = 0
+        /// The batch builder, waiting for room.
+        var waiter: CheckedContinuation<Void, Never>?
 
-    /// States of group commits still being written, newest first: what the
-    /// next batch's jobs build on (nil: deleted). Reads (`read`) never see them.
-    private var overlay: [String: (state: WfRunState?, batch: UInt64)] = [:]
-    private var overlayOrphans: [(event: Littlehorse_ExternalEvent, batch: UInt64)] = []
+        mutating func finished() -> CheckedContinuation<Void, Never>? {
+            inFlight -= 1
+            defer { waiter = nil }
+            return waiter
+        }
+    }
+    private let pipeline = Mutex(Pipeline())
     private var batchNumber: UInt64 = 0
-    /// Changes when a commit fails: batches built on what it held are refused.
-    private var epoch: UInt64 = 0
-    private var lastCompletion: Task<Void, Never>?
-    /// The completions of the group commits not yet finished, by batch number.
-    private var completions: [UInt64: Task<Void, Never>] = [:]
-    private var inFlight = 0
     /// Child tasks that run a batch's jobs: one per core.
     static let lanes = max(2, ProcessInfo.processInfo.activeProcessorCount)
     /// Most group commits built and not yet finished. With 2 the CPU idled
@@ -288,22 +253,33 @@ actor CommandProcessor {
     /// 4 keeps jobs running meanwhile (lh-bench throughput +8 %).
     private let maxInFlight = 4
 
+    /// Room for one more group commit: waits until the oldest one finishes.
+    private func waitForRoom() async {
+        let limit = maxInFlight
+        while pipeline.withLock({ $0.inFlight >= limit }) {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let room = pipeline.withLock { p -> Bool in
+                    if p.inFlight < limit { return true }
+                    p.waiter = c
+                    return false
+                }
+                if room { c.resume() }
+            }
+        }
+    }
+
     private func flushLoop() async {
         while true {
-            // Room for one more: wait for the oldest group commit, not all of them.
-            while inFlight >= maxInFlight, let oldest = completions.min(by: { $0.key < $1.key }) {
-                await oldest.value.value
-            }
+            await waitForRoom()
             let jobs = takePending()
             if jobs.isEmpty { return }
-            let startEpoch = epoch
+            let (startEpoch, overlay, pendingOrphans) = pipeline.withLock { ($0.epoch, $0.overlay, $0.overlayOrphans.map(\.event)) }
             let store = self.store
             let cache = self.cache
             let now = clock()
             let metadata = self.metadata
-            let overlay = self.overlay
             let dispatcher = self.dispatcher
-            let pendingOrphans = self.overlayOrphans.map(\.event)
+            let sink = self.sink
             let loader: @Sendable (String) throws -> WfRunState? = { id in
                 if let entry = overlay[id] { return entry.state }
                 if let s = cache.get(id) { return s }
@@ -363,12 +339,6 @@ actor CommandProcessor {
                     }
                 }
             }
-            guard epoch == startEpoch else {
-                // A commit these jobs built on failed meanwhile.
-                for job in jobs { job.done(.failure(LHError(.unavailable, "storage failed; the command was not applied"))) }
-                for d in stagings.flatMap(\.deliveries) { dispatcher?.release(d.reservation) }
-                continue
-            }
             var batch = LHWriteBatch()
             var effects: [(String, LHEffect)] = []
             var deleted = Set<String>()
@@ -391,85 +361,106 @@ actor CommandProcessor {
                 let task = finalStates[d.wfRunId]?.scheduledTask(taskGuid: d.taskGuid, attempt: d.attempt)
                 return (d.reservation, task?.taskRunID.taskGuid == d.taskGuid ? task : nil)
             }
-            // Transactions are written in order on the commit thread, each
-            // only if the ones before it of its epoch were; group commits that
-            // queue up behind one being written share the next transaction.
-            let commit = CommitOutcome()
-            let answers = zip(jobs, results).map { ($0.done, $1!) }
-            let committedStates = states
-            let committedDeletions = deleted
-            commitLine.append(.init(batch: batch, epoch: startEpoch, outcome: commit) {
-                // Durable: reads see it from now on; the workers get their
-                // tasks and the callers their answers from this thread.
-                cache.update(committedStates, deleted: committedDeletions)
-                for (reservation, task) in pushes {
-                    if let task {
-                        reservation.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(task)))
-                    } else {
-                        dispatcher?.release(reservation)
-                    }
-                }
-                for (done, result) in answers { done(result) }
-            })
-            for (id, state) in states { self.overlay[id] = (state, number) }
-            for id in deleted { self.overlay[id] = (nil, number) }
-            for e in batch.orphanEvents { self.overlayOrphans.append((e, number)) }
-            inFlight += 1
-            let record = InFlight(number: number, epoch: startEpoch, commit: commit, jobs: jobs,
-                                  states: states, effects: effects, deleted: deleted, deliveries: deliveries, started: Date())
-            let previousCompletion = lastCompletion
-            lastCompletion = Task {
-                await previousCompletion?.value
-                await self.finish(record)
-            }
-            completions[number] = lastCompletion
+            hand(number: number, epoch: startEpoch, jobs: jobs, results: results.map { $0! }, batch: batch, states: states,
+                 deleted: deleted, effects: effects, deliveries: deliveries, pushes: pushes, dispatcher: dispatcher, sink: sink)
         }
     }
 
-    /// Waits for a group commit (whose callers the commit thread answered);
-    /// then carries out its effects, or refuses its commands when it failed.
-    private func finish(_ f: InFlight) async {
-        defer {
-            inFlight -= 1
-            completions[f.number] = nil
+    /// Hands a built group commit to the commit thread: its states become
+    /// what later batches build on, unless a commit these jobs built on
+    /// failed meanwhile.
+    private nonisolated func hand(number: UInt64, epoch startEpoch: UInt64, jobs: [Job], results: [Result<any Sendable, Error>],
+                                  batch: LHWriteBatch, states: [(key: String, value: WfRunState)], deleted: Set<String>,
+                                  effects: [(String, LHEffect)], deliveries: [Delivery],
+                                  pushes: [(TaskDispatcher.Reservation, Littlehorse_ScheduledTask?)],
+                                  dispatcher: TaskDispatcher?, sink: (any EffectSink)?) {
+        let cache = self.cache
+        // The batch's states become what later batches build on, unless
+        // a commit these jobs built on failed meanwhile.
+        let accepted = pipeline.withLock { p -> Bool in
+            guard p.epoch == startEpoch else { return false }
+            for (id, state) in states { p.overlay[id] = (state, number) }
+            for id in deleted { p.overlay[id] = (nil, number) }
+            for e in batch.orphanEvents { p.overlayOrphans.append((e, number)) }
+            p.inFlight += 1
+            return true
         }
-        do {
-            try await f.commit.value
-        } catch {
-            logger.error("group commit failed; the commands are refused", metadata: [LHLog.error: "\(error)"])
-            for job in f.jobs { job.done(.failure(LHError(.unavailable, "storage failed: \(error)"))) }
-            for d in f.deliveries { dispatcher?.release(d.reservation) }
-            if f.epoch == epoch {
-                // Later batches built on these states; start over from what is stored.
-                epoch += 1
-                overlay = [:]
-                overlayOrphans = []
-            }
+        guard accepted else {
+            for job in jobs { job.done(.failure(LHError(.unavailable, "storage failed; the command was not applied"))) }
+            for d in deliveries { dispatcher?.release(d.reservation) }
             return
         }
-        // The cache was updated and the callers answered on the commit thread.
-        recordStatistics(jobs: f.jobs.count, seconds: Date().timeIntervalSince(f.started))
-        for (id, _) in f.states where overlay[id]?.batch == f.number { overlay[id] = nil }
-        for id in f.deleted where overlay[id]?.batch == f.number { overlay[id] = nil }
-        overlayOrphans.removeAll { $0.batch <= f.number }
-        if let sink, !f.effects.isEmpty || !f.deleted.isEmpty {
-            await sink.carryOut(f.effects, deleted: f.deleted)
-        }
+        // Transactions are written in order on the commit thread, each
+        // only if the ones before it of its epoch were; group commits that
+        // queue up behind one being written share the next transaction.
+        // Everything after the commit happens on that thread too: no task
+        // and no hop back to this actor per group commit.
+        let answers = zip(jobs, results).map { ($0.done, $1) }
+        let (committedStates, committedDeletions, committedEffects) = (states, deleted, effects)
+        let started = Date()
+        let logger = self.logger
+        let statistics = self.statistics
+        commitLine.append(.init(batch: batch, epoch: startEpoch, durable: {
+            // Durable: reads see it from now on; the workers get their
+            // tasks and the callers their answers.
+            cache.update(committedStates, deleted: committedDeletions)
+            for (reservation, task) in pushes {
+                if let task {
+                    reservation.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(task)))
+                } else {
+                    dispatcher?.release(reservation)
+                }
+            }
+            for (done, result) in answers { done(result) }
+            let waiter = self.pipeline.withLock { p in
+                for (id, _) in committedStates where p.overlay[id]?.batch == number { p.overlay[id] = nil }
+                for id in committedDeletions where p.overlay[id]?.batch == number { p.overlay[id] = nil }
+                p.overlayOrphans.removeAll { $0.batch <= number }
+                return p.finished()
+            }
+            waiter?.resume()
+            if let sink, !committedEffects.isEmpty || !committedDeletions.isEmpty { sink.carryOut(committedEffects, deleted: committedDeletions) }
+            statistics.record(jobs: answers.count, seconds: Date().timeIntervalSince(started), logger: logger)
+        }, failed: { error in
+            logger.error("group commit failed; the commands are refused", metadata: [LHLog.error: "\(error)"])
+            for (done, _) in answers { done(.failure(LHError(.unavailable, "storage failed: \(error)"))) }
+            for (reservation, _) in pushes { dispatcher?.release(reservation) }
+            let waiter = self.pipeline.withLock { p in
+                if p.epoch == startEpoch {
+                    // Later batches built on these states; start over from what is stored.
+                    p.epoch += 1
+                    p.overlay = [:]
+                    p.overlayOrphans = []
+                }
+                return p.finished()
+            }
+            waiter?.resume()
+        }))
     }
 
-    private func recordStatistics(jobs: Int, seconds: Double) {
-        statistics.commits += 1
-        statistics.jobs += jobs
-        statistics.commitSeconds += seconds
-        if statistics.since.timeIntervalSinceNow < -5 {
-            let elapsed = -statistics.since.timeIntervalSinceNow
+    /// Group commits per second, jobs per commit and the write time, logged
+    /// every 5 s at debug level.
+    final class Statistics: Sendable {
+        private let counts = Mutex((commits: 0, jobs: 0, commitSeconds: 0.0, since: Date()))
+
+        func record(jobs: Int, seconds: Double, logger: Logger) {
+            guard logger.logLevel <= .debug else { return }
+            let line = counts.withLock { c -> (commits: Int, jobs: Int, commitSeconds: Double, elapsed: Double)? in
+                c.commits += 1
+                c.jobs += jobs
+                c.commitSeconds += seconds
+                let elapsed = -c.since.timeIntervalSinceNow
+                guard elapsed > 5 else { return nil }
+                defer { c = (0, 0, 0, Date()) }
+                return (c.commits, c.jobs, c.commitSeconds, elapsed)
+            }
+            guard let line else { return }
             logger.debug("group commits", metadata: [
-                "lh.commitsPerSecond": "\(Int(Double(statistics.commits) / elapsed))",
-                "lh.jobsPerCommit": "\(String(format: "%.1f", Double(statistics.jobs) / Double(max(statistics.commits, 1))))",
-                "lh.commitBusy": "\(String(format: "%.0f%%", statistics.commitSeconds / elapsed * 100))",
-                "lh.writeMs": "\(String(format: "%.2f", CommandProcessor.writeSeconds.withLock { w in defer { w = 0 }; return w } / Double(max(statistics.commits, 1)) * 1000))",
+                "lh.commitsPerSecond": "\(Int(Double(line.commits) / line.elapsed))",
+                "lh.jobsPerCommit": "\(String(format: "%.1f", Double(line.jobs) / Double(max(line.commits, 1))))",
+                "lh.commitBusy": "\(String(format: "%.0f%%", line.commitSeconds / line.elapsed * 100))",
+                "lh.writeMs": "\(String(format: "%.2f", CommandProcessor.writeSeconds.withLock { w in defer { w = 0 }; return w } / Double(max(line.commits, 1)) * 1000))",
             ])
-            statistics = (0, 0, 0, Date())
         }
     }
 
@@ -496,7 +487,8 @@ actor CommandProcessor {
 
 /// Carries out committed effects (task queues, timers).
 protocol EffectSink: Sendable {
-    func carryOut(_ effects: [(String, LHEffect)], deleted: Set<String>) async
+    /// Called on the commit thread, in commit order: must not block.
+    func carryOut(_ effects: [(String, LHEffect)], deleted: Set<String>)
 }
 
 /// The most recently touched WfRuns' committed states, at most `capacity`

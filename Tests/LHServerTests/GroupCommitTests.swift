@@ -125,26 +125,37 @@ final class FailableStore: LHStore, Sendable {
 
 extension GroupCommitTests {
     @Test func groupCommitsQueuedBehindASlowOneShareTheNextTransaction() async throws {
-        let (processor, store) = try processor()
-        store.commitDelay.withLock { $0 = 0.15 }
-        // Jobs of different WfRuns arriving one by one while commits are slow:
-        // each becomes a group commit of its own, and those that queue up
-        // behind the one being written go into one transaction together.
-        let values = NIOLockedValueBox<[String: Int64]>([:])
-        await withTaskGroup(of: Void.self) { group in
-            for i in 0..<12 {
-                group.addTask {
-                    try? await Task.sleep(for: .milliseconds(i * 25))
-                    if let v = try? await processor.submit(key: "q\(i)", Self.increment("q\(i)")) {
-                        values.withLockedValue { $0["q\(i)"] = v }
-                    }
-                }
-            }
+        let (_, store) = try processor()
+        store.commitDelay.withLock { $0 = 0.3 }
+        let line = CommandProcessor.CommitLine(store: store)
+        let order = Mutex<[String]>([])
+        func entry(_ id: String, epoch: UInt64) -> CommandProcessor.CommitLine.Entry {
+            var batch = LHWriteBatch()
+            batch.wfRuns[id] = WfRunState(wfRun: .with { $0.id.id = id; $0.status = .running })
+            return .init(batch: batch, epoch: epoch, durable: { order.withLock { $0.append("durable \(id)") } },
+                         failed: { _ in order.withLock { $0.append("failed \(id)") } })
         }
-        #expect(values.withLockedValue { $0 }.count == 12)
+        // Three group commits handed over while the first one's transaction
+        // is being written: the two behind it share the next transaction.
+        for id in ["a", "b", "c"] { line.append(entry(id, epoch: 0)) }
+        while order.withLock({ $0.count }) < 3 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(order.withLock { $0 } == ["durable a", "durable b", "durable c"])
         let written = store.written.withLock { $0 }
-        #expect(written.batches >= 2 && written.transactions < written.batches, "\(written)")
-        for i in 0..<12 { #expect(try store.inner.wfRun("q\(i)")?.variable("counter")?.int == 1) }
+        #expect(written.batches == 3 && written.transactions < 3, "\(written)")
+        for id in ["a", "b", "c"] { #expect(try store.inner.wfRun(id) != nil) }
+        // A failed transaction fails every group commit in it, and the ones
+        // of its epoch handed over later are refused without being written.
+        store.failCommits.withLock { $0 = true }
+        line.append(entry("d", epoch: 0))
+        line.append(entry("e", epoch: 0))
+        while order.withLock({ $0.count }) < 5 { try await Task.sleep(for: .milliseconds(20)) }
+        store.failCommits.withLock { $0 = false }
+        line.append(entry("f", epoch: 0))
+        line.append(entry("g", epoch: 1))
+        while order.withLock({ $0.count }) < 7 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(order.withLock { Array($0.dropFirst(3)) } == ["failed d", "failed e", "failed f", "durable g"])
+        #expect(try store.inner.wfRun("f") == nil)
+        #expect(try store.inner.wfRun("g") != nil)
     }
 
     @Test func batchesOfOneTransactionApplyInOrder() throws {
