@@ -246,6 +246,8 @@ actor CommandProcessor {
     }
     private let pipeline = Mutex(Pipeline())
     private var batchNumber: UInt64 = 0
+    /// Batches of at most this many jobs run on the processor's own thread.
+    static let inlineJobs = 6
     /// Child tasks that run a batch's jobs: one per core.
     static let lanes = max(2, ProcessInfo.processInfo.activeProcessorCount)
     /// Most group commits built and not yet finished. With 2 the CPU idled
@@ -315,11 +317,14 @@ actor CommandProcessor {
                 try? store.encodeBodies(of: &staging.batch)
                 return (staging, out)
             }
-            if groups.count == 1, let indices = groups.values.first {
-                // A lone WfRun (light load): no child task, no thread hop.
-                let (staging, out) = runGroup(indices.map { ($0, jobs[$0].work) })
-                stagings.append(staging)
-                for (i, r) in out { results[i] = r }
+            if jobs.count <= Self.inlineJobs {
+                // A few jobs (light and moderate load): run right here, no
+                // child task and no thread to wake for them.
+                for indices in groups.values {
+                    let (staging, out) = runGroup(indices.map { ($0, jobs[$0].work) })
+                    stagings.append(staging)
+                    for (i, r) in out { results[i] = r }
+                }
             } else {
                 // One child task per core, each taking its share of the WfRuns
                 // (a task per WfRun cost more in task creation than it gained).
