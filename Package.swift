@@ -1,10 +1,16 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-/// Release builds of the server's hot modules skip the run-time exclusivity
-/// checks (swift_beginAccess was ~4 % of the server's CPU under load); debug
-/// builds, which the tests use, keep them.
-let hotPath: [SwiftSetting] = [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+/// `LH_UNCHECKED_EXCLUSIVITY=1 swift build -c release` builds the server's hot
+/// modules without the run-time exclusivity checks (swift_beginAccess was
+/// ~4 % of the server's CPU under load; deploy/Dockerfile.server and the
+/// benchmarks build this way). Off by default: SwiftPM refuses products whose
+/// targets carry unsafe flags as dependencies of other packages, and LHProto
+/// and LHWire are part of the LHClient and LHWorker libraries. Debug builds,
+/// which the tests use, always keep the checks.
+let hotPath: [SwiftSetting] = Context.environment["LH_UNCHECKED_EXCLUSIVITY"] == "1"
+    ? [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+    : []
 
 let package = Package(
     name: "littlehorse-swift",
