@@ -307,7 +307,7 @@ public struct LHAdminRouter: LHRequestRouter {
         guard let spec = metadata.latestWfSpec(r.wfSpecName, major: r.hasMajorVersion ? r.majorVersion : nil, revision: r.hasRevision ? r.revision : nil) else {
             throw LHError(.notFound, "WfSpec '\(r.wfSpecName)' not found")
         }
-        let id = r.hasID ? r.id : UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
+        let id = r.hasID ? r.id : LHIds.timeOrdered()
         guard !id.isEmpty, !id.contains("/"), id.count <= 128 else {
             throw LHError(.invalidArgument, "WfRun id '\(id)' must be 1 to 128 characters without '/'")
         }
