@@ -285,13 +285,31 @@ public final class SQLiteStore: LHStore, Sendable {
         }
     }
 
+    /// The stored timers, and the timeout of every TaskRun attempt that is
+    /// TASK_RUNNING: those are not stored as rows (a row written when a task
+    /// starts and deleted when it reports, for nearly every TaskRun), they
+    /// follow from the attempt's start time and the TaskRun's timeout.
     public func timers() throws -> [StoredTimer] {
-        try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT wf_run_id, key, due FROM timers ORDER BY due").compactMap { row in
+        var timers = try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT wf_run_id, key, due FROM timers ORDER BY due").compactMap { row -> StoredTimer? in
                 guard let key = LHTimerKey(row["key"] as String) else { return nil }
                 return StoredTimer(wfRunId: row["wf_run_id"], key: key, due: Date(timeIntervalSince1970: row["due"]))
             }
         }
+        let running = try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT wf_run_id, guid FROM task_runs WHERE status = ?",
+                             arguments: [Littlehorse_TaskStatus.taskRunning.rawValue]).map { ($0["wf_run_id"] as String, $0["guid"] as String) }
+        }
+        var states: [String: WfRunState] = [:]
+        for (wfRunId, guid) in running {
+            if states[wfRunId] == nil { states[wfRunId] = try wfRun(wfRunId) }
+            guard let taskRun = states[wfRunId]?.taskRuns[guid], taskRun.status == .taskRunning,
+                  let attempt = taskRun.attempts.last, attempt.status == .taskRunning
+            else { continue }
+            let due = attempt.startTime.date.addingTimeInterval(Double(taskRun.timeoutSeconds))
+            timers.append(StoredTimer(wfRunId: wfRunId, key: .attemptTimeout(taskGuid: guid, attempt: Int32(taskRun.attempts.count - 1)), due: due))
+        }
+        return timers
     }
 
     // MARK: - Search

@@ -93,6 +93,9 @@ public protocol LHStore: Sendable {
     func encodeBodies(of batch: inout LHWriteBatch) throws
 
     func queuedTasks() throws -> [QueuedTask]
+    /// The timers to run again after a start: the stored ones and the
+    /// timeouts of TaskRun attempts that are TASK_RUNNING (not stored; they
+    /// follow from the TaskRuns).
     func timers() throws -> [StoredTimer]
 
     func searchWfRuns(_ request: Littlehorse_SearchWfRunRequest) throws -> LHPage<String>

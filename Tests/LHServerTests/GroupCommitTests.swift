@@ -179,6 +179,39 @@ extension GroupCommitTests {
     }
 }
 
+extension GroupCommitTests {
+    @Test func attemptTimeoutsOfRunningTaskRunsComeBackWithoutRowsOfTheirOwn() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-gc-\(UUID().uuidString.prefix(8))")
+        let store = try SQLiteStore(directory: dir)
+        let started = Date(timeIntervalSince1970: 1_790_000_000)
+        func state(_ id: String, running: Bool) -> WfRunState {
+            var s = WfRunState(wfRun: .with { $0.id.id = id; $0.status = .running })
+            s.taskRuns["0-1-t"] = .with { t in
+                t.id.wfRunID.id = id
+                t.id.taskGuid = "0-1-t"
+                t.taskDefID.name = "t"
+                t.timeoutSeconds = 15
+                t.status = running ? .taskRunning : .taskSuccess
+                t.attempts = [
+                    .with { $0.status = .taskFailed },
+                    .with { $0.status = running ? .taskRunning : .taskSuccess; $0.startTime = .init(date: started) },
+                ]
+            }
+            return s
+        }
+        var batch = LHWriteBatch()
+        batch.wfRuns["r"] = state("r", running: true)
+        batch.wfRuns["done"] = state("done", running: false)
+        batch.timersSet = [StoredTimer(wfRunId: "r", key: .retryBackoff(taskGuid: "x", attempt: 1), due: started)]
+        try store.commit(batch)
+        let timers = try SQLiteStore(directory: dir).timers()
+        #expect(Set(timers) == [
+            StoredTimer(wfRunId: "r", key: .retryBackoff(taskGuid: "x", attempt: 1), due: started),
+            StoredTimer(wfRunId: "r", key: .attemptTimeout(taskGuid: "0-1-t", attempt: 1), due: started.addingTimeInterval(15)),
+        ])
+    }
+}
+
 extension Result where Failure == Error {
     init(catching body: () async throws -> Success) async {
         do { self = .success(try await body()) } catch { self = .failure(error) }
