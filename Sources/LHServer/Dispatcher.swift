@@ -236,7 +236,7 @@ actor TimerService {
     private var sleepingUntil = Date.distantPast
 
     /// Effects from committed group commits, in commit order, not yet applied.
-    private let inbox = Mutex<(items: [([(String, LHEffect)], Set<String>)], draining: Bool)>(([], false))
+    private let inbox = DrainQueue<([(String, LHEffect)], Set<String>)>()
 
     init(processor: CommandProcessor, logger: Logger) {
         self.processor = processor
@@ -248,22 +248,12 @@ actor TimerService {
     /// Takes committed timer effects from any thread without waiting; they
     /// are applied in the order submitted (one task drains them).
     nonisolated func submit(_ effects: [(String, LHEffect)], deleted: Set<String>) {
-        let start = inbox.withLock { i -> Bool in
-            i.items.append((effects, deleted))
-            guard !i.draining else { return false }
-            i.draining = true
-            return true
-        }
-        if start { Task { await self.drainInbox() } }
+        if inbox.append((effects, deleted)) { Task { await self.drainInbox() } }
     }
 
     private func drainInbox() {
         while true {
-            let items = inbox.withLock { i -> [([(String, LHEffect)], Set<String>)] in
-                if i.items.isEmpty { i.draining = false }
-                defer { i.items = [] }
-                return i.items
-            }
+            let items = inbox.takeAll()
             if items.isEmpty { return }
             for (effects, deleted) in items { carryOut(effects, deleted: deleted) }
         }

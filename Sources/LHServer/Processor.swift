@@ -24,9 +24,9 @@ actor CommandProcessor {
     private let published: Mutex<MetadataCache>
     nonisolated var currentMetadata: MetadataCache { published.withLock { $0 } }
     private let cache: StateCache
-    /// Jobs waiting for the next group commit, and whether the flush loop
-    /// runs; filled from any thread (the event loops' direct requests too).
-    private let intake = Mutex<(jobs: [Job], flushing: Bool)>(([], false))
+    /// Jobs waiting for the next group commit, filled from any thread (the
+    /// event loops' direct requests too); the flush loop drains it.
+    private let intake = DrainQueue<Job>()
     /// Group commits and jobs since the last statistics line (--log-level debug).
     private let statistics = Statistics()
     /// Set by the server once its dispatcher and timers exist.
@@ -121,7 +121,7 @@ actor CommandProcessor {
 
         private static let queue = DispatchQueue(label: "lh.store.commit", qos: .userInitiated)
         private let store: any LHStore
-        private let waiting = Mutex<(entries: [Entry], draining: Bool)>(([], false))
+        private let waiting = DrainQueue<Entry>()
         /// The epoch whose commit failed: later batches of that epoch were
         /// built on it and are refused.
         private let failedEpoch = Mutex<UInt64?>(nil)
@@ -129,22 +129,12 @@ actor CommandProcessor {
         init(store: any LHStore) { self.store = store }
 
         func append(_ entry: Entry) {
-            let start = waiting.withLock { w -> Bool in
-                w.entries.append(entry)
-                guard !w.draining else { return false }
-                w.draining = true
-                return true
-            }
-            if start { Self.queue.async { self.drain() } }
+            if waiting.append(entry) { Self.queue.async { self.drain() } }
         }
 
         private func drain() {
             while true {
-                let entries = waiting.withLock { w -> [Entry] in
-                    if w.entries.isEmpty { w.draining = false }
-                    defer { w.entries = [] }
-                    return w.entries
-                }
+                let entries = waiting.takeAll()
                 if entries.isEmpty { return }
                 var live: [Entry] = []
                 for e in entries {
@@ -210,23 +200,7 @@ actor CommandProcessor {
     /// without a task: the server's event loops hand requests over this way.
     nonisolated func enqueue(key: String, _ work: @escaping @Sendable (inout Staging) throws -> any Sendable,
                              done: @escaping @Sendable (Result<any Sendable, Error>) -> Void) {
-        let start = intake.withLock { i -> Bool in
-            i.jobs.append(Job(key: key, work: work, done: done))
-            guard !i.flushing else { return false }
-            i.flushing = true
-            return true
-        }
-        if start { Task { await self.flushLoop() } }
-    }
-
-    /// The jobs that arrived since the last call; none (and the loop marked
-    /// stopped, in the same lock) when there are none.
-    private func takePending() -> [Job] {
-        intake.withLock { i in
-            if i.jobs.isEmpty { i.flushing = false }
-            defer { i.jobs = [] }
-            return i.jobs
-        }
+        if intake.append(Job(key: key, work: work, done: done)) { Task { await self.flushLoop() } }
     }
 
     /// What the batch builder and the commit thread share: the states of
@@ -277,7 +251,7 @@ actor CommandProcessor {
     private func flushLoop() async {
         while true {
             await waitForRoom()
-            let jobs = takePending()
+            let jobs = intake.takeAll()
             if jobs.isEmpty { return }
             let (startEpoch, overlay, pendingOrphans) = pipeline.withLock { ($0.epoch, $0.overlay, $0.overlayOrphans.map(\.event)) }
             let store = self.store
