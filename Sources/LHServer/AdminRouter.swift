@@ -34,31 +34,39 @@ public struct LHAdminRouter: LHRequestRouter {
                                reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void) -> Bool {
         switch request {
         case .reportTask(let report):
-            let (key, work) = reportTaskJob(report)
             let dispatcher = core.dispatcher
             let connection = session.token.id
-            processor.enqueue(key: key, work) { result in
-                dispatcher.reported(connection: connection, wfRunId: key, guid: report.taskRunID.taskGuid)
-                reply(result.map { _ in .empty(.init()) })
+            // The worker has room again once the report is settled, either way.
+            let settled: @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void = { result in
+                dispatcher.reported(connection: connection, wfRunId: report.taskRunID.wfRunID.id, guid: report.taskRunID.taskGuid)
+                reply(result)
             }
+            enqueue({ reportTaskJob(report) }, reply: settled) { _ in .empty(.init()) }
         case .runWf(let r):
-            do {
-                let (key, work) = try runWfJob(r)
-                processor.enqueue(key: key, { try work(&$0) }) { result in reply(result.map { .wfRun($0 as! Littlehorse_WfRun) }) }
-            } catch {
-                reply(.failure(error))
-            }
+            enqueue({ try runWfJob(r) }, reply: reply) { .wfRun($0) }
         case .putExternalEvent(let r):
-            do {
-                let (key, work) = try putExternalEventJob(r)
-                processor.enqueue(key: key, { try work(&$0) }) { result in reply(result.map { .externalEvent($0 as! Littlehorse_ExternalEvent) }) }
-            } catch {
-                reply(.failure(error))
-            }
+            enqueue({ try putExternalEventJob(r) }, reply: reply) { .externalEvent($0) }
         default:
             return false
         }
         return true
+    }
+
+    /// Makes a request's job and enqueues it; `answer` turns its result into
+    /// the response (an error making or running the job is the response).
+    private func enqueue<T: Sendable>(
+        _ make: () throws -> (String, @Sendable (inout CommandProcessor.Staging) throws -> T),
+        reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void,
+        answer: @escaping @Sendable (T) -> Lhwire_Envelope.OneOf_Kind
+    ) {
+        let key: String, work: @Sendable (inout CommandProcessor.Staging) throws -> T
+        do {
+            (key, work) = try make()
+        } catch {
+            reply(.failure(error))
+            return
+        }
+        processor.enqueue(key: key, { try work(&$0) }) { result in reply(result.map { answer($0 as! T) }) }
     }
 
     func reportTask(_ report: Littlehorse_ReportTaskRun, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind? {
@@ -68,12 +76,9 @@ public struct LHAdminRouter: LHRequestRouter {
         return .empty(.init())
     }
 
-    func reportTaskJob(_ report: Littlehorse_ReportTaskRun) -> (String, @Sendable (inout CommandProcessor.Staging) throws -> any Sendable) {
+    func reportTaskJob(_ report: Littlehorse_ReportTaskRun) -> (String, @Sendable (inout CommandProcessor.Staging) throws -> Void) {
         let id = report.taskRunID.wfRunID.id
-        return (id, { s in
-            try CommandProcessor.apply(.reportTask(report), to: id, in: &s)
-            return ()
-        })
+        return (id, { s in try CommandProcessor.apply(.reportTask(report), to: id, in: &s) })
     }
 
     func handleOther(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind? {
