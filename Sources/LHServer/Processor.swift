@@ -85,12 +85,8 @@ actor CommandProcessor {
                 case .withdrawTask(let guid, _):
                     batch.dequeued.append((id, guid))
                 case .scheduleTimer(let at, let key):
-                    // Attempt timeouts are not stored: the store derives them
-                    // from the TASK_RUNNING TaskRuns at start-up.
-                    if case .attemptTimeout = key { break }
                     batch.timersSet.append(StoredTimer(wfRunId: id, key: key, due: at))
                 case .cancelTimer(let key):
-                    if case .attemptTimeout = key { break }
                     batch.timersCancelled.append((id, key))
                 case .wfRunTerminated:
                     break

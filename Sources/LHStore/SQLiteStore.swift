@@ -81,6 +81,12 @@ public final class SQLiteStore: LHStore, Sendable {
                 """)
             try db.execute(sql: "INSERT INTO meta (key, value) VALUES ('format', ?)", arguments: ["\(formatVersion)"])
         }
+        // Attempt timeouts are derived from the TaskRuns (`timers()`), no
+        // longer rows; a build before this would not find them, so it is
+        // refused this directory (unknown migration) rather than lose them.
+        m.registerMigration("v2-attempt-timeouts-derived") { db in
+            try db.execute(sql: "DELETE FROM timers WHERE key LIKE 'attempt-timeout:%'")
+        }
         return m
     }
 
@@ -262,10 +268,13 @@ public final class SQLiteStore: LHStore, Sendable {
             try db.cachedStatement(sql: "INSERT OR REPLACE INTO task_queue (wf_run_id, guid, task_def, attempt, seq) VALUES (?, ?, ?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM task_queue))").execute(
                            arguments: [q.wfRunId, q.taskGuid, q.taskDef, q.attempt])
         }
-        for t in batch.timersCancelled {
+        // Attempt timeouts get no rows: `timers()` derives them from the
+        // TASK_RUNNING TaskRuns (a row per TaskRun written at its start and
+        // deleted at its report cost more than everything else it stores).
+        for t in batch.timersCancelled where t.key.isStoredAsRow {
             try db.cachedStatement(sql: "DELETE FROM timers WHERE wf_run_id = ? AND key = ?").execute(arguments: [t.wfRunId, t.key.description])
         }
-        for t in batch.timersSet {
+        for t in batch.timersSet where t.key.isStoredAsRow {
             try db.cachedStatement(sql: "INSERT OR REPLACE INTO timers (wf_run_id, key, due) VALUES (?, ?, ?)").execute(arguments: [t.wfRunId, t.key.description, t.due.timeIntervalSince1970])
         }
         for id in batch.claimedOrphansOf {
@@ -286,8 +295,7 @@ public final class SQLiteStore: LHStore, Sendable {
     }
 
     /// The stored timers, and the timeout of every TaskRun attempt that is
-    /// TASK_RUNNING: those are not stored as rows (a row written when a task
-    /// starts and deleted when it reports, for nearly every TaskRun), they
+    /// TASK_RUNNING: those are not stored as rows (see `isStoredAsRow`), they
     /// follow from the attempt's start time and the TaskRun's timeout.
     public func timers() throws -> [StoredTimer] {
         var timers = try pool.read { db in
@@ -388,4 +396,13 @@ public struct StoreError: Error, CustomStringConvertible, Sendable {
         return e
     }
     public var description: String { message }
+}
+
+extension LHTimerKey {
+    /// Whether the timer has a row of its own; attempt timeouts follow from
+    /// the TaskRuns instead (migration v2 removed the rows older builds wrote).
+    var isStoredAsRow: Bool {
+        if case .attemptTimeout = self { return false }
+        return true
+    }
 }

@@ -202,7 +202,11 @@ extension GroupCommitTests {
         var batch = LHWriteBatch()
         batch.wfRuns["r"] = state("r", running: true)
         batch.wfRuns["done"] = state("done", running: false)
-        batch.timersSet = [StoredTimer(wfRunId: "r", key: .retryBackoff(taskGuid: "x", attempt: 1), due: started)]
+        batch.timersSet = [
+            StoredTimer(wfRunId: "r", key: .retryBackoff(taskGuid: "x", attempt: 1), due: started),
+            // No row: the timeout comes back from the TaskRun alone.
+            StoredTimer(wfRunId: "r", key: .attemptTimeout(taskGuid: "0-1-t", attempt: 1), due: started.addingTimeInterval(99)),
+        ]
         try store.commit(batch)
         let timers = try SQLiteStore(directory: dir).timers()
         #expect(Set(timers) == [
