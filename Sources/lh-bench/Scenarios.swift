@@ -111,6 +111,7 @@ struct Latency: AsyncParsableCommand {
             var windowWall: (Int64, Int64) = (0, 0)
             var windowIndex = 0..<0
             var started = 0
+            var window = (start: bench.reading(acks: 0), end: bench.reading(acks: 0))
             try await withThrowingDiscardingTaskGroup { group in
                 var opened = false
                 while true {
@@ -120,6 +121,7 @@ struct Latency: AsyncParsableCommand {
                         opened = true
                         windowWall.0 = wallNanos()
                         windowIndex = started..<started
+                        window.start = bench.reading(acks: 0)
                     }
                     let due = Double(started) / perSecond
                     if due > elapsed {
@@ -141,6 +143,7 @@ struct Latency: AsyncParsableCommand {
                 }
                 windowWall.1 = wallNanos()
                 windowIndex = windowIndex.lowerBound..<started
+                window.end = bench.reading(acks: 0)
             }
             progress.done()
             try await bench.waitForCompleted(baseTasks + started * tasksPerWf, timeout: 120)
@@ -173,6 +176,14 @@ struct Latency: AsyncParsableCommand {
             r.add("task-to-next-task", Distribution(nanos: gaps), key: "task_to_next_task")
             r.add("RunWf → COMPLETED", Distribution(nanos: ends.withLockedValue { $0 }), key: "runwf_to_completed")
             r.add("WfRuns not COMPLETED", "\(notCompleted.withLockedValue { $0 })", key: "not_completed", notCompleted.withLockedValue { $0 })
+            // CPU over the window, per TaskRun completed in it: what a TaskRun
+            // costs at this rate (small group commits cost more per command
+            // than the large ones of saturation).
+            let d = DriveOutcome(errors: errors, windowStart: window.start, windowEnd: window.end)
+            r.add("server CPU s / 1,000 TaskRuns", String(format: "%.3f", d.cpuPer1000(\.serverCPU)),
+                  key: "server_cpu_s_per_1000_taskruns", round3(d.cpuPer1000(\.serverCPU)))
+            r.add("workers CPU s / 1,000 TaskRuns", String(format: "%.3f", d.cpuPer1000(\.workerCPU)),
+                  key: "worker_cpu_s_per_1000_taskruns", round3(d.cpuPer1000(\.workerCPU)))
             r.add("RunWf errors", errors: errors)
             return r
         }
