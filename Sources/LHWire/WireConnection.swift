@@ -132,7 +132,21 @@ public final class LHWireConnection: Sendable {
         try await Self.send(kind, on: channel, stats: stats)
     }
 
+    /// Sends one request; `completion` gets its response (an error response
+    /// as ``LHError``) on the connection's event loop: no task waits for it.
+    public func request(_ kind: Lhwire_Envelope.OneOf_Kind,
+                        completion: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind, Error>) -> Void) {
+        Self.response(to: kind, on: channel, stats: stats).whenComplete { result in
+            completion(result.flatMap(Self.unwrap))
+        }
+    }
+
     private static func send(_ kind: Lhwire_Envelope.OneOf_Kind, on channel: Channel, stats: LHClientRequestHandler.Stats) async throws -> Lhwire_Envelope.OneOf_Kind {
+        try unwrap(try await response(to: kind, on: channel, stats: stats).get()).get()
+    }
+
+    private static func response(to kind: Lhwire_Envelope.OneOf_Kind, on channel: Channel,
+                                 stats: LHClientRequestHandler.Stats) -> EventLoopFuture<Lhwire_Envelope> {
         let promise = channel.eventLoop.makePromise(of: Lhwire_Envelope.self)
         // A write that never reaches the handler (the channel closed already)
         // must still fail the request; failing a completed promise is a no-op.
@@ -140,14 +154,17 @@ public final class LHWireConnection: Sendable {
             promise.fail(stats.closeReason.withLockedValue { $0 }
                 ?? LHError(.connectionClosed, "connection closed before the request was sent: \(error)", cause: error))
         }
-        let response = try await promise.futureResult.get()
+        return promise.futureResult
+    }
+
+    private static func unwrap(_ response: Lhwire_Envelope) -> Result<Lhwire_Envelope.OneOf_Kind, Error> {
         if case .error(let error) = response.kind {
-            throw LHError(wire: error)
+            return .failure(LHError(wire: error))
         }
         guard let kind = response.kind else {
-            throw LHError(.malformedFrame, "response \(response.id) is an empty envelope")
+            return .failure(LHError(.malformedFrame, "response \(response.id) is an empty envelope"))
         }
-        return kind
+        return .success(kind)
     }
 
     /// Sends a frame that expects no response (id 0).

@@ -119,11 +119,21 @@ public final class LHTaskWorker: Service, Sendable {
     }
 
     private func serveOneConnection() async throws {
-        let (tasks, incoming) = AsyncStream<Littlehorse_ScheduledTask>.makeStream()
+        // Each pushed task starts from the event loop that read it, in a task
+        // of its own; its report's answer is handled back on the event loop.
+        // No stream, no loop task and no waiting task in between: at
+        // moderate load every thread wake-up of a task's path is CPU and
+        // latency.
+        let running = RunningTasks()
+        let current = NIOLockedValueBox<LHWireConnection?>(nil)
         let connection = try await LHWireConnection.connect(config.connectionConfiguration(role: .worker), logger: logger) { envelope in
-            if case .scheduledTask(let t) = envelope.kind { incoming.yield(t) }
+            guard case .scheduledTask(let task) = envelope.kind, let connection = current.withLockedValue({ $0 }) else { return }
+            running.start { settled in
+                let report = await self.execute(task)
+                self.report(report, on: connection, settled: settled)
+            }
         }
-        connection.closeFuture.whenComplete { _ in incoming.finish() }
+        current.withLockedValue { $0 = connection }
         defer { Task { await connection.close() } }
         // Results that finished while the server was away go first.
         let unsent = state.withLockedValue { s in defer { s.unsent = [] }; return s.unsent }
@@ -134,19 +144,54 @@ public final class LHTaskWorker: Service, Sendable {
         subscribe.capacity = UInt32(config.numWorkerThreads)
         _ = try await connection.request(.subscribe(subscribe))
         logger.info("subscribed", metadata: [LHLog.taskDef: "\(taskDefName)", "lh.capacity": "\(config.numWorkerThreads)"])
-        try await withThrowingDiscardingTaskGroup { group in
-            for await task in tasks {
-                group.addTask {
-                    let report = await self.execute(task)
-                    do {
-                        try await self.send(report, on: connection)
-                    } catch {
-                        self.state.withLockedValue { $0.unsent.append(report) }
-                    }
-                }
-            }
-        }
+        await Self.closedOrCancelled(connection)
+        // Cancelled (shutting down): the running tasks are told so; either
+        // way each ends with its report answered, failed (kept in `unsent`
+        // for the next connection) or refused before the connection goes.
+        if Task.isCancelled { running.cancelAll() }
+        await running.settled()
         if !Task.isCancelled { throw LHError(.unavailable, "connection closed") }
+    }
+
+    /// Returns when the connection closed or the calling task was cancelled.
+    private static func closedOrCancelled(_ connection: LHWireConnection) async {
+        let gate = NIOLockedValueBox<(waiter: CheckedContinuation<Void, Never>?, open: Bool)>((nil, false))
+        let open: @Sendable () -> Void = {
+            gate.withLockedValue { g in
+                g.open = true
+                defer { g.waiter = nil }
+                return g.waiter
+            }?.resume()
+        }
+        connection.closeFuture.whenComplete { _ in open() }
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let resumeNow = gate.withLockedValue { g -> Bool in
+                    if g.open { return true }
+                    g.waiter = c
+                    return false
+                }
+                if resumeNow { c.resume() }
+            }
+        } onCancel: {
+            open()
+        }
+    }
+
+    /// Sends a report; its answer is handled on the event loop.
+    private func report(_ report: Littlehorse_ReportTaskRun, on connection: LHWireConnection, settled: @escaping @Sendable () -> Void) {
+        connection.request(.reportTask(report)) { result in
+            switch result {
+            case .success:
+                self.state.withLockedValue { $0.completed += 1 }
+            case .failure(let e as LHError) where e.code == .notFound || e.code == .invalidArgument:
+                // The TaskRun is gone (its WfRun deleted): nothing to retry.
+                self.logger.warning("report refused", metadata: ["lh.error": "\(e)"])
+            case .failure:
+                self.state.withLockedValue { $0.unsent.append(report) }
+            }
+            settled()
+        }
     }
 
     private func send(_ report: Littlehorse_ReportTaskRun, on connection: LHWireConnection) async throws {
@@ -211,6 +256,61 @@ public final class LHTaskWorker: Service, Sendable {
             return try value.lhValue()
         } catch {
             throw OutputError(message: "output of type \(R.self) does not convert: \(error)")
+        }
+    }
+}
+
+/// The tasks of one connection, each from its start until its report is
+/// settled (answered, refused or failed): cancellable together, and waited
+/// for before the worker reconnects or stops.
+final class RunningTasks: Sendable {
+    private struct State {
+        var tasks: [Int: Task<Void, Never>] = [:]
+        var next = 0
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var cancelled = false
+    }
+    private let state = NIOLockedValueBox(State())
+
+    /// Runs `body` in a task of its own; `body` calls `settled` once, when
+    /// what it started is over (possibly after the task itself returned).
+    func start(_ body: @escaping @Sendable (_ settled: @escaping @Sendable () -> Void) async -> Void) {
+        state.withLockedValue { s in
+            let id = s.next
+            s.next += 1
+            let task = Task { await body { self.finish(id) } }
+            s.tasks[id] = task
+            if s.cancelled { task.cancel() }
+        }
+    }
+
+    private func finish(_ id: Int) {
+        let waiters = state.withLockedValue { s -> [CheckedContinuation<Void, Never>] in
+            s.tasks[id] = nil
+            guard s.tasks.isEmpty else { return [] }
+            defer { s.waiters = [] }
+            return s.waiters
+        }
+        for w in waiters { w.resume() }
+    }
+
+    func cancelAll() {
+        let tasks = state.withLockedValue { s in
+            s.cancelled = true
+            return Array(s.tasks.values)
+        }
+        for t in tasks { t.cancel() }
+    }
+
+    /// Returns once no task is running or waiting for its report's answer.
+    func settled() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLockedValue { s -> Bool in
+                if s.tasks.isEmpty { return true }
+                s.waiters.append(c)
+                return false
+            }
+            if now { c.resume() }
         }
     }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import LHProto
+import Synchronization
 import Testing
 
 @testable import LHWorker
@@ -97,5 +98,50 @@ struct Parcel: Codable, Equatable, LHTaskValue {
         try "LHC_API_HOST=from-file\nLHC_API_PORT=2025\n".write(to: file, atomically: true, encoding: .utf8)
         let fromFile = try LHConfig.fromEnvironment(["LHC_API_PORT": "2026"], configFile: file.path)
         #expect(fromFile.apiHost == "from-file" && fromFile.apiPort == 2026, "the environment wins over the file")
+    }
+}
+
+/// The tasks of one connection: each counts until its report is settled,
+/// which may be after its task returned (the answer comes on the event loop).
+@Suite struct RunningTasksTests {
+    @Test func settledWaitsForEveryReportToBeSettledNotOnlyForTheTasks() async throws {
+        let running = RunningTasks()
+        let later = Mutex<[@Sendable () -> Void]>([])
+        for _ in 0..<3 {
+            // The task returns at once; its report is settled later, elsewhere.
+            running.start { settled in later.withLock { $0.append(settled) } }
+        }
+        while later.withLock({ $0.count }) < 3 { try await Task.sleep(for: .milliseconds(1)) }
+        let done = Mutex(false)
+        let waiter = Task {
+            await running.settled()
+            done.withLock { $0 = true }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(!done.withLock { $0 }, "settled() returned with three reports unsettled")
+        let settles = later.withLock { $0 }
+        settles[0]()
+        settles[1]()
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(!done.withLock { $0 }, "settled() returned with one report unsettled")
+        settles[2]()
+        await waiter.value
+        #expect(done.withLock { $0 })
+    }
+
+    @Test func cancelAllCancelsRunningTasksAndThoseStartedAfter() async throws {
+        let running = RunningTasks()
+        let cancelled = Mutex(0)
+        let body: @Sendable (@escaping @Sendable () -> Void) async -> Void = { settled in
+            while !Task.isCancelled { try? await Task.sleep(for: .milliseconds(1)) }
+            cancelled.withLock { $0 += 1 }
+            settled()
+        }
+        running.start(body)
+        running.start(body)
+        running.cancelAll()
+        running.start(body)
+        await running.settled()
+        #expect(cancelled.withLock { $0 } == 3)
     }
 }
