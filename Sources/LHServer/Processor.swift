@@ -63,6 +63,7 @@ actor CommandProcessor {
             if let s = states[id] { return s }
             guard let s = try loadState(id) else { return nil }
             states[id] = s
+            batch.stored[id] = s
             return s
         }
 

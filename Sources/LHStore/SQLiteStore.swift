@@ -239,7 +239,10 @@ public final class SQLiteStore: LHStore, Sendable {
                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body
                 """).execute(
                            arguments: [id, w.wfSpecID.name, w.wfSpecID.majorVersion, w.wfSpecID.revision, w.status.rawValue, w.startTime.date.timeIntervalSince1970, body])
+            // Rows of a WfRun that is stored are written only where they changed.
+            let stored = batch.deletedWfRuns.contains(id) ? nil : batch.stored[id]
             for t in state.taskRuns.values {
+                if let old = stored?.taskRuns[t.id.taskGuid], old.status == t.status, old.scheduledAt == t.scheduledAt { continue }
                 try db.cachedStatement(sql: """
                 INSERT INTO task_runs (wf_run_id, guid, task_def, status, scheduled_at) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (wf_run_id, guid) DO UPDATE SET status = excluded.status, scheduled_at = excluded.scheduled_at
@@ -247,7 +250,8 @@ public final class SQLiteStore: LHStore, Sendable {
                 """).execute(
                                arguments: [id, t.id.taskGuid, t.taskDefID.name, t.status.rawValue, t.scheduledAt.date.timeIntervalSince1970])
             }
-            for v in state.variables.values {
+            for (key, v) in state.variables {
+                if let old = stored?.variables[key], old.value == v.value { continue }
                 try db.cachedStatement(sql: """
                 INSERT INTO variables (wf_run_id, thread, name, wf_spec_name, value_key) VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (wf_run_id, thread, name) DO UPDATE SET value_key = excluded.value_key

@@ -46,6 +46,10 @@ public struct LHWriteBatch: Sendable {
     /// Stored forms of some of `wfRuns`, made ahead (in parallel) by
     /// ``LHStore/encodeBodies(of:)``; the rest are encoded at commit.
     public var bodies: [String: Data] = [:]
+    /// What is stored of some of `wfRuns` when this batch is written (the
+    /// state its first job loaded): their TaskRun and variable rows that did
+    /// not change are not written again.
+    public var stored: [String: WfRunState] = [:]
     public init() {}
 
     /// Adds another batch's writes (of other WfRuns) to this one.
@@ -59,6 +63,7 @@ public struct LHWriteBatch: Sendable {
         orphanEvents += other.orphanEvents
         claimedOrphansOf.formUnion(other.claimedOrphansOf)
         bodies.merge(other.bodies) { _, b in b }
+        stored.merge(other.stored) { a, _ in a }
     }
 
     public var isEmpty: Bool {

@@ -7,7 +7,8 @@ import Testing
 @testable import LHStore
 
 /// The SQLite store updates a WfRun's rows in place and skips the rows a
-/// command did not change: the search indexes must still follow every change.
+/// command did not change (not even a statement for them when it knows what
+/// is stored): the search indexes must still follow every change.
 @Suite struct StoreIndexTests {
     static func state(_ id: String, wfStatus: Littlehorse_LHStatus, task: Littlehorse_TaskStatus, counter: Int64?) -> WfRunState {
         var state = WfRunState(wfRun: .with {
@@ -51,9 +52,13 @@ import Testing
         try store.searchVariables(.with { $0.varName = "counter"; $0.value.int = value; $0.wfSpecName = "indexed" }).results.map(\.wfRunID.id)
     }
 
+    /// Commits `state` as the processor does: with the state it was made
+    /// from as what is stored (`LHWriteBatch.stored`), so that rows which
+    /// did not change are not written.
     func commit(_ store: SQLiteStore, _ state: WfRunState) throws {
         var batch = LHWriteBatch()
         batch.wfRuns[state.id] = state
+        if let stored = try store.wfRun(state.id) { batch.stored[state.id] = stored }
         try store.encodeBodies(of: &batch)
         try store.commit(batch)
     }
