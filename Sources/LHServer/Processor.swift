@@ -101,11 +101,15 @@ actor CommandProcessor {
     private let commitLine: CommitLine
 
     /// Group commits waiting to be written, in batch order. Transactions
-    /// (with their fsync) are written on a thread of their own, never
-    /// blocking one of the few threads Swift concurrency runs jobs on; the
-    /// group commits that arrived while one was written go together into the
-    /// next transaction (one fsync for all: at moderate load commits no
-    /// longer wait behind each other's fsyncs).
+    /// (with their fsync) are written on a thread of their own, so that the
+    /// batch builder goes on building meanwhile; the group commits that
+    /// arrived while one was written go together into the next transaction
+    /// (one fsync for all: at moderate load commits no longer wait behind
+    /// each other's fsyncs). The exception is a small group commit that
+    /// finds no transaction being written (moderate load): the builder
+    /// writes it itself, on one of Swift concurrency's threads for the
+    /// fsync's fraction of a millisecond, instead of waking the commit
+    /// thread; what arrives meanwhile waits and shares the next one.
     final class CommitLine: Sendable {
         struct Entry: Sendable {
             var batch: LHWriteBatch
@@ -125,8 +129,12 @@ actor CommandProcessor {
 
         init(store: any LHStore) { self.store = store }
 
-        func append(_ entry: Entry) {
-            if waiting.append(entry) { Self.queue.async { self.drain() } }
+        /// `here`: when no transaction is being written, write this one on
+        /// the calling thread (a small batch at moderate load: no thread to
+        /// wake, and what arrives meanwhile waits to share the next one).
+        func append(here: Bool = false, _ entry: Entry) {
+            guard waiting.append(entry) else { return }
+            if here { drain() } else { Self.queue.async { self.drain() } }
         }
 
         private func drain() {
@@ -380,7 +388,7 @@ actor CommandProcessor {
         let started = Date()
         let logger = self.logger
         let statistics = self.statistics
-        commitLine.append(.init(batch: batch, epoch: startEpoch, durable: {
+        commitLine.append(here: jobs.count <= Self.inlineJobs, .init(batch: batch, epoch: startEpoch, durable: {
             // Durable: reads see it from now on; the workers get their
             // tasks and the callers their answers.
             cache.update(committedStates, deleted: committedDeletions)

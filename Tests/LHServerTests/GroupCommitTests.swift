@@ -158,6 +158,31 @@ extension GroupCommitTests {
         #expect(try store.inner.wfRun("g") != nil)
     }
 
+    @Test func aSmallGroupCommitIsWrittenOnTheCallersThreadOnlyWhenNoneIsBeingWritten() async throws {
+        let (_, store) = try processor()
+        let line = CommandProcessor.CommitLine(store: store)
+        let order = Mutex<[String]>([])
+        func entry(_ id: String) -> CommandProcessor.CommitLine.Entry {
+            var batch = LHWriteBatch()
+            batch.wfRuns[id] = WfRunState(wfRun: .with { $0.id.id = id; $0.status = .running })
+            return .init(batch: batch, epoch: 0, durable: { order.withLock { $0.append("durable \(id)") } },
+                         failed: { _ in order.withLock { $0.append("failed \(id)") } })
+        }
+        // Nothing being written: durable (answered) before append returns.
+        line.append(here: true, entry("a"))
+        #expect(order.withLock { $0 } == ["durable a"])
+        #expect(try store.inner.wfRun("a") != nil)
+        // One being written on the commit thread: the next waits for it there,
+        // in order, instead of being written here at the same time.
+        store.commitDelay.withLock { $0 = 0.3 }
+        line.append(entry("b"))
+        try await Task.sleep(for: .milliseconds(50))
+        line.append(here: true, entry("c"))
+        #expect(order.withLock { $0 } == ["durable a"], "c was written while b's transaction was still open")
+        while order.withLock({ $0.count }) < 3 { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(order.withLock { $0 } == ["durable a", "durable b", "durable c"])
+    }
+
     @Test func batchesOfOneTransactionApplyInOrder() throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-gc-\(UUID().uuidString.prefix(8))")
         let store = try SQLiteStore(directory: dir)
