@@ -18,10 +18,13 @@ final class FailableStore: LHStore, Sendable {
     let commitDelay = Mutex(0.0)
     /// Transactions written and the group commits they held.
     let written = Mutex((transactions: 0, batches: 0))
+    /// Transactions begun (counted before the delay).
+    let begun = Mutex(0)
 
     init(directory: URL) throws { inner = try SQLiteStore(directory: directory) }
 
     func commit(_ batches: [LHWriteBatch]) throws {
+        begun.withLock { $0 += 1 }
         let delay = commitDelay.withLock { $0 }
         if delay > 0 { Thread.sleep(forTimeInterval: delay) }
         if failCommits.withLock({ $0 }) { throw StoreError("injected: disk full") }
@@ -174,10 +177,12 @@ extension GroupCommitTests {
         #expect(try store.inner.wfRun("a") != nil)
         // One being written on the commit thread: the next waits for it there,
         // in order, instead of being written here at the same time.
-        store.commitDelay.withLock { $0 = 0.3 }
+        store.commitDelay.withLock { $0 = 1.0 }
         line.append(entry("b"))
-        try await Task.sleep(for: .milliseconds(50))
+        while store.begun.withLock({ $0 }) < 2 { try await Task.sleep(for: .milliseconds(5)) }
+        let handed = Date()
         line.append(here: true, entry("c"))
+        #expect(Date().timeIntervalSince(handed) < 0.5, "append(here:) waited for a transaction")
         #expect(order.withLock { $0 } == ["durable a"], "c was written while b's transaction was still open")
         while order.withLock({ $0.count }) < 3 { try await Task.sleep(for: .milliseconds(20)) }
         #expect(order.withLock { $0 } == ["durable a", "durable b", "durable c"])
