@@ -135,14 +135,22 @@ public final class LHTaskWorker: Service, Sendable {
         }
         current.withLockedValue { $0 = connection }
         defer { Task { await connection.close() } }
-        // Results that finished while the server was away go first.
+        // Results that finished while the server was away go first; one
+        // that fails again is kept for the next connection.
         let unsent = state.withLockedValue { s in defer { s.unsent = [] }; return s.unsent }
-        for report in unsent { try await send(report, on: connection) }
+        for report in unsent { running.start { settled in self.report(report, on: connection, settled: settled) } }
         var subscribe = Lhwire_Subscribe()
         subscribe.taskDefID.name = taskDefName
         subscribe.taskWorkerID = config.taskWorkerId
         subscribe.capacity = UInt32(config.numWorkerThreads)
-        _ = try await connection.request(.subscribe(subscribe))
+        do {
+            _ = try await connection.request(.subscribe(subscribe))
+        } catch {
+            // The resent reports are settled (kept again if they failed)
+            // before the next connection resends what is kept.
+            await running.settled()
+            throw error
+        }
         logger.info("subscribed", metadata: [LHLog.taskDef: "\(taskDefName)", "lh.capacity": "\(config.numWorkerThreads)"])
         await Self.closedOrCancelled(connection)
         // Cancelled (shutting down): the running tasks are told so; either
@@ -191,16 +199,6 @@ public final class LHTaskWorker: Service, Sendable {
                 self.state.withLockedValue { $0.unsent.append(report) }
             }
             settled()
-        }
-    }
-
-    private func send(_ report: Littlehorse_ReportTaskRun, on connection: LHWireConnection) async throws {
-        do {
-            _ = try await connection.request(.reportTask(report))
-            state.withLockedValue { $0.completed += 1 }
-        } catch let e as LHError where e.code == .notFound || e.code == .invalidArgument {
-            // The TaskRun is gone (its WfRun deleted): nothing to retry.
-            logger.warning("report refused", metadata: ["lh.error": "\(e)"])
         }
     }
 
