@@ -20,11 +20,14 @@ final class FailableStore: LHStore, Sendable {
     let written = Mutex((transactions: 0, batches: 0))
     /// Transactions begun (counted before the delay).
     let begun = Mutex(0)
+    /// When set, every transaction waits for it to be signalled.
+    let gate = Mutex<DispatchSemaphore?>(nil)
 
     init(directory: URL) throws { inner = try SQLiteStore(directory: directory) }
 
     func commit(_ batches: [LHWriteBatch]) throws {
         begun.withLock { $0 += 1 }
+        gate.withLock { $0 }?.wait()
         let delay = commitDelay.withLock { $0 }
         if delay > 0 { Thread.sleep(forTimeInterval: delay) }
         if failCommits.withLock({ $0 }) { throw StoreError("injected: disk full") }
@@ -175,15 +178,16 @@ extension GroupCommitTests {
         line.append(here: true, entry("a"))
         #expect(order.withLock { $0 } == ["durable a"])
         #expect(try store.inner.wfRun("a") != nil)
-        // One being written on the commit thread: the next waits for it there,
-        // in order, instead of being written here at the same time.
-        store.commitDelay.withLock { $0 = 1.0 }
+        // One being written on the commit thread (held open by the gate): the
+        // next waits for it there, in order, instead of being written here.
+        let gate = DispatchSemaphore(value: 0)
+        store.gate.withLock { $0 = gate }
         line.append(entry("b"))
         while store.begun.withLock({ $0 }) < 2 { try await Task.sleep(for: .milliseconds(5)) }
-        let handed = Date()
         line.append(here: true, entry("c"))
-        #expect(Date().timeIntervalSince(handed) < 0.5, "append(here:) waited for a transaction")
         #expect(order.withLock { $0 } == ["durable a"], "c was written while b's transaction was still open")
+        gate.signal()
+        gate.signal()
         while order.withLock({ $0.count }) < 3 { try await Task.sleep(for: .milliseconds(20)) }
         #expect(order.withLock { $0 } == ["durable a", "durable b", "durable c"])
     }
