@@ -161,28 +161,15 @@ public final class LHTaskWorker: Service, Sendable {
         if !Task.isCancelled { throw LHError(.unavailable, "connection closed") }
     }
 
-    /// Returns when the connection closed or the calling task was cancelled.
+    /// Returns when the connection closed or the calling task was cancelled
+    /// (a promise completed by whichever comes first; later ones are no-ops).
     private static func closedOrCancelled(_ connection: LHWireConnection) async {
-        let gate = NIOLockedValueBox<(waiter: CheckedContinuation<Void, Never>?, open: Bool)>((nil, false))
-        let open: @Sendable () -> Void = {
-            gate.withLockedValue { g in
-                g.open = true
-                defer { g.waiter = nil }
-                return g.waiter
-            }?.resume()
-        }
-        connection.closeFuture.whenComplete { _ in open() }
+        let ended = connection.channel.eventLoop.makePromise(of: Void.self)
+        connection.closeFuture.cascade(to: ended)
         await withTaskCancellationHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let resumeNow = gate.withLockedValue { g -> Bool in
-                    if g.open { return true }
-                    g.waiter = c
-                    return false
-                }
-                if resumeNow { c.resume() }
-            }
+            try? await ended.futureResult.get()
         } onCancel: {
-            open()
+            ended.succeed(())
         }
     }
 
