@@ -12,6 +12,17 @@ let hotPath: [SwiftSetting] = Context.environment["LH_UNCHECKED_EXCLUSIVITY"] ==
     ? [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
     : []
 
+/// `LH_JEMALLOC=1` links lh-server with jemalloc instead of glibc's malloc
+/// (Debian's libjemalloc-dev to build, libjemalloc2 to run): the server
+/// allocates and frees many small objects per command, and glibc's malloc
+/// was ~13 % of its CPU at saturation; jemalloc cut the server's CPU per
+/// TaskRun by ~10 % (docs/performance.md). deploy/Dockerfile.server and the
+/// benchmarks build this way; off by default so that a plain `swift build`
+/// needs no extra package.
+let serverAllocator: [LinkerSetting] = Context.environment["LH_JEMALLOC"] == "1"
+    ? [.linkedLibrary("jemalloc")]
+    : []
+
 let package = Package(
     name: "littlehorse-swift",
     platforms: [.macOS(.v15)],
@@ -120,7 +131,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-            ]
+            ],
+            linkerSettings: serverAllocator
         ),
         .executableTarget(
             name: "lhctl",
