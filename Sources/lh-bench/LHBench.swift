@@ -61,6 +61,8 @@ final class Bench: @unchecked Sendable {
     let workDir: URL
     let options: CommonOptions
     let startupSeconds: Double
+    /// The started server's malloc (nil for --server).
+    let serverAllocator: String?
 
     private init(server: BenchServer, workers: BenchWorkers, client: LHClient, workDir: URL, options: CommonOptions, startup: Double) {
         self.server = server
@@ -69,6 +71,7 @@ final class Bench: @unchecked Sendable {
         self.workDir = workDir
         self.options = options
         self.startupSeconds = startup
+        serverAllocator = server.pid.map { allocator(pid: $0) }
     }
 
     /// Starts everything, runs `body`, and stops everything on every path.
@@ -105,7 +108,14 @@ final class Bench: @unchecked Sendable {
             client = try await LHClient.connect(server!.config(clientId: "lh-bench"))
             workers = try await BenchWorkers(count: options.workers, tasks: tasks, capacity: options.capacity, holdMs: holdMs, server: server!)
             let bench = Bench(server: server!, workers: workers!, client: client!, workDir: workDir, options: options, startup: startup)
-            let results = try await body(bench)
+            let ticksBefore = machineCPUTicks()
+            var results = try await body(bench)
+            let ticksAfter = machineCPUTicks()
+            if ticksAfter.total > ticksBefore.total {
+                // This machine is a VM: what its neighbours took is part of the figures.
+                let steal = 100 * (ticksAfter.steal - ticksBefore.steal) / (ticksAfter.total - ticksBefore.total)
+                results.add("CPU stolen (whole run)", String(format: "%.1f %%", steal), key: "cpu_steal_percent", round3(steal))
+            }
             await cleanup()
             results.print(extra: bench.environmentFields())
         } catch {
@@ -123,6 +133,7 @@ final class Bench: @unchecked Sendable {
             "date": ISO8601DateFormatter().string(from: Date()),
         ]
         if !options.serverArgs.isEmpty { fields["server_args"] = options.serverArgs }
+        if let serverAllocator { fields["server_allocator"] = serverAllocator }
         fields["commit"] = options.commit ?? gitCommit() ?? "unknown"
         #if DEBUG
             fields["build"] = "debug"

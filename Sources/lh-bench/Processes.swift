@@ -130,6 +130,25 @@ func residentBytes(pid: Int32) -> (rss: Int64, peak: Int64) {
     return (field("VmRSS"), field("VmHWM"))
 }
 
+/// The malloc a running process uses: "jemalloc" when lh-server was built
+/// with `LH_JEMALLOC=1` (Package.swift), else glibc's.
+func allocator(pid: Int32) -> String {
+    guard let maps = try? String(contentsOfFile: "/proc/\(pid)/maps", encoding: .utf8) else { return "unknown" }
+    return maps.contains("libjemalloc") ? "jemalloc" : "glibc"
+}
+
+/// The machine's CPU time so far, in clock ticks of all cores: the part
+/// the hypervisor gave to other guests ("steal") and the total.
+func machineCPUTicks() -> (steal: Double, total: Double) {
+    guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+        let line = text.split(separator: "\n").first, line.hasPrefix("cpu ")
+    else { return (0, 0) }
+    // user nice system idle iowait irq softirq steal ...
+    let ticks = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+    guard ticks.count >= 8 else { return (0, 0) }
+    return (ticks[7], ticks.prefix(8).reduce(0, +))
+}
+
 /// User + system CPU seconds a process has used so far.
 func cpuSeconds(pid: Int32) -> Double {
     guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
