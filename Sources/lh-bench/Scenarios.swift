@@ -40,6 +40,13 @@ enum BenchSpecs {
     } }
 }
 
+/// RunWf in flight when a scenario drives the server as fast as it goes:
+/// 400 gave 5,470 TaskRuns/s (median of six alternating 8 s runs) where
+/// 256 gave 4,810 and 512/600 about 5,100 (docs/performance.md).
+enum Saturation {
+    static let inFlight = 400
+}
+
 struct Throughput: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "WfRuns of RunWf → TASK → EXIT as fast as they go: TaskRuns/s over a steady window, server CPU per 1,000 TaskRuns.")
@@ -47,7 +54,7 @@ struct Throughput: AsyncParsableCommand {
     @OptionGroup var common: CommonOptions
     @Option(help: "Length of the measured window, seconds.") var duration: Double = 30
     @Option(help: "Seconds of load before the window opens.") var warmup: Double = 5
-    @Option(help: "RunWf requests in flight at once.") var inFlight: Int = 256
+    @Option(help: "RunWf requests in flight at once.") var inFlight: Int = Saturation.inFlight
     @Option(help: "Most tasks started but not yet reported.") var maxOutstanding: Int = 4000
 
     func run() async throws {
@@ -96,7 +103,7 @@ struct Latency: AsyncParsableCommand {
                 perSecond = rate
             } else {
                 let d = try await bench.saturate("bench-chain", prefix: "cal", tasksPerWf: tasksPerWf, duration: calibrate, warmup: 2,
-                                                 inFlight: 256, maxOutstanding: 4000, label: "finding the maximum")
+                                                 inFlight: Saturation.inFlight, maxOutstanding: 4000, label: "finding the maximum")
                 perSecond = d.taskRate / Double(tasksPerWf) / 2
                 r.add("maximum (calibration)", String(format: "%.0f TaskRuns/s = %.0f WfRuns/s", d.taskRate, d.taskRate / Double(tasksPerWf)),
                       key: "max_taskruns_per_s", round3(d.taskRate))
