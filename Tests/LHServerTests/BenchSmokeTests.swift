@@ -41,6 +41,10 @@ import Testing
         #expect((r["taskruns_per_s"] as? Double ?? 0) > 0)
         #expect((r["server_cpu_s_per_1000_taskruns"] as? Double ?? -1) > 0)
         #expect(r["errors"] as? Int == 0)
+        // The debug build links glibc's malloc (LH_JEMALLOC is for release builds).
+        #expect(["glibc", "jemalloc"].contains(r["server_allocator"] as? String ?? ""))
+        let steal = r["cpu_steal_percent"] as? Double ?? -1
+        #expect(steal >= 0 && steal <= 100)
     }
 
     @Test func latencyReportsTaskToNextTaskAndRunToCompletion() async throws {
