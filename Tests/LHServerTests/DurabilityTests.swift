@@ -150,6 +150,56 @@ func progress(_ line: String) {
         }
     }
 
+    /// A task that finishes while the server is down cannot report; the
+    /// worker keeps the report, reconnects when the server is back and
+    /// sends it then: the first attempt's result completes the WfRun (no
+    /// timeout, no retry).
+    @Test func aReportMadeWhileTheServerWasDownIsSentWhenItIsBack() async throws {
+        let dir = try ServerProcess.temporaryDirectory("lh-resend")
+        let gates = try ServerProcess.temporaryDirectory("lh-resend-gates")
+        let port = try ServerProcess.freePort()
+        let wf = Workflow("resend") { wf in
+            wf.execute("gated", "x", options: TaskOptions(timeoutSeconds: 60))
+        }
+        let first = try await ServerProcess.start(dataDir: dir, port: port)
+        var second: ServerProcess?
+        let worker: LiveProcess
+        do {
+            worker = try await first.startWorker("lh-test-worker", ["gated:gate"],
+                                                 environment: ["LH_TEST_GATE_DIR": gates.path, "LHW_TASK_WORKER_ID": "worker-r"],
+                                                 ready: "test worker ready")
+        } catch {
+            first.stop()
+            throw error
+        }
+        defer {
+            worker.stop()
+            first.stop()
+            second?.stop()
+        }
+        let client = try await first.client()
+        _ = try await client.putWfSpec(wf.compile())
+        _ = try await client.runWf(.with { $0.wfSpecName = "resend"; $0.id = "wf-resend" })
+        try await eventually("worker-r holds the TaskRun") {
+            try await client.listTaskRuns("wf-resend").results.first?.attempts.first?.taskWorkerID == "worker-r"
+        }
+        await client.close()
+        first.kill9()
+        // The task returns while nothing listens: its report fails and is kept.
+        #expect(FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-resend").path, contents: Data()))
+        try await Task.sleep(for: .milliseconds(500))
+        second = try await ServerProcess.start(dataDir: dir, port: port)
+        let again = try await second!.client()
+        try await eventually("wf-resend COMPLETED", timeout: 20) { try await again.getWfRun("wf-resend").status == .completed }
+        let attempts = try #require(try await again.listTaskRuns("wf-resend").results.first).attempts
+        #expect(attempts.count == 1, "the first attempt's report, not a retry")
+        #expect(attempts.first?.status == .taskSuccess)
+        #expect(attempts.first?.output.str == "echo:x")
+        let log = worker.stdout.withLockedValue { $0 } + worker.stderr.withLockedValue { $0 }
+        #expect(log.contains("reconnecting"), "the worker lost the server and came back: \(log.suffix(2000))")
+        await again.close()
+    }
+
     @Test func sleepOfTwoSecondsCompletesOnTimeAcrossARestart() async throws {
         let dir = try ServerProcess.temporaryDirectory("lh-sleep")
         let port = try ServerProcess.freePort()
