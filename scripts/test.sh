@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): checks the proto model
-# against LittleHorse's descriptors, builds everything, runs every test.
+# against LittleHorse's descriptors, builds everything, runs every test,
+# then checks that lh-server still links jemalloc as shipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,3 +30,26 @@ echo "built in $(( $(date +%s) - start )) s"
 
 echo "== tests"
 swift test --skip-build 2>&1
+
+# The server as shipped links jemalloc (Package.swift, deploy/Dockerfile.server):
+# check that it still links and starts. Only lh-server is relinked.
+echo "== lh-server with jemalloc (LH_JEMALLOC=1)"
+if ! ls /usr/lib/*/libjemalloc.so >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  (apt-get install -y -qq libjemalloc-dev || (apt-get update -qq && apt-get install -y -qq libjemalloc-dev)) >/dev/null 2>&1 || true
+fi
+if ls /usr/lib/*/libjemalloc.so >/dev/null 2>&1; then
+  if ! LH_JEMALLOC=1 swift build --product lh-server >"$log" 2>&1; then
+    tail -50 "$log"
+    echo "lh-server does not build with LH_JEMALLOC=1"
+    exit 1
+  fi
+  bin="$(swift build --show-bin-path)/lh-server"
+  if ! ldd "$bin" | grep -q libjemalloc; then
+    echo "LH_JEMALLOC=1 built an lh-server that does not link libjemalloc"
+    exit 1
+  fi
+  "$bin" --help >/dev/null
+  echo "lh-server links libjemalloc and starts"
+else
+  echo "SKIPPED jemalloc link check: libjemalloc-dev could not be installed"
+fi
