@@ -7,9 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 status=0
 
-if ! command -v docker-compose >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  (apt-get install -y -qq docker-compose || (apt-get update -qq && apt-get install -y -qq docker-compose)) >/dev/null 2>&1
-fi
+command -v docker-compose >/dev/null || scripts/apt-install.sh docker-compose
 if command -v docker-compose >/dev/null; then
   if out=$(docker-compose -f deploy/docker-compose.yml config 2>&1); then
     services=$(docker-compose -f deploy/docker-compose.yml config --services | tr '\n' ' ')

@@ -7,11 +7,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 LH_CLIENT_VERSION=1.3.0
 
-if ! command -v protoc >/dev/null; then
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    (apt-get update -qq && apt-get install -y -qq protobuf-compiler) >/dev/null 2>&1
-  fi
-fi
+command -v protoc >/dev/null || scripts/apt-install.sh protobuf-compiler
 if ! command -v protoc >/dev/null; then
   echo "SKIPPED proto-compat: protoc is not installed and could not be installed (apt-get install protobuf-compiler)"
   exit 0

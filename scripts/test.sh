@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # SQLite headers for GRDB (present on most images; installed when missing).
-if [ ! -f /usr/include/sqlite3.h ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+if [ ! -f /usr/include/sqlite3.h ]; then
   echo "== installing libsqlite3-dev"
-  (apt-get install -y -qq libsqlite3-dev || (apt-get update -qq && apt-get install -y -qq libsqlite3-dev)) >/dev/null
+  scripts/apt-install.sh libsqlite3-dev
 fi
 
 echo "== proto compatibility with LittleHorse"
@@ -34,9 +34,7 @@ swift test --skip-build 2>&1
 # The server as shipped links jemalloc (Package.swift, deploy/Dockerfile.server):
 # check that it still links and starts. Only lh-server is relinked.
 echo "== lh-server with jemalloc (LH_JEMALLOC=1)"
-if ! ls /usr/lib/*/libjemalloc.so >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  (apt-get install -y -qq libjemalloc-dev || (apt-get update -qq && apt-get install -y -qq libjemalloc-dev)) >/dev/null 2>&1 || true
-fi
+ls /usr/lib/*/libjemalloc.so >/dev/null 2>&1 || scripts/apt-install.sh libjemalloc-dev || true
 if ls /usr/lib/*/libjemalloc.so >/dev/null 2>&1; then
   if ! LH_JEMALLOC=1 swift build --product lh-server >"$log" 2>&1; then
     tail -50 "$log"
