@@ -42,7 +42,8 @@ if ls /usr/lib/*/libjemalloc.so >/dev/null 2>&1; then
     exit 1
   fi
   bin="$(swift build --show-bin-path)/lh-server"
-  if ! ldd "$bin" | grep -q libjemalloc; then
+  # (Not `ldd | grep -q`: grep stopping early fails ldd with SIGPIPE under pipefail.)
+  if [[ "$(ldd "$bin")" != *libjemalloc* ]]; then
     echo "LH_JEMALLOC=1 built an lh-server that does not link libjemalloc"
     exit 1
   fi
