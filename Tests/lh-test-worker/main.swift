@@ -5,7 +5,8 @@
 //
 // Behaviours (each task takes one STR input and returns a STR):
 //   echo          returns "echo:<input>"
-//   gate          waits until the file $LH_TEST_GATE_DIR/<wfRunId> exists, then echoes
+//   gate          prints "gate: <wfRunId> waiting", waits until the file
+//                 $LH_TEST_GATE_DIR/<wfRunId> exists, then echoes
 //   fail          throws an ordinary error (TASK_FAILED)
 //   exception     throws LHTaskException("test-exception")
 //   slow-echo     sleeps 300 ms, then echoes
@@ -26,6 +27,7 @@ for spec in CommandLine.arguments.dropFirst() {
         switch behaviour {
         case "gate":
             let path = "\(gateDir)/\(context.wfRunId)"
+            FileHandle.standardOutput.write(Data("gate: \(context.wfRunId) waiting\n".utf8))
             while !FileManager.default.fileExists(atPath: path) { try await Task.sleep(for: .milliseconds(20)) }
         case "fail":
             struct Boom: Error {}
