@@ -3,6 +3,7 @@ import LHClient
 import LHProto
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 import ServiceLifecycle
 import SwiftProtobuf
 
@@ -130,7 +131,7 @@ public final class LHTaskWorker: Service, Sendable {
             guard case .scheduledTask(let task) = envelope.kind, let connection = current.withLockedValue({ $0 }) else { return }
             running.start { settled in
                 let report = await self.execute(task)
-                self.report(report, on: connection, settled: settled)
+                self.report(report, on: connection, running: running, settled: settled)
             }
         }
         current.withLockedValue { $0 = connection }
@@ -138,7 +139,7 @@ public final class LHTaskWorker: Service, Sendable {
         // Results that finished while the server was away go first; one
         // that fails again is kept for the next connection.
         let unsent = state.withLockedValue { s in defer { s.unsent = [] }; return s.unsent }
-        for report in unsent { running.start { settled in self.report(report, on: connection, settled: settled) } }
+        for report in unsent { running.start { settled in self.report(report, on: connection, running: running, settled: settled) } }
         var subscribe = Lhwire_Subscribe()
         subscribe.taskDefID.name = taskDefName
         subscribe.taskWorkerID = config.taskWorkerId
@@ -173,8 +174,14 @@ public final class LHTaskWorker: Service, Sendable {
         }
     }
 
-    /// Sends a report; its answer is handled on the event loop.
-    private func report(_ report: Littlehorse_ReportTaskRun, on connection: LHWireConnection, settled: @escaping @Sendable () -> Void) {
+    /// Sends a report; its answer is handled on the event loop. Reports are
+    /// idempotent on the server (one for an attempt that is no longer
+    /// running changes nothing), so one that fails while the connection
+    /// stays up (the server's storage failed, or no answer in time) is sent
+    /// again on it after a pause; one whose connection is gone is kept for
+    /// the next connection.
+    private func report(_ report: Littlehorse_ReportTaskRun, on connection: LHWireConnection, running: RunningTasks,
+                        retryIn delay: TimeAmount = .milliseconds(100), settled: @escaping @Sendable () -> Void) {
         connection.request(.reportTask(report)) { result in
             switch result {
             case .success:
@@ -182,6 +189,16 @@ public final class LHTaskWorker: Service, Sendable {
             case .failure(let e as LHError) where e.code == .notFound || e.code == .invalidArgument:
                 // The TaskRun is gone (its WfRun deleted): nothing to retry.
                 self.logger.warning("report refused", metadata: ["lh.error": "\(e)"])
+            case .failure(let error) where connection.channel.isActive && !running.isCancelled:
+                self.logger.warning("report failed; sending it again", metadata: [
+                    LHLog.taskRunId: "\(report.taskRunID.wfRunID.id)/\(report.taskRunID.taskGuid)",
+                    "lh.error": "\(error)", "lh.retryIn": "\(delay.nanoseconds / 1_000_000)ms",
+                ])
+                connection.channel.eventLoop.scheduleTask(in: delay) {
+                    self.report(report, on: connection, running: running,
+                                retryIn: min(delay * 2, .seconds(5)), settled: settled)
+                }
+                return
             case .failure:
                 self.state.withLockedValue { $0.unsent.append(report) }
             }
@@ -278,6 +295,9 @@ final class RunningTasks: Sendable {
         }
         for w in waiters { w.resume() }
     }
+
+    /// Whether ``cancelAll()`` was called (the worker is stopping).
+    var isCancelled: Bool { state.withLockedValue { $0.cancelled } }
 
     func cancelAll() {
         let tasks = state.withLockedValue { s in
