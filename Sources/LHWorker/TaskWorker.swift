@@ -39,6 +39,13 @@ public final class WorkerContext: Sendable {
 /// its capacity (`LHW_NUM_WORKER_THREADS`), runs each ScheduledTask through
 /// the closure and reports the result. A swift-service-lifecycle Service.
 ///
+/// The closure starts on the thread that read the task (the connection's
+/// event loop) and runs there until it first suspends, so a task that
+/// returns at once costs no thread hand-over. Long synchronous work (CPU
+/// bound or blocking I/O) would hold that thread: give it a thread of its
+/// own, or `await` something first (`await Task.yield()` moves the rest of
+/// the closure to Swift's global executor).
+///
 /// ```swift
 /// let collect = LHTaskWorker(config: config, taskDefName: "collect-underpant", inputs: ["owner"]) {
 ///     (owner: String) async throws -> String in "Successfully collected underpant from \(owner)"
@@ -267,6 +274,9 @@ public final class LHTaskWorker: Service, Sendable {
 /// for before the worker reconnects or stops.
 final class RunningTasks: Sendable {
     private struct State {
+        /// Started and not settled.
+        var live: Set<Int> = []
+        /// The live ones' tasks, for cancelling.
         var tasks: [Int: Task<Void, Never>] = [:]
         var next = 0
         var waiters: [CheckedContinuation<Void, Never>] = []
@@ -274,13 +284,22 @@ final class RunningTasks: Sendable {
     }
     private let state = NIOLockedValueBox(State())
 
-    /// Runs `body` in a task of its own; `body` calls `settled` once, when
-    /// what it started is over (possibly after the task itself returned).
+    /// Runs `body` in a task of its own, started at once on the calling
+    /// thread (`Task.immediate`): a task pushed by the server runs on the
+    /// connection's event loop until it first suspends, and its report is
+    /// written from there, with no thread woken in between. `body` calls
+    /// `settled` once, when what it started is over (possibly after the
+    /// task itself returned).
     func start(_ body: @escaping @Sendable (_ settled: @escaping @Sendable () -> Void) async -> Void) {
+        let id = state.withLockedValue { s in
+            defer { s.next += 1 }
+            s.live.insert(s.next)
+            return s.next
+        }
+        // Not under the lock: the body may settle before `immediate` returns.
+        let task = Task.immediate { await body { self.finish(id) } }
         state.withLockedValue { s in
-            let id = s.next
-            s.next += 1
-            let task = Task { await body { self.finish(id) } }
+            guard s.live.contains(id) else { return }
             s.tasks[id] = task
             if s.cancelled { task.cancel() }
         }
@@ -288,8 +307,9 @@ final class RunningTasks: Sendable {
 
     private func finish(_ id: Int) {
         let waiters = state.withLockedValue { s -> [CheckedContinuation<Void, Never>] in
+            s.live.remove(id)
             s.tasks[id] = nil
-            guard s.tasks.isEmpty else { return [] }
+            guard s.live.isEmpty else { return [] }
             defer { s.waiters = [] }
             return s.waiters
         }
@@ -311,7 +331,7 @@ final class RunningTasks: Sendable {
     func settled() async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLockedValue { s -> Bool in
-                if s.tasks.isEmpty { return true }
+                if s.live.isEmpty { return true }
                 s.waiters.append(c)
                 return false
             }
