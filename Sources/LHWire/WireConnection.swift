@@ -26,7 +26,9 @@ public final class LHWireConnection: Sendable {
         public var heartbeatInterval: TimeAmount
         public var connectTimeout: TimeAmount
         /// A request with no answer within this time fails with UNAVAILABLE
-        /// (the connection stays open; a late answer is dropped).
+        /// (the connection stays open; a late answer is dropped). Checked
+        /// once a second (or four times per timeout, when shorter), so it
+        /// fails up to that much later.
         public var requestTimeout: TimeAmount
 
         public init(
@@ -209,8 +211,12 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
     private let onPush: LHWireConnection.PushHandler?
     private let requestTimeout: TimeAmount
     private var nextId: UInt64 = 1
-    private var pending: [UInt64: EventLoopPromise<Lhwire_Envelope>] = [:]
+    private var pending: [UInt64: (promise: EventLoopPromise<Lhwire_Envelope>, deadline: NIODeadline)] = [:]
     private var closeReason: LHError?
+    /// Fails the requests past their deadline; runs while any is in flight.
+    /// (One timer per connection: a timer per request, never cancelled,
+    /// kept a 30 s backlog of timers in a busy worker's event loop.)
+    private var sweep: RepeatedTask?
 
     init(endpoint: String, stats: Stats, logger: Logger, requestTimeout: TimeAmount, onPush: LHWireConnection.PushHandler?) {
         self.requestTimeout = requestTimeout
@@ -233,15 +239,32 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
         }
         let id = nextId
         nextId &+= 1
-        pending[id] = responsePromise
-        let bound = NIOLoopBound(self, eventLoop: context.eventLoop)
-        let timeout = requestTimeout
-        let endpoint = self.endpoint
-        context.eventLoop.scheduleTask(in: timeout) {
-            guard let waiting = bound.value.pending.removeValue(forKey: id) else { return }
-            waiting.fail(LHError(.unavailable, "no answer from \(endpoint) within \(timeout.nanoseconds / 1_000_000_000) s"))
-        }
+        pending[id] = (responsePromise, .now() + requestTimeout)
+        if sweep == nil { startSweep(on: context.eventLoop) }
         context.write(wrapOutboundOut(Lhwire_Envelope(id: id, outbound.kind)), promise: promise)
+    }
+
+    private func startSweep(on eventLoop: EventLoop) {
+        let every = TimeAmount.nanoseconds(min(1_000_000_000, max(requestTimeout.nanoseconds / 4, 10_000_000)))
+        let bound = NIOLoopBound(self, eventLoop: eventLoop)
+        sweep = eventLoop.scheduleRepeatedTask(initialDelay: every, delay: every) { _ in bound.value.failOverdue() }
+    }
+
+    private func failOverdue() {
+        let now = NIODeadline.now()
+        let overdue = pending.filter { $0.value.deadline <= now }
+        for (id, entry) in overdue {
+            pending[id] = nil
+            entry.promise.fail(LHError(.unavailable, "no answer from \(endpoint) within \(Self.describe(requestTimeout))"))
+        }
+        if pending.isEmpty {
+            sweep?.cancel()
+            sweep = nil
+        }
+    }
+
+    static func describe(_ t: TimeAmount) -> String {
+        t.nanoseconds % 1_000_000_000 == 0 ? "\(t.nanoseconds / 1_000_000_000) s" : "\(t.nanoseconds / 1_000_000) ms"
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -258,7 +281,7 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
             onPush?(envelope)
             return
         }
-        guard let promise = pending.removeValue(forKey: envelope.id) else {
+        guard let promise = pending.removeValue(forKey: envelope.id)?.promise else {
             stats.unmatched.withLockedValue { $0 += 1 }
             logger.warning("dropped a response whose id matches no request in flight", metadata: [
                 LHLog.requestId: "\(envelope.id)", "lh.kind": "\(envelope.kindName)",
@@ -287,7 +310,9 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
         stats.closeReason.withLockedValue { $0 = reason }
         let waiting = pending
         pending.removeAll()
-        for (_, promise) in waiting { promise.fail(reason) }
+        sweep?.cancel()
+        sweep = nil
+        for (_, entry) in waiting { entry.promise.fail(reason) }
         context.fireChannelInactive()
     }
 }

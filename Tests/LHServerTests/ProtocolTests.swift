@@ -256,4 +256,50 @@ import Testing
         #expect(connection.unmatchedResponses == 2)
         await connection.close()
     }
+
+    @Test func aRequestWithNoAnswerFailsAfterTheRequestTimeoutAndTheConnectionGoesOn() async throws {
+        let dir = try ServerProcess.temporaryDirectory("silent")
+        let files = try DevCertificateAuthority.ensure(in: dir)
+        // A peer that never answers GetTaskDef and answers everything else,
+        // right on its event loop (the suite's other tests keep Swift's
+        // thread pool busy; the event loops stay free).
+        let listener = try await LHListener.bind(
+            .init(host: "127.0.0.1", port: 0, tls: .init(certificatePath: files.serverCertPath, keyPath: files.serverKeyPath)),
+            logger: Logger(label: "test.silent")
+        ) { channel in try channel.pipeline.syncOperations.addHandler(SilentOnGetTaskDef()) }
+        let port = try #require(listener.channel.localAddress?.port)
+        defer { listener.channel.close(promise: nil) }
+        let connection = try await LHWireConnection.connect(
+            .init(host: "127.0.0.1", port: port, tls: .init(caCertPath: files.caCertPath), requestTimeout: .milliseconds(400))
+        )
+        // Timed where the failure happens (on the event loop), not where the
+        // test's task gets a thread again.
+        let failed = connection.channel.eventLoop.makePromise(of: (Double, Error?).self)
+        let start = Date()
+        connection.request(.getTaskDef(.with { $0.name = "x" })) { result in
+            failed.succeed((Date().timeIntervalSince(start), { if case .failure(let e) = result { return e } else { return nil } }()))
+        }
+        let (took, error) = try await failed.futureResult.get()
+        let lhError = error as? LHError
+        #expect(lhError?.code == .unavailable && lhError?.message.contains("no answer") == true && lhError?.message.contains("400 ms") == true,
+                "\(String(describing: error))")
+        #expect(took >= 0.4 && took < 1.5, "failed after \(took) s; the timeout is 0.4 s, checked every 0.1 s")
+        let reply = try await connection.request(.getServerVersion(.init()))
+        #expect(reply == .serverVersion(.with { $0.majorVersion = 7 }), "the connection goes on")
+        await connection.close()
+    }
+}
+
+/// Answers every request but GetTaskDef (and the hello) with a ServerVersion.
+private final class SilentOnGetTaskDef: ChannelInboundHandler, Sendable {
+    typealias InboundIn = Lhwire_Envelope
+    typealias OutboundOut = Lhwire_Envelope
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let request = unwrapInboundIn(data)
+        switch request.kind {
+        case .hello?, .getTaskDef?, nil: return
+        default: context.writeAndFlush(wrapOutboundOut(Lhwire_Envelope(id: request.id, .serverVersion(.with { $0.majorVersion = 7 }))), promise: nil)
+        }
+    }
 }
