@@ -43,9 +43,10 @@ public struct LHWriteBatch: Sendable {
     /// Events for WfRuns that do not exist (yet).
     public var orphanEvents: [Littlehorse_ExternalEvent] = []
     public var claimedOrphansOf: Set<String> = []
-    /// Stored forms of some of `wfRuns`, made ahead (in parallel) by
-    /// ``LHStore/encodeBodies(of:)``; the rest are encoded at commit.
-    public var bodies: [String: Data] = [:]
+    /// What the store writes for some of `wfRuns` (their stored form and
+    /// rows, in the store's own terms), made ahead (in parallel) by
+    /// ``LHStore/encodeBodies(of:)``; the rest are made at commit.
+    public var prepared: [String: any Sendable] = [:]
     /// What is stored of some of `wfRuns` when this batch is written (the
     /// state its first job loaded): their TaskRun and variable rows that did
     /// not change are not written again.
@@ -62,7 +63,7 @@ public struct LHWriteBatch: Sendable {
         timersCancelled += other.timersCancelled
         orphanEvents += other.orphanEvents
         claimedOrphansOf.formUnion(other.claimedOrphansOf)
-        bodies.merge(other.bodies) { _, b in b }
+        prepared.merge(other.prepared) { _, b in b }
         stored.merge(other.stored) { a, _ in a }
     }
 
@@ -94,7 +95,8 @@ public protocol LHStore: Sendable {
     /// Writes the batches in order as one transaction: all of them are
     /// durable when it returns, none when it throws.
     func commit(_ batches: [LHWriteBatch]) throws
-    /// Encodes the batch's WfRuns into `batch.bodies` (off the commit's path).
+    /// Prepares the batch's WfRuns' writes into `batch.prepared` (off the
+    /// serial commit's path: run in the processor's parallel lanes).
     func encodeBodies(of batch: inout LHWriteBatch) throws
 
     func queuedTasks() throws -> [QueuedTask]
