@@ -223,15 +223,9 @@ import Testing
 /// logged and dropped, and the connection goes on working.
 @Suite struct ClientCorrelationTests {
     @Test func responseIdThatMatchesNoRequestIsDroppedAndTheConnectionGoesOn() async throws {
-        let dir = try ServerProcess.temporaryDirectory("stray")
-        let files = try DevCertificateAuthority.ensure(in: dir)
-        let logger = Logger(label: "test.stray")
         // A peer that answers every request twice: first with a wrong id.
-        let listener = try await LHListener.bind(
-            .init(host: "127.0.0.1", port: 0, tls: .init(certificatePath: files.serverCertPath, keyPath: files.serverKeyPath)),
-            logger: logger
-        )
-        let port = try #require(listener.channel.localAddress?.port)
+        let peer = try await ScriptedPeers.bind("stray")
+        let listener = peer.listener
         let serverTask = Task {
             try await listener.executeThenClose { inbound in
                 for try await connection in inbound {
@@ -247,7 +241,7 @@ import Testing
         }
         defer { serverTask.cancel(); listener.channel.close(promise: nil) }
         let connection = try await LHWireConnection.connect(
-            .init(host: "127.0.0.1", port: port, tls: .init(caCertPath: files.caCertPath))
+            .init(host: "127.0.0.1", port: peer.port, tls: .init(caCertPath: peer.caPath))
         )
         let reply = try await connection.request(.getServerVersion(.init()))
         #expect(reply == .serverVersion(.with { $0.majorVersion = 42 }))
@@ -258,19 +252,13 @@ import Testing
     }
 
     @Test func aRequestWithNoAnswerFailsAfterTheRequestTimeoutAndTheConnectionGoesOn() async throws {
-        let dir = try ServerProcess.temporaryDirectory("silent")
-        let files = try DevCertificateAuthority.ensure(in: dir)
         // A peer that never answers GetTaskDef and answers everything else,
         // right on its event loop (the suite's other tests keep Swift's
         // thread pool busy; the event loops stay free).
-        let listener = try await LHListener.bind(
-            .init(host: "127.0.0.1", port: 0, tls: .init(certificatePath: files.serverCertPath, keyPath: files.serverKeyPath)),
-            logger: Logger(label: "test.silent")
-        ) { channel in try channel.pipeline.syncOperations.addHandler(SilentOnGetTaskDef()) }
-        let port = try #require(listener.channel.localAddress?.port)
-        defer { listener.channel.close(promise: nil) }
+        let peer = try await ScriptedPeers.bind("silent") { channel in try channel.pipeline.syncOperations.addHandler(SilentOnGetTaskDef()) }
+        defer { peer.listener.channel.close(promise: nil) }
         let connection = try await LHWireConnection.connect(
-            .init(host: "127.0.0.1", port: port, tls: .init(caCertPath: files.caCertPath), requestTimeout: .milliseconds(400))
+            .init(host: "127.0.0.1", port: peer.port, tls: .init(caCertPath: peer.caPath), requestTimeout: .milliseconds(400))
         )
         // Timed where the failure happens (on the event loop), not where the
         // test's task gets a thread again.

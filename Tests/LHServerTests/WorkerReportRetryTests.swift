@@ -16,13 +16,8 @@ import Testing
     }
 
     @Test func aReportRefusedAsUnavailableIsSentAgainOnTheSameConnection() async throws {
-        let dir = try ServerProcess.temporaryDirectory("report-retry")
-        let files = try DevCertificateAuthority.ensure(in: dir)
-        let listener = try await LHListener.bind(
-            .init(host: "127.0.0.1", port: 0, tls: .init(certificatePath: files.serverCertPath, keyPath: files.serverKeyPath)),
-            logger: Logger(label: "test.peer")
-        )
-        let port = try #require(listener.channel.localAddress?.port)
+        let scripted = try await ScriptedPeers.bind("report-retry")
+        let listener = scripted.listener
         let task = Littlehorse_ScheduledTask.with { t in
             t.taskRunID.wfRunID.id = "wf-retry"
             t.taskRunID.taskGuid = "0-1-t"
@@ -59,8 +54,8 @@ import Testing
         defer { peer.cancel(); listener.channel.close(promise: nil) }
         var config = LHConfig(clientId: "retry-test")
         config.apiHost = "127.0.0.1"
-        config.apiPort = port
-        config.caCertPath = files.caCertPath
+        config.apiPort = scripted.port
+        config.caCertPath = scripted.caPath
         config.taskWorkerId = "worker-retry"
         let worker = LHTaskWorker(config: config, taskDefName: "retry-me", inputs: ["input"]) { (input: String) async throws -> String in
             "echo:\(input)"
