@@ -495,10 +495,6 @@ protocol EffectSink: Sendable {
     func carryOut(_ effects: [(String, LHEffect)], deleted: Set<String>)
 }
 
-/// The most recently touched WfRuns' committed states, at most `capacity`
-/// of them; the rest are read back from the store when needed. Jobs read it
-/// concurrently while a group commit runs; only the commit thread writes
-/// it, right after each transaction is durable, in commit order.
 /// States to free, owned by the one lane that frees them.
 final class Graves: @unchecked Sendable {
     private var states: [[WfRunState]]
@@ -506,6 +502,10 @@ final class Graves: @unchecked Sendable {
     func free() { states = [] }
 }
 
+/// The most recently touched WfRuns' committed states, at most `capacity`
+/// of them; the rest are read back from the store when needed. Jobs read it
+/// concurrently while a group commit runs; only the commit thread writes
+/// it, right after each transaction is durable, in commit order.
 final class StateCache: @unchecked Sendable {
     private let lock = NSLock()
     private var entries: [String: (state: WfRunState, touch: UInt64)] = [:]
