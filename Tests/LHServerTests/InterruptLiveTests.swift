@@ -56,7 +56,7 @@ import Testing
             let node = try await client.getNodeRun(.with { $0.wfRunID.id = "wf-a"; $0.threadRunNumber = 0; $0.position = 1 })
             #expect(node.status == .halting)
             // The worker reports: the handler runs, then the next task sees its mutation.
-            FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-a").path, contents: Data())
+            #expect(FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-a").path, contents: Data()), "the gate file")
             try await eventually("wf-a COMPLETED") { try await client.getWfRun("wf-a").status == .completed }
             let done = try await client.getWfRun("wf-a")
             #expect(done.threadRuns[1].type == .interrupt && done.threadRuns[1].status == .completed)
@@ -113,7 +113,7 @@ import Testing
                 return wf.threadRuns[1].status == .halting && wf.threadRuns[1].haltReasons.first?.parentHalted.parentThreadID == 0
             }
             #expect(try await client.getWfRun("wf-p").threadRuns[0].status == .halting)
-            FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-p").path, contents: Data())
+            #expect(FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-p").path, contents: Data()), "the gate file")
             try await eventually("wf-p COMPLETED") { try await client.getWfRun("wf-p").status == .completed }
             let wf = try await client.getWfRun("wf-p")
             #expect(wf.threadRuns.map(\.type) == [.entrypoint, .child, .interrupt])
@@ -201,7 +201,7 @@ import Testing
             try await eventually("slow-step in flight") { try await client.listTaskRuns("wf-stop").results.first?.status == .taskRunning }
             try server.lhctl("stop", "wfRun", "wf-stop")
             #expect(try await client.getWfRun("wf-stop").status == .halting)
-            FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-stop").path, contents: Data())
+            #expect(FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-stop").path, contents: Data()), "the gate file")
             try await eventually("HALTED after the report") { try await client.getWfRun("wf-stop").status == .halted }
             #expect(try await client.listTaskRuns("wf-stop").results.count == 1, "nothing runs while stopped")
             try server.lhctl("resume", "wfRun", "wf-stop")
