@@ -304,7 +304,7 @@ actor CommandProcessor {
                     }
                 }
                 // The stored forms are made here, in parallel, not in the serial commit.
-                try? store.encodeBodies(of: &staging.batch)
+                try? store.prepareWrites(of: &staging.batch)
                 return (staging, out)
             }
             if jobs.count <= Self.inlineJobs {

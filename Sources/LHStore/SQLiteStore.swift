@@ -205,7 +205,7 @@ public final class SQLiteStore: LHStore, Sendable {
         var variables: [StatementArguments] = []
     }
 
-    public func encodeBodies(of batch: inout LHWriteBatch) throws {
+    public func prepareWrites(of batch: inout LHWriteBatch) throws {
         for (id, state) in batch.wfRuns where batch.prepared[id] == nil {
             batch.prepared[id] = try Self.prepare(id, state, in: batch)
         }

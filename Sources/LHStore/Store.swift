@@ -45,7 +45,7 @@ public struct LHWriteBatch: Sendable {
     public var claimedOrphansOf: Set<String> = []
     /// What the store writes for some of `wfRuns` (their stored form and
     /// rows, in the store's own terms), made ahead (in parallel) by
-    /// ``LHStore/encodeBodies(of:)``; the rest are made at commit.
+    /// ``LHStore/prepareWrites(of:)``; the rest are made at commit.
     public var prepared: [String: any Sendable] = [:]
     /// What is stored of some of `wfRuns` when this batch is written (the
     /// state its first job loaded): their TaskRun and variable rows that did
@@ -97,7 +97,7 @@ public protocol LHStore: Sendable {
     func commit(_ batches: [LHWriteBatch]) throws
     /// Prepares the batch's WfRuns' writes into `batch.prepared` (off the
     /// serial commit's path: run in the processor's parallel lanes).
-    func encodeBodies(of batch: inout LHWriteBatch) throws
+    func prepareWrites(of batch: inout LHWriteBatch) throws
 
     func queuedTasks() throws -> [QueuedTask]
     /// The timers to run again after a start: the stored ones and the

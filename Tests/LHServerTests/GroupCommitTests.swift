@@ -43,7 +43,7 @@ final class FailableStore: LHStore, Sendable {
     func put(wfSpec: Littlehorse_WfSpec) throws { try inner.put(wfSpec: wfSpec) }
     func wfRun(_ id: String) throws -> WfRunState? { try inner.wfRun(id) }
     func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent] { try inner.orphanEvents(of: wfRunId) }
-    func encodeBodies(of batch: inout LHWriteBatch) throws { try inner.encodeBodies(of: &batch) }
+    func prepareWrites(of batch: inout LHWriteBatch) throws { try inner.prepareWrites(of: &batch) }
     func queuedTasks() throws -> [QueuedTask] { try inner.queuedTasks() }
     func timers() throws -> [StoredTimer] { try inner.timers() }
     func searchWfRuns(_ r: Littlehorse_SearchWfRunRequest) throws -> LHPage<String> { try inner.searchWfRuns(r) }

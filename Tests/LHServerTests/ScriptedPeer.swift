@@ -31,4 +31,30 @@ enum ScriptedPeers {
                                       configuration: .init(inboundType: Lhwire_Envelope.self, outboundType: Lhwire_Envelope.self))
         }
     }
+
+    /// Every envelope a connection receives (the hello included) goes to
+    /// `answer`, on the connection's event loop, and what it returns is
+    /// written back at once: the exchange never waits for Swift's pool
+    /// threads, which the suite's other tests keep busy. `accepted` is
+    /// called once per connection.
+    static func bind(_ name: String, accepted: @escaping @Sendable () -> Void = {},
+                     answer: @escaping @Sendable (Lhwire_Envelope) -> [Lhwire_Envelope]) async throws -> ScriptedPeer<Void> {
+        try await bind(name) { channel in
+            accepted()
+            try channel.pipeline.syncOperations.addHandler(Responder(answer: answer))
+        }
+    }
+
+    private final class Responder: ChannelInboundHandler, Sendable {
+        typealias InboundIn = Lhwire_Envelope
+        typealias OutboundOut = Lhwire_Envelope
+        let answer: @Sendable (Lhwire_Envelope) -> [Lhwire_Envelope]
+        init(answer: @escaping @Sendable (Lhwire_Envelope) -> [Lhwire_Envelope]) { self.answer = answer }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let replies = answer(unwrapInboundIn(data))
+            for reply in replies { context.write(wrapOutboundOut(reply), promise: nil) }
+            if !replies.isEmpty { context.flush() }
+        }
+    }
 }

@@ -59,7 +59,7 @@ import Testing
         var batch = LHWriteBatch()
         batch.wfRuns[state.id] = state
         if let stored = try store.wfRun(state.id) { batch.stored[state.id] = stored }
-        try store.encodeBodies(of: &batch)
+        try store.prepareWrites(of: &batch)
         try store.commit(batch)
     }
 

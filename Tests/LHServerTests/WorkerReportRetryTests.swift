@@ -10,12 +10,32 @@ import Testing
 /// storage failed, say) is sent again on that connection; it is not parked
 /// until a reconnect that may never come.
 @Suite struct WorkerReportRetryTests {
+    struct Seen {
+        var connections = 0
+        var reports: [Littlehorse_ReportTaskRun] = []
+    }
+
     @Test func aReportRefusedAsUnavailableIsSentAgainOnTheSameConnection() async throws {
-        let seen = NIOLockedValueBox(RefusesTheFirstReport.Seen())
-        // The peer answers on its event loop, so that the exchange does not
-        // wait for Swift's pool threads (busy with the suite's other tests).
-        let peer = try await ScriptedPeers.bind("report-retry") { channel in
-            try channel.pipeline.syncOperations.addHandler(RefusesTheFirstReport(seen: seen))
+        let seen = NIOLockedValueBox(Seen())
+        let task = Littlehorse_ScheduledTask.with { t in
+            t.taskRunID.wfRunID.id = "wf-retry"
+            t.taskRunID.taskGuid = "0-1-t"
+            t.taskDefID.name = "retry-me"
+            t.variables = [.with { $0.varName = "input"; $0.value.str = "x" }]
+        }
+        // Subscribes the worker and pushes it the task; answers the first
+        // report as a server whose group commit failed answers it, and
+        // accepts the ones after it.
+        let peer = try await ScriptedPeers.bind("report-retry", accepted: { seen.withLockedValue { $0.connections += 1 } }) { request in
+            switch request.kind {
+            case .subscribe:
+                return [Lhwire_Envelope(id: request.id, .empty(.init())), Lhwire_Envelope(id: 0, .scheduledTask(task))]
+            case .reportTask(let report):
+                let n = seen.withLockedValue { $0.reports.append(report); return $0.reports.count }
+                return [Lhwire_Envelope(id: request.id, n == 1 ? .error(LHError(.unavailable, "storage failed; the command was not applied").wire) : .empty(.init()))]
+            default:
+                return []  // hello and heartbeats
+            }
         }
         defer { peer.listener.channel.close(promise: nil) }
         var config = LHConfig(clientId: "retry-test")
@@ -35,47 +55,5 @@ import Testing
         #expect(reports[1].status == .taskSuccess && reports[1].output.str == "echo:x")
         try await eventually("the worker counts it once", timeout: 30) { worker.completedCount == 1 }
         #expect(seen.withLockedValue { $0.reports.count } == 2, "nothing sent after it was accepted")
-    }
-}
-
-/// Subscribes the worker and pushes it one task; answers the first report as
-/// a server whose group commit failed answers it, and accepts the ones after.
-private final class RefusesTheFirstReport: ChannelInboundHandler, Sendable {
-    typealias InboundIn = Lhwire_Envelope
-    typealias OutboundOut = Lhwire_Envelope
-
-    struct Seen {
-        var connections = 0
-        var reports: [Littlehorse_ReportTaskRun] = []
-    }
-
-    let seen: NIOLockedValueBox<Seen>
-    init(seen: NIOLockedValueBox<Seen>) { self.seen = seen }
-
-    func handlerAdded(context: ChannelHandlerContext) {
-        seen.withLockedValue { $0.connections += 1 }
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let request = unwrapInboundIn(data)
-        switch request.kind {
-        case .subscribe:
-            context.write(wrapOutboundOut(Lhwire_Envelope(id: request.id, .empty(.init()))), promise: nil)
-            let task = Littlehorse_ScheduledTask.with { t in
-                t.taskRunID.wfRunID.id = "wf-retry"
-                t.taskRunID.taskGuid = "0-1-t"
-                t.taskDefID.name = "retry-me"
-                t.variables = [.with { $0.varName = "input"; $0.value.str = "x" }]
-            }
-            context.writeAndFlush(wrapOutboundOut(Lhwire_Envelope(id: 0, .scheduledTask(task))), promise: nil)
-        case .reportTask(let report):
-            let n = seen.withLockedValue { $0.reports.append(report); return $0.reports.count }
-            let answer: Lhwire_Envelope.OneOf_Kind = n == 1
-                ? .error(LHError(.unavailable, "storage failed; the command was not applied").wire)
-                : .empty(.init())
-            context.writeAndFlush(wrapOutboundOut(Lhwire_Envelope(id: request.id, answer)), promise: nil)
-        default:
-            return  // hello and heartbeats
-        }
     }
 }
