@@ -41,7 +41,7 @@ public struct LHAdminRouter: LHRequestRouter {
                 dispatcher.reported(connection: connection, wfRunId: report.taskRunID.wfRunID.id, guid: report.taskRunID.taskGuid)
                 reply(result)
             }
-            enqueue({ reportTaskJob(report) }, reply: settled) { _ in .empty(.init()) }
+            enqueue({ reportTaskJob(report, from: connection) }, reply: settled) { _ in .empty(.init()) }
         case .runWf(let r):
             enqueue({ try runWfJob(r) }, reply: reply) { .wfRun($0) }
         case .putExternalEvent(let r):
@@ -70,15 +70,21 @@ public struct LHAdminRouter: LHRequestRouter {
     }
 
     func reportTask(_ report: Littlehorse_ReportTaskRun, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind? {
-        let (key, work) = reportTaskJob(report)
+        let (key, work) = reportTaskJob(report, from: session.token.id)
         defer { core.dispatcher.reported(connection: session.token.id, wfRunId: key, guid: report.taskRunID.taskGuid) }
         try await processor.submit(key: key, work)
         return .empty(.init())
     }
 
-    func reportTaskJob(_ report: Littlehorse_ReportTaskRun) -> (String, @Sendable (inout CommandProcessor.Staging) throws -> Void) {
+    /// The job of a worker's report; `connection` is that worker's, which
+    /// gets first refusal of the attempts the report makes ready.
+    func reportTaskJob(_ report: Littlehorse_ReportTaskRun, from connection: ObjectIdentifier) -> (String, @Sendable (inout CommandProcessor.Staging) throws -> Void) {
         let id = report.taskRunID.wfRunID.id
-        return (id, { s in try CommandProcessor.apply(.reportTask(report), to: id, in: &s) })
+        return (id, { s in
+            s.reportingWorker = connection
+            defer { s.reportingWorker = nil }
+            try CommandProcessor.apply(.reportTask(report), to: id, in: &s)
+        })
     }
 
     func handleOther(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind? {

@@ -38,7 +38,12 @@ final class TaskDispatcher: Sendable {
         var nextWorker: [String: Int] = [:]
 
         /// A worker of `taskDef` with room, in turn; its room is taken for `key`.
-        mutating func reserve(_ taskDef: String, key: String) -> Reservation? {
+        /// `prefer`: this worker's connection first, if it takes `taskDef` and has room.
+        mutating func reserve(_ taskDef: String, key: String, prefer: ObjectIdentifier? = nil) -> Reservation? {
+            if let id = prefer, let w = workers[id], w.taskDef == taskDef, w.holding.count < w.capacity {
+                workers[id]!.holding.insert(key)
+                return Reservation(connection: id, workerId: w.id, taskDef: taskDef, key: key, push: w.push)
+            }
             guard let list = order[taskDef], !list.isEmpty else { return nil }
             let start = nextWorker[taskDef, default: 0]
             for i in 0..<list.count {
@@ -146,10 +151,14 @@ final class TaskDispatcher: Sendable {
 
     /// For a job whose command just made a TaskRun attempt ready: a worker's
     /// room, when one has room and nothing of the TaskDef is queued before it.
-    func reserveDirect(taskDef: String, wfRunId: String, guid: String) -> Reservation? {
+    /// `prefer`: the connection of the worker whose report made it ready. It
+    /// gets the attempt if it takes that TaskDef and has room, so that the
+    /// report's answer and the next task leave in one frame write and the
+    /// worker wakes once for both (other workers are not woken at all).
+    func reserveDirect(taskDef: String, wfRunId: String, guid: String, prefer: ObjectIdentifier? = nil) -> Reservation? {
         state.withLock { s in
             guard s.queues[taskDef]?.isEmpty ?? true else { return nil }
-            return s.reserve(taskDef, key: Self.key(wfRunId, guid))
+            return s.reserve(taskDef, key: Self.key(wfRunId, guid), prefer: prefer)
         }
     }
 

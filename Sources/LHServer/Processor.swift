@@ -71,6 +71,9 @@ actor CommandProcessor {
         /// workers whose room they took; sent once the commit is durable.
         var deliveries: [Delivery] = []
         let dispatcher: TaskDispatcher?
+        /// The connection of the worker whose report the current job carries:
+        /// attempts the job makes ready go to that worker first.
+        var reportingWorker: ObjectIdentifier?
 
         mutating func save(_ id: String, _ state: WfRunState, _ effects: [LHEffect]) {
             var state = state
@@ -408,14 +411,16 @@ actor CommandProcessor {
             // tasks and the callers their answers.
             let dropped = cache.update(committedStates, deleted: committedDeletions)
             if !dropped.isEmpty { self.graveyard.withLock { $0.append(dropped) } }
-            for (reservation, task) in pushes {
-                if let task {
-                    reservation.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(task)))
-                } else {
-                    dispatcher?.release(reservation)
+            LHResponder.grouping {
+                for (reservation, task) in pushes {
+                    if let task {
+                        reservation.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(task)))
+                    } else {
+                        dispatcher?.release(reservation)
+                    }
                 }
+                for (done, result) in answers { done(result) }
             }
-            for (done, result) in answers { done(result) }
             let waiter = self.pipeline.withLock { p in
                 for (id, _) in committedStates where p.overlay[id]?.batch == number { p.overlay[id] = nil }
                 for id in committedDeletions where p.overlay[id]?.batch == number { p.overlay[id] = nil }
@@ -566,7 +571,7 @@ extension CommandProcessor.Staging {
         var out: [LHEffect] = []
         for effect in effects {
             guard case .dispatchTask(let guid, let def, let attempt) = effect,
-                  let r = dispatcher.reserveDirect(taskDef: def, wfRunId: id, guid: guid)
+                  let r = dispatcher.reserveDirect(taskDef: def, wfRunId: id, guid: guid, prefer: reportingWorker)
             else {
                 out.append(effect)
                 continue

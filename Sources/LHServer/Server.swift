@@ -258,7 +258,60 @@ public struct LHResponder: Sendable {
     public init(channel: any Channel) { self.channel = channel }
 
     public func yield(_ envelope: Lhwire_Envelope) {
-        channel.writeAndFlush(envelope, promise: nil)
+        if let group = FrameGroup.current {
+            group.add(envelope, to: channel)
+        } else {
+            channel.writeAndFlush(envelope, promise: nil)
+        }
+    }
+
+    /// Runs `body`; the frames it yields (on this thread) are sent when it
+    /// returns, in one hand-over per event loop instead of one per frame,
+    /// and each connection's frames in one flush (a report's answer and the
+    /// next task for the same worker leave in one write). Order per
+    /// connection is kept. Nested calls join the outer one.
+    public static func grouping(_ body: () -> Void) {
+        guard FrameGroup.current == nil else { return body() }
+        let group = FrameGroup()
+        FrameGroup.current = group
+        body()
+        FrameGroup.current = nil
+        group.send()
+    }
+}
+
+/// The frames yielded inside ``LHResponder/grouping(_:)`` on one thread.
+private final class FrameGroup {
+    private static let key: pthread_key_t = {
+        var key = pthread_key_t()
+        precondition(pthread_key_create(&key, nil) == 0, "pthread_key_create failed")
+        return key
+    }()
+
+    /// The group collecting on this thread, if any.
+    static var current: FrameGroup? {
+        get { pthread_getspecific(key).map { Unmanaged<FrameGroup>.fromOpaque($0).takeUnretainedValue() } }
+        set { pthread_setspecific(key, newValue.map { Unmanaged.passUnretained($0).toOpaque() }) }
+    }
+
+    private var loops: [ObjectIdentifier: (loop: any EventLoop, frames: [(any Channel, Lhwire_Envelope)])] = [:]
+
+    func add(_ envelope: Lhwire_Envelope, to channel: any Channel) {
+        loops[ObjectIdentifier(channel.eventLoop), default: (channel.eventLoop, [])].frames.append((channel, envelope))
+    }
+
+    func send() {
+        for (loop, frames) in loops.values {
+            loop.execute {
+                var written: [ObjectIdentifier: any Channel] = [:]
+                for (channel, envelope) in frames {
+                    channel.write(envelope, promise: nil)
+                    written[ObjectIdentifier(channel)] = channel
+                }
+                for channel in written.values { channel.flush() }
+            }
+        }
+        loops = [:]
     }
 }
 
