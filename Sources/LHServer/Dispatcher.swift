@@ -40,8 +40,10 @@ final class TaskDispatcher: Sendable {
         /// A worker of `taskDef` with room, in turn; its room is taken for `key`.
         /// `prefer`: this worker's connection first, if it takes `taskDef` and has room.
         mutating func reserve(_ taskDef: String, key: String, prefer: ObjectIdentifier? = nil) -> Reservation? {
-            if let id = prefer, let w = workers[id], w.taskDef == taskDef, w.holding.count < w.capacity {
+            // No `let w = workers[id]` before the insert: the copy would make it copy the whole set.
+            if let id = prefer, workers[id]?.taskDef == taskDef, let held = workers[id]?.holding.count, held < workers[id]!.capacity {
                 workers[id]!.holding.insert(key)
+                let w = workers[id]!
                 return Reservation(connection: id, workerId: w.id, taskDef: taskDef, key: key, push: w.push)
             }
             guard let list = order[taskDef], !list.isEmpty else { return nil }
