@@ -92,6 +92,8 @@ struct Latency: AsyncParsableCommand {
     @Option(help: "Length of the measured window, seconds.") var duration: Double = 20
     @Option(help: "Seconds at the rate before the window opens.") var warmup: Double = 3
     @Option(help: "WfRuns of the window read back for RunWf → COMPLETED.") var sample: Int = 5000
+    @Option(help: "Write every task-to-next-task sample of the window to this file (CSV: wall-clock nanoseconds when taken, gap nanoseconds), to see when the slow ones happen.")
+    var samplesFile: String?
 
     func run() async throws {
         try await Bench.run(common, tasks: [BenchTask.step]) { bench in
@@ -158,10 +160,19 @@ struct Latency: AsyncParsableCommand {
             // Samples of the window only (their first field is when they were taken).
             let pairs = await bench.workers.finish()
             var gaps: [Int64] = []
+            var csv = "taken_ns,gap_ns\n"
             var i = 0
             while i + 1 < pairs.count {
-                if pairs[i] >= windowWall.0 && pairs[i] <= windowWall.1 { gaps.append(pairs[i + 1]) }
+                if pairs[i] >= windowWall.0 && pairs[i] <= windowWall.1 {
+                    gaps.append(pairs[i + 1])
+                    if samplesFile != nil { csv += "\(pairs[i]),\(pairs[i + 1])\n" }
+                }
                 i += 2
+            }
+            if let samplesFile {
+                do { try csv.write(toFile: samplesFile, atomically: true, encoding: .utf8) } catch {
+                    throw BenchError("cannot write the samples to \(samplesFile): \(error)")
+                }
             }
             // RunWf sent → COMPLETED as the server stamped it.
             let picks = stride(from: windowIndex.lowerBound, to: windowIndex.upperBound,
