@@ -200,6 +200,11 @@ public final class SQLiteStore: LHStore, Sendable {
     /// arguments on the commit thread was ~5 % of that serial thread).
     struct PreparedWfRun: Sendable {
         var wfRun: StatementArguments
+        /// Whether the row's status differs from the stored one (or there is
+        /// no stored row): only then is `wf_runs_by_spec` touched. An upsert
+        /// that sets the status to the value it has still rewrites that
+        /// index's page (two WAL pages per WfRun instead of one).
+        var statusChanged = true
         /// TaskRun and variable rows that changed since `stored`.
         var taskRuns: [StatementArguments] = []
         var variables: [StatementArguments] = []
@@ -218,6 +223,7 @@ public final class SQLiteStore: LHStore, Sendable {
                                         w.startTime.date.timeIntervalSince1970, body])
         // Rows of a WfRun that is stored are written only where they changed.
         let stored = batch.deletedWfRuns.contains(id) ? nil : batch.stored[id]
+        if let stored, stored.wfRun.status == w.status { out.statusChanged = false }
         for t in state.taskRuns.values {
             if let old = stored?.taskRuns[t.id.taskGuid], old.status == t.status, old.scheduledAt == t.scheduledAt { continue }
             out.taskRuns.append([id, t.id.taskGuid, t.taskDefID.name, t.status.rawValue, t.scheduledAt.date.timeIntervalSince1970])
@@ -261,10 +267,19 @@ public final class SQLiteStore: LHStore, Sendable {
     private static func apply(_ batch: LHWriteBatch, encoded: [PreparedWfRun], orphanBodies: [(Littlehorse_ExternalEvent, Data)],
                               in db: Database) throws {
         for p in encoded {
-            try db.cachedStatement(sql: """
-                INSERT INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body
-                """).execute(arguments: p.wfRun)
+            // Both insert a WfRun that has no row; a status that is not new
+            // is left alone so that its index entry (and page) stays untouched.
+            if p.statusChanged {
+                try db.cachedStatement(sql: """
+                    INSERT INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body
+                    """).execute(arguments: p.wfRun)
+            } else {
+                try db.cachedStatement(sql: """
+                    INSERT INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?)
+                    ON CONFLICT (id) DO UPDATE SET body = excluded.body
+                    """).execute(arguments: p.wfRun)
+            }
             for arguments in p.taskRuns {
                 try db.cachedStatement(sql: """
                 INSERT INTO task_runs (wf_run_id, guid, task_def, status, scheduled_at) VALUES (?, ?, ?, ?, ?)

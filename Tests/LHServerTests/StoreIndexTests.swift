@@ -81,6 +81,8 @@ import Testing
         #expect(try taskRuns(store, .taskSuccess) == ["g0"])
         #expect(try variables(store, 1) == [])
         #expect(try variables(store, 2) == ["w1"])
+        #expect(try wfRuns(store, .running) == ["w1"])
+        #expect(try store.wfRun("w1")?.variable("counter")?.int == 2)
 
         // Unchanged rows stay; the WfRun's status and body follow.
         try commit(store, Self.state("w1", wfStatus: .completed, task: .taskRunning, counter: 2))
@@ -104,6 +106,37 @@ import Testing
         #expect(try reopened.wfRun("w2") == nil)
         try commit(reopened, Self.state("w2", wfStatus: .running, task: .taskScheduled, counter: 7))
         #expect(try reopened.wfRun("w2")?.variable("counter")?.int == 7)
+    }
+
+    /// WAL frames (pages) the last transactions appended since the WAL was emptied.
+    func walPages(_ store: SQLiteStore) throws -> Int {
+        let size = (try FileManager.default.attributesOfItem(atPath: store.path + "-wal")[.size] as? Int) ?? 0
+        return size <= 32 ? 0 : (size - 32) / (4096 + 24)
+    }
+
+    /// A commit that changes only a WfRun's body writes one page: the
+    /// status index (whose key has the status) is not rewritten when the
+    /// status stays what is stored.
+    @Test func aCommitThatKeepsTheStatusLeavesTheStatusIndexAlone() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-idx-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let store = try SQLiteStore(directory: dir)
+        for i in 0..<50 { try commit(store, Self.state("w\(i)", wfStatus: .running, task: .taskScheduled, counter: 1)) }
+        try store.pool.writeWithoutTransaction { db in _ = try db.execute(sql: "PRAGMA wal_checkpoint(TRUNCATE)") }
+        #expect(try walPages(store) == 0)
+
+        var changed = Self.state("w7", wfStatus: .running, task: .taskScheduled, counter: 1)
+        changed.wfRun.endTime = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: 2_000))
+        try commit(store, changed)
+        #expect(try walPages(store) == 1, "pages written for a body-only change")
+        #expect(try store.wfRun("w7")?.wfRun.hasEndTime == true)
+        #expect(try wfRuns(store, .running).count == 50)
+
+        // A status that changes still moves the WfRun in the index.
+        changed.wfRun.status = .completed
+        try commit(store, changed)
+        #expect(try wfRuns(store, .running).count == 49)
+        #expect(try wfRuns(store, .completed) == ["w7"])
     }
 
     @Test func theIdFilterNeverForgetsAnIdAndRarelyClaimsOne() {
