@@ -87,8 +87,41 @@ public final class SQLiteStore: LHStore, Sendable {
         m.registerMigration("v2-attempt-timeouts-derived") { db in
             try db.execute(sql: "DELETE FROM timers WHERE key LIKE 'attempt-timeout:%'")
         }
+        // The small-row tables keyed by (WfRun, ...) become `WITHOUT ROWID`:
+        // a row is then one entry of one B-tree (its primary key's) instead
+        // of a table row plus an entry of the key's automatic index, so a
+        // TaskRun's insert or status change writes one B-tree fewer. The
+        // rows are copied once, at the first start of a build with this.
+        m.registerMigration("v3-small-tables-without-rowid") { db in
+            for table in Self.withoutRowidTables {
+                try db.execute(sql: """
+                    CREATE TABLE \(table.name)_v3 (\(table.columns)) WITHOUT ROWID;
+                    INSERT INTO \(table.name)_v3 SELECT * FROM \(table.name);
+                    DROP TABLE \(table.name);
+                    ALTER TABLE \(table.name)_v3 RENAME TO \(table.name);
+                    \(table.indexes)
+                    """)
+            }
+        }
         return m
     }
+
+    /// The tables `v3-small-tables-without-rowid` rebuilds: columns (in the
+    /// order of v1, which `SELECT *` copies) and secondary indexes.
+    static let withoutRowidTables: [(name: String, columns: String, indexes: String)] = [
+        ("task_runs",
+         "wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, task_def TEXT NOT NULL, status INTEGER NOT NULL, scheduled_at REAL NOT NULL, PRIMARY KEY (wf_run_id, guid)",
+         "CREATE INDEX task_runs_by_def ON task_runs (task_def, status, scheduled_at);"),
+        ("variables",
+         "wf_run_id TEXT NOT NULL, thread INTEGER NOT NULL, name TEXT NOT NULL, wf_spec_name TEXT NOT NULL, value_key TEXT, PRIMARY KEY (wf_run_id, thread, name)",
+         "CREATE INDEX variables_by_value ON variables (name, value_key, wf_spec_name);"),
+        ("task_queue",
+         "wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, task_def TEXT NOT NULL, attempt INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (wf_run_id, guid)",
+         "CREATE INDEX task_queue_by_seq ON task_queue (seq);"),
+        ("timers",
+         "wf_run_id TEXT NOT NULL, key TEXT NOT NULL, due REAL NOT NULL, PRIMARY KEY (wf_run_id, key)",
+         "CREATE INDEX timers_by_due ON timers (due);"),
+    ]
 
     static func migrate(_ pool: DatabasePool, path: String) throws {
         let migrator = migrator()

@@ -1,4 +1,5 @@
 import Foundation
+import GRDB
 import LHEngine
 import LHProto
 import SwiftProtobuf
@@ -137,6 +138,54 @@ import Testing
         try commit(store, changed)
         #expect(try wfRuns(store, .running).count == 49)
         #expect(try wfRuns(store, .completed) == ["w7"])
+    }
+
+    /// A data directory written before `v3-small-tables-without-rowid` (the
+    /// v1 tables, filled by hand as that build wrote them) keeps every row
+    /// when a build with it starts, and the rebuilt tables are searched and
+    /// written as before.
+    @Test func theWithoutRowidMigrationKeepsEveryRowOfAnOlderDataDirectory() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-mig-\(UUID().uuidString.prefix(8))")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        do {
+            let old = try DatabasePool(path: dir.appendingPathComponent("lh.sqlite").path)
+            try SQLiteStore.migrator().migrate(old, upTo: "v2-attempt-timeouts-derived")
+            let state = Self.state("w1", wfStatus: .running, task: .taskScheduled, counter: 5)
+            let body: Data = try SQLiteStore.encode(state).serializedBytes()
+            try old.write { db in
+                try db.execute(sql: "INSERT INTO wf_runs VALUES ('w1', 'indexed', 0, 0, ?, 1000, ?)", arguments: [Littlehorse_LHStatus.running.rawValue, body])
+                try db.execute(sql: "INSERT INTO task_runs VALUES ('w1', 'g1', 'greet', ?, 1001), ('w1', 'g0', 'greet', ?, 1000)",
+                               arguments: [Littlehorse_TaskStatus.taskScheduled.rawValue, Littlehorse_TaskStatus.taskSuccess.rawValue])
+                try db.execute(sql: "INSERT INTO variables VALUES ('w1', 0, 'counter', 'indexed', 'i:5')")
+                try db.execute(sql: "INSERT INTO task_queue VALUES ('w1', 'g1', 'greet', 0, 1)")
+                try db.execute(sql: "INSERT INTO timers VALUES ('w1', 'sleep:0:3', 5000)")
+            }
+            try old.close()
+        }
+
+        let store = try SQLiteStore(directory: dir)
+        let tables = try store.pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT name, sql FROM sqlite_master WHERE type = 'table'")
+                .reduce(into: [String: String]()) { $0[$1["name"]] = $1["sql"] }
+        }
+        for name in ["task_runs", "variables", "task_queue", "timers"] {
+            #expect(tables[name]?.contains("WITHOUT ROWID") == true, "\(name): \(tables[name] ?? "missing")")
+        }
+        #expect(!tables.keys.contains { $0.hasSuffix("_v3") })
+        #expect(try taskRuns(store, .taskScheduled) == ["g1"])
+        #expect(try taskRuns(store, .taskSuccess) == ["g0"])
+        #expect(try variables(store, 5) == ["w1"])
+        #expect(try wfRuns(store, .running) == ["w1"])
+        #expect(try store.queuedTasks() == [QueuedTask(wfRunId: "w1", taskGuid: "g1", taskDef: "greet", attempt: 0)])
+        #expect(try store.timers().contains(StoredTimer(wfRunId: "w1", key: .sleep(NodeRunKey(thread: 0, position: 3)), due: Date(timeIntervalSince1970: 5000))))
+
+        // The rebuilt tables take the same writes as before.
+        try commit(store, Self.state("w1", wfStatus: .running, task: .taskRunning, counter: 6))
+        #expect(try taskRuns(store, .taskScheduled) == [])
+        #expect(try taskRuns(store, .taskRunning) == ["g1"])
+        #expect(try variables(store, 5) == [])
+        #expect(try variables(store, 6) == ["w1"])
     }
 
     @Test func theIdFilterNeverForgetsAnIdAndRarelyClaimsOne() {
