@@ -297,22 +297,20 @@ public final class SQLiteStore: LHStore, Sendable {
         }
     }
 
+    /// The WfRun row's upserts: both insert a WfRun that has no row; the
+    /// second leaves a status that is not new alone, so that its
+    /// `wf_runs_by_spec` entry (and page) stays untouched.
+    static let upsertWfRun = {
+        let insert = "INSERT INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+        return (settingStatus: "\(insert) status = excluded.status, body = excluded.body",
+                keepingStatus: "\(insert) body = excluded.body")
+    }()
+
     private static func apply(_ batch: LHWriteBatch, encoded: [PreparedWfRun], orphanBodies: [(Littlehorse_ExternalEvent, Data)],
                               in db: Database) throws {
         for p in encoded {
-            // Both insert a WfRun that has no row; a status that is not new
-            // is left alone so that its index entry (and page) stays untouched.
-            if p.statusChanged {
-                try db.cachedStatement(sql: """
-                    INSERT INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (id) DO UPDATE SET status = excluded.status, body = excluded.body
-                    """).execute(arguments: p.wfRun)
-            } else {
-                try db.cachedStatement(sql: """
-                    INSERT INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?)
-                    ON CONFLICT (id) DO UPDATE SET body = excluded.body
-                    """).execute(arguments: p.wfRun)
-            }
+            try db.cachedStatement(sql: p.statusChanged ? Self.upsertWfRun.settingStatus : Self.upsertWfRun.keepingStatus)
+                .execute(arguments: p.wfRun)
             for arguments in p.taskRuns {
                 try db.cachedStatement(sql: """
                 INSERT INTO task_runs (wf_run_id, guid, task_def, status, scheduled_at) VALUES (?, ?, ?, ?, ?)

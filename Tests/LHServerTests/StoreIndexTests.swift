@@ -112,7 +112,8 @@ import Testing
     /// WAL frames (pages) the last transactions appended since the WAL was emptied.
     func walPages(_ store: SQLiteStore) throws -> Int {
         let size = (try FileManager.default.attributesOfItem(atPath: store.path + "-wal")[.size] as? Int) ?? 0
-        return size <= 32 ? 0 : (size - 32) / (4096 + 24)
+        let pageSize = try store.pool.read { db in try Int.fetchOne(db, sql: "PRAGMA page_size") } ?? 4096
+        return size <= 32 ? 0 : (size - 32) / (pageSize + 24)
     }
 
     /// A commit that changes only a WfRun's body writes one page: the
