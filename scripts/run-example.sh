@@ -15,7 +15,6 @@ export LHC_API_HOST=127.0.0.1 LHC_API_PORT=2023 LHC_CA_CERT=lh-data/tls/ca.pem
 for _ in $(seq 1 100); do "$bin/lhctl" version >/dev/null 2>&1 && break; sleep 0.1; done
 "$bin/collect-underpants-worker" &
 worker=$!
-sleep 1
-"$bin/collect-underpants-register"
+"$bin/collect-underpants-register"   # waits for the TaskDefs the worker registers
 echo "ready: try  $bin/lhctl run collect-underpants --wfRunId my-wf all-underpants '[]'  (LHC_CA_CERT=lh-data/tls/ca.pem)"
 wait $server

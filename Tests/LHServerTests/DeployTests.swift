@@ -69,10 +69,12 @@ import Testing
         try await withProcesses([serverProcess]) {
             try await serverProcess.waitFor("lh-server listening on 127.0.0.1:\(port)")
             #expect(FileManager.default.fileExists(atPath: data.appendingPathComponent("tls/ca.pem").path), "LHS_DATA_DIR was used")
+            // As in compose, the register and the worker start together (the
+            // register first here): it waits for the worker's TaskDefs.
+            let reg = try LiveProcess(register.entrypoint ?? "collect-underpants-register", [], environment: local(register.env))
             let workerProcess = try LiveProcess("collect-underpants-worker", [], environment: local(worker.env))
-            try await withProcesses([workerProcess]) {
+            try await withProcesses([workerProcess, reg]) {
                 try await workerProcess.waitFor("workers ready")
-                let reg = try LiveProcess(register.entrypoint ?? "collect-underpants-register", [], environment: local(register.env))
                 try await reg.waitFor("registered WfSpec collect-underpants")
                 reg.stop()
                 var config = LHConfig(clientId: "compose-test")

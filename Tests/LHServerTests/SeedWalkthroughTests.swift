@@ -51,4 +51,42 @@ import Testing
             }
         }
     }
+
+    /// In docker compose the register program and the worker start
+    /// together: the register waits for the TaskDefs the worker registers,
+    /// saying so, instead of failing the WfSpec.
+    @Test func theRegisterWaitsForTheTaskDefsOfAWorkerThatStartsLater() async throws {
+        try await withServer { server in
+            let reg = try LiveProcess("collect-underpants-register", [], environment: server.clientEnvironment())
+            try await withProcesses([reg]) {
+                try await eventually("the register says what it waits for") {
+                    reg.stderr.withLockedValue { $0.contains("waiting for TaskDef(s) collect-underpant, profit, start-underpants-collection") }
+                }
+                #expect(reg.process.isRunning)
+                let worker = try await server.startWorker("collect-underpants-worker", [], ready: "workers ready")
+                try await withProcesses([worker]) {
+                    try await reg.waitFor("registered WfSpec collect-underpants")
+                    reg.process.waitUntilExit()
+                    #expect(reg.process.terminationStatus == 0, "register: \(reg.stderr.withLockedValue { $0 })")
+                }
+            }
+        }
+    }
+
+    /// Without a server the register fails with one line naming the
+    /// problem and a non-zero exit, not a crash.
+    @Test func theRegisterWithoutAServerFailsWithAnError() async throws {
+        try await withServer { server in
+            let env = server.clientEnvironment(["LHC_API_PORT": "1"])
+            let reg = try LiveProcess("collect-underpants-register", [], environment: env)
+            try await withProcesses([reg]) {
+                try await eventually("the register exits") { !reg.process.isRunning }
+                let stderr = reg.stderr.withLockedValue { $0 }
+                #expect(reg.process.terminationStatus == 1, "exit \(reg.process.terminationStatus): \(stderr)")
+                #expect(reg.process.terminationReason == .exit)
+                #expect(stderr.hasPrefix("collect-underpants-register: "), "stderr: \(stderr)")
+                #expect(!stderr.contains("Fatal error"))
+            }
+        }
+    }
 }

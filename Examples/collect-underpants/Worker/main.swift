@@ -5,7 +5,14 @@ import LHWorker
 import ServiceLifecycle
 import Logging
 
-let config = try LHConfig.fromEnvironment()
+/// A setting or the server is wrong: one line on stderr, not a crash.
+func fail(_ error: any Error) -> Never {
+    FileHandle.standardError.write(Data("collect-underpants-worker: \(error)\n".utf8))
+    exit(1)
+}
+
+let config: LHConfig
+do { config = try LHConfig.fromEnvironment() } catch { fail(error) }
 
 let startCollect = LHTaskWorker(config: config, taskDefName: "start-underpants-collection") { () async throws -> Void in
     print("Starting collection of underpants!")
@@ -25,14 +32,18 @@ let profit = LHTaskWorker(config: config, taskDefName: "profit", inputs: ["under
 }
 
 let workers = [startCollect, collectPant, profit]
-for worker in workers {
-    try await worker.registerTaskDef()
-}
-FileHandle.standardOutput.write(Data("collect-underpants workers ready\n".utf8))
+do {
+    for worker in workers {
+        try await worker.registerTaskDef()
+    }
+    FileHandle.standardOutput.write(Data("collect-underpants workers ready\n".utf8))
 
-let group = ServiceGroup(configuration: .init(
-    services: workers.map { .init(service: $0) },
-    gracefulShutdownSignals: [.sigterm, .sigint],
-    logger: Logger(label: "collect-underpants-worker")
-))
-try await group.run()
+    let group = ServiceGroup(configuration: .init(
+        services: workers.map { .init(service: $0) },
+        gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: Logger(label: "collect-underpants-worker")
+    ))
+    try await group.run()
+} catch {
+    fail(error)
+}
