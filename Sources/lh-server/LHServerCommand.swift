@@ -95,7 +95,12 @@ struct LHServerCommand: AsyncParsableCommand {
             tls = .developmentCA
         }
         let dataDirectory = URL(fileURLWithPath: dataDir)
-        try FileManager.default.createDirectory(at: dataDirectory, withIntermediateDirectories: true)
+        do {
+            try FileManager.default.createDirectory(at: dataDirectory, withIntermediateDirectories: true)
+        } catch {
+            FileHandle.standardError.write(Data("lh-server: cannot create the data directory \(dataDirectory.path): \(Self.reason(creating: dataDirectory, error))\n".utf8))
+            throw ExitCode(2)
+        }
         var config = LHServerConfiguration(
             host: host, port: port, dataDirectory: dataDirectory, tls: tls, clientCAPath: clientCa,
             maxFrameBytes: maxFrameBytes
@@ -124,5 +129,23 @@ struct LHServerCommand: AsyncParsableCommand {
         }()
         try await group.run()
         await announce
+    }
+
+    /// Why `directory` could not be made, in the operating system's words
+    /// ("Not a directory"): Foundation on Linux often reports only its own
+    /// error code. Making the first missing directory again gives the errno.
+    static func reason(creating directory: URL, _ error: any Error) -> String {
+        var missing = directory.standardizedFileURL
+        while true {
+            let parent = missing.deletingLastPathComponent()
+            if parent.path == missing.path || FileManager.default.fileExists(atPath: parent.path) { break }
+            missing = parent
+        }
+        if mkdir(missing.path, 0o755) != 0 {
+            let words = String(cString: strerror(errno))
+            return missing.path == directory.standardizedFileURL.path ? words : "\(words) (making \(missing.path))"
+        }
+        rmdir(missing.path)
+        return error.localizedDescription
     }
 }

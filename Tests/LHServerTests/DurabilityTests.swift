@@ -255,6 +255,17 @@ func progress(_ line: String) {
         #expect("\(refused!)".contains("format 99"), "\(refused!)")
     }
 
+    @Test func aDataDirectoryThatCannotBeMadeIsNamedWithTheReason() async throws {
+        let dir = try ServerProcess.temporaryDirectory("lh-notdir")
+        let file = dir.appendingPathComponent("plain-file")
+        try Data("x".utf8).write(to: file)
+        let error = await #expect(throws: LHError.self) { _ = try await ServerProcess.start(dataDir: file.appendingPathComponent("data")) }
+        let text = "\(error!)"
+        #expect(text.contains("cannot create the data directory \(file.path)/data: Not a directory"), "\(text)")
+        #expect(!FileManager.default.fileExists(atPath: file.appendingPathComponent("data").path))
+        #expect(!text.contains("NSCocoaErrorDomain"), "\(text)")
+    }
+
     @Test func badInputGetsClearErrorsNamingWhatWasWrong() async throws {
         let wf = Workflow("typed") { wf in
             _ = wf.declare("count", .int, required: true)

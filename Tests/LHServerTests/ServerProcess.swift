@@ -69,6 +69,8 @@ final class ServerProcess: @unchecked Sendable {
                 return ServerProcess(process: process, port: port, caPath: ca, dataDir: dir, output: errors)
             }
             if !process.isRunning {
+                // Let the pipe's handler take in what it wrote last.
+                try await Task.sleep(for: .milliseconds(200))
                 throw LHError(.unavailable, "lh-server exited with \(process.terminationStatus) before listening: \(errors.withLockedValue { $0 })")
             }
             try await Task.sleep(for: .milliseconds(20))
