@@ -1,0 +1,52 @@
+import Foundation
+import LHClient
+import LHWorker
+import LHWorkflow
+import Logging
+import NIOConcurrencyHelpers
+import Testing
+
+/// A worker started before anyone registered its TaskDef says so (not
+/// "connection lost"), keeps trying, and serves once the TaskDef exists.
+@Suite(.timeLimit(.minutes(2))) struct WorkerBeforeTaskDefTests {
+    /// Keeps the messages logged at warning and above.
+    struct Recording: LogHandler {
+        let lines: NIOLockedValueBox<[String]>
+        var logLevel: Logger.Level = .warning
+        var metadata: Logger.Metadata = [:]
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(event: LogEvent) {
+            lines.withLockedValue { $0.append("\(event.message)") }
+        }
+    }
+
+    @Test func aWorkerWhoseTaskDefIsNotRegisteredYetSaysSoAndServesOnceItIs() async throws {
+        try await withServer { server in
+            let lines = NIOLockedValueBox<[String]>([])
+            let worker = LHTaskWorker(config: server.config(), taskDefName: "later", inputs: ["input"], inputTypes: [.str], outputType: .str,
+                                      logger: Logger(label: "test.later") { _ in Recording(lines: lines) }) { _, values in
+                .with { $0.str = "done:\(values.first?.str ?? "")" }
+            }
+            let running = Task { try await worker.run() }
+            defer { running.cancel() }
+            try await eventually("the worker says the TaskDef is missing") {
+                lines.withLockedValue { $0.contains { $0.hasPrefix("the server has no TaskDef of this name") } }
+            }
+            #expect(!lines.withLockedValue { $0.contains { $0.contains("connection to the server lost") } }, "\(lines.withLockedValue { $0 })")
+
+            let client = try await server.client()
+            _ = try await client.putTaskDef(worker.putTaskDefRequest)
+            _ = try await client.putWfSpec(Workflow("later-wf") { wf in wf.execute("later", "x") }.compile())
+            _ = try await client.runWf(.with { $0.wfSpecName = "later-wf"; $0.id = "later-1" })
+            try await eventually("the WfRun completes with the worker's output", timeout: 30) {
+                let wfRun = try await client.getWfRun("later-1")
+                let tasks = try await client.listTaskRuns("later-1").results
+                return wfRun.status == .completed && tasks.first?.attempts.last?.output.str == "done:x"
+            }
+            await client.close()
+        }
+    }
+}
