@@ -32,6 +32,12 @@ public struct LHFrameDecoder: NIOSingleStepByteToMessageDecoder {
             return nil
         }
         guard Int(length) <= maxFrameBytes else {
+            if Self.looksLikeTLS(buffer) {
+                throw LHError(
+                    .malformedFrame,
+                    "received a TLS record where a frame was expected: the peer uses TLS and this connection does not; both sides must agree (LHC_API_PROTOCOL, lh-server --plaintext)"
+                )
+            }
             throw LHError(
                 .frameTooLarge,
                 "frame of \(length) bytes exceeds the maximum frame size of \(maxFrameBytes) bytes"
@@ -47,6 +53,16 @@ public struct LHFrameDecoder: NIOSingleStepByteToMessageDecoder {
         } catch {
             throw LHError(.malformedFrame, "frame of \(length) bytes is not a valid envelope: \(error)")
         }
+    }
+
+    /// The first bytes are a TLS record header (content type 20–23 —
+    /// change cipher spec, alert, handshake, data — then version 3.x): a
+    /// peer with TLS on talking to one with it off. As a length they read as
+    /// hundreds of megabytes, which would otherwise be reported as a frame
+    /// too large.
+    static func looksLikeTLS(_ buffer: ByteBuffer) -> Bool {
+        guard let bytes = buffer.getBytes(at: buffer.readerIndex, length: 3) else { return false }
+        return (20...23).contains(bytes[0]) && bytes[1] == 3 && bytes[2] <= 4
     }
 
     public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> Lhwire_Envelope? {

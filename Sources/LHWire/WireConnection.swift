@@ -296,7 +296,11 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
             if let lhError = error as? LHError {
                 closeReason = lhError
             } else {
-                closeReason = LHError(.unavailable, "connection to \(endpoint) failed: \(error)", cause: error)
+                // NIOSSL names a certificate the client does not trust only in BoringSSL's words.
+                let untrusted = "\(error)".contains("CERTIFICATE_VERIFY_FAILED")
+                    ? " (the server's certificate is not signed by a CA this client trusts: set LHC_CA_CERT to the CA that signed it; lh-server prints the path of its development CA)"
+                    : ""
+                closeReason = LHError(.unavailable, "connection to \(endpoint) failed\(untrusted): \(error)", cause: error)
             }
             let reason = closeReason
             stats.closeReason.withLockedValue { $0 = reason }

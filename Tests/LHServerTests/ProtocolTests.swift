@@ -114,6 +114,21 @@ import Testing
         }
     }
 
+    /// LHC_API_PROTOCOL=PLAINTEXT against the TLS port: the client reads
+    /// the server's TLS alert and says that the two sides disagree.
+    @Test func aPlaintextClientOfTheTLSPortIsToldTheServerUsesTLS() async throws {
+        try await withServer { server in
+            var config = server.config()
+            config.apiProtocol = .plaintext
+            let error = await #expect(throws: LHError.self) {
+                let client = try await LHClient.connect(config)
+                _ = try await client.getWfRun("anything")
+            }
+            #expect("\(error!)".contains("received a TLS record where a frame was expected"), "\(error!)")
+            try await assertServing(server)
+        }
+    }
+
     @Test func clientThatTrustsAnotherCAIsRefusedAtTheHandshake() async throws {
         try await withServer { server in
             let dir = try ServerProcess.temporaryDirectory("other-ca")
@@ -125,6 +140,7 @@ import Testing
             }
             #expect(error?.code == .unavailable)
             #expect("\(error!)".lowercased().contains("certificate"), "error names the certificate problem: \(error!)")
+            #expect("\(error!)".contains("set LHC_CA_CERT to the CA that signed it"), "error says what to do: \(error!)")
             try await assertServing(server)
         }
     }

@@ -57,6 +57,18 @@ import Testing
         _ = try? channel.finish()
     }
 
+    /// A TLS record read as a frame (one side has TLS on, the other off)
+    /// is named as that, not as a frame of hundreds of megabytes.
+    @Test func aTLSRecordWhereAFrameWasExpectedIsNamedAsTLS() throws {
+        for header: [UInt8] in [[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x46], [0x16, 0x03, 0x01, 0x02, 0x00, 0x01]] {
+            let channel = try channel()
+            let error = #expect(throws: LHError.self) { try channel.writeInbound(ByteBuffer(bytes: header)) }
+            #expect(error?.code == .malformedFrame)
+            #expect(error?.message.contains("received a TLS record where a frame was expected") == true, "\(String(describing: error))")
+            _ = try? channel.finish()
+        }
+    }
+
     @Test func bytesThatAreNotAnEnvelopeAreAMalformedFrame() throws {
         let channel = try channel()
         var buffer = ByteBuffer()
