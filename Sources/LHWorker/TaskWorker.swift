@@ -116,16 +116,15 @@ public final class LHTaskWorker: Service, Sendable {
                     backoff = 0.1
                 } catch is CancellationError {
                     return
-                } catch let error as LHError where error.code == .notFound {
-                    // The subscription names a TaskDef the server does not know
-                    // (registerTaskDef not called, or another process registers it).
-                    if Task.isCancelled { return }
-                    self.logger.warning("the server has no TaskDef of this name; register it (registerTaskDef). Trying again", metadata: [
-                        LHLog.taskDef: "\(self.taskDefName)", "lh.error": "\(error)", "lh.retryIn": "\(backoff)s",
-                    ])
                 } catch {
                     if Task.isCancelled { return }
-                    self.logger.warning("connection to the server lost; reconnecting", metadata: ["lh.error": "\(error)", "lh.retryIn": "\(backoff)s"])
+                    // NOT_FOUND: the subscription names a TaskDef the server does
+                    // not know (registerTaskDef not called, or another process
+                    // registers it later).
+                    let missing = (error as? LHError)?.code == .notFound
+                    self.logger.warning(missing ? "the server has no TaskDef of this name; register it (registerTaskDef). Trying again"
+                                                : "connection to the server lost; reconnecting",
+                                        metadata: [LHLog.taskDef: "\(self.taskDefName)", "lh.error": "\(error)", "lh.retryIn": "\(backoff)s"])
                 }
                 try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
                 backoff = min(backoff * 2, 5)
