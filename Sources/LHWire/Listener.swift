@@ -1,3 +1,4 @@
+import Foundation
 import LHProto
 import Logging
 import NIOCore
@@ -64,7 +65,32 @@ public enum LHListener {
         welcome.maxFrameBytes = UInt32(config.maxFrameBytes)
         welcome.heartbeatIntervalSeconds = UInt32(max(1, config.heartbeatInterval.nanoseconds / 1_000_000_000))
         let finalWelcome = welcome
-        return try await ServerBootstrap(group: group)
+        do {
+            return try await bindSocket(config, group: group, sslContext: sslContext, welcome: finalWelcome, logger: logger, finish: finish)
+        } catch let error as IOError {
+            throw LHError(.unavailable, "cannot listen on \(config.host):\(config.port): \(String(cString: strerror(error.errnoCode)))\(Self.hint(errno: error.errnoCode))", cause: error)
+        } catch let error as SocketAddressError.UnknownHost {
+            throw LHError(.invalidArgument, "cannot listen on \(config.host):\(config.port): the host name does not resolve (\(error.errorDescription))", cause: error)
+        } catch let error as SocketAddressError {
+            throw LHError(.invalidArgument, "cannot listen on \(config.host):\(config.port): \(error)", cause: error)
+        }
+    }
+
+    /// What to do about a listening socket's error, for the common ones.
+    static func hint(errno code: Int32) -> String {
+        switch code {
+        case EADDRINUSE: return " (another process, perhaps another lh-server, listens there; pick another port)"
+        case EADDRNOTAVAIL: return " (no network interface of this machine has that address)"
+        case EACCES: return " (ports below 1024 need privileges)"
+        default: return ""
+        }
+    }
+
+    private static func bindSocket<Accepted: Sendable>(
+        _ config: Configuration, group: EventLoopGroup, sslContext: NIOSSLContext?, welcome finalWelcome: Lhwire_Welcome,
+        logger: Logger, finish: @escaping @Sendable (Channel) throws -> Accepted
+    ) async throws -> NIOAsyncChannel<Accepted, Never> {
+        try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(.backlog, value: 256)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)

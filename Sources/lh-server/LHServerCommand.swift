@@ -94,12 +94,22 @@ struct LHServerCommand: AsyncParsableCommand {
         } else {
             tls = .developmentCA
         }
+        // Certificate, key and client CA files are checked before the store
+        // opens: a wrong path fails at once, naming the file and the reason.
+        do {
+            if case .files(let cert, let key) = tls {
+                _ = try LHTLS.makeServerContext(.init(certificatePath: cert, keyPath: key, clientCAPath: clientCa))
+            } else if let clientCa {
+                _ = try LHTLS.certificates(at: clientCa, what: "the client CA")
+            }
+        } catch let error as LHError {
+            Self.fail(error.message)
+        }
         let dataDirectory = URL(fileURLWithPath: dataDir)
         do {
             try FileManager.default.createDirectory(at: dataDirectory, withIntermediateDirectories: true)
         } catch {
-            FileHandle.standardError.write(Data("lh-server: cannot create the data directory \(dataDirectory.path): \(Self.reason(creating: dataDirectory, error))\n".utf8))
-            throw ExitCode(2)
+            Self.fail("cannot create the data directory \(dataDirectory.path): \(Self.reason(creating: dataDirectory, error))")
         }
         var config = LHServerConfiguration(
             host: host, port: port, dataDirectory: dataDirectory, tls: tls, clientCAPath: clientCa,
@@ -110,8 +120,7 @@ struct LHServerCommand: AsyncParsableCommand {
         do {
             core = try await LHCore(dataDirectory: dataDirectory, sync: sync.lowercased() == "normal" ? .normal : .full, logger: logger)
         } catch {
-            FileHandle.standardError.write(Data("lh-server: \(error)\n".utf8))
-            throw ExitCode(2)
+            Self.fail("\(error)")
         }
         let server = LHServer(configuration: config, router: LHAdminRouter(core: core), logger: logger)
         let group = ServiceGroup(
@@ -127,8 +136,19 @@ struct LHServerCommand: AsyncParsableCommand {
             if let ca = server.developmentCAPath { line += "; clients trust the CA at \(ca) (export LHC_CA_CERT=\(ca))" }
             FileHandle.standardOutput.write(Data((line + "\n").utf8))
         }()
-        try await group.run()
+        do {
+            try await group.run()
+        } catch let error as LHError {
+            // Listening failed (address in use, not this machine's, ...).
+            Self.fail(error.message)
+        }
         await announce
+    }
+
+    /// One line on stderr, `lh-server: ...`, and exit status 2.
+    static func fail(_ message: String) -> Never {
+        FileHandle.standardError.write(Data("lh-server: \(message)\n".utf8))
+        Foundation.exit(2)
     }
 
     /// Why `directory` could not be made, in the operating system's words

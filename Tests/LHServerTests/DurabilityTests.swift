@@ -266,6 +266,29 @@ func progress(_ line: String) {
         #expect(!text.contains("NSCocoaErrorDomain"), "\(text)")
     }
 
+    /// A certificate file that is missing fails before the store is opened
+    /// (nothing is made in the data directory); an address in use is named
+    /// with the system's reason. Both exit 2 with one `lh-server:` line.
+    @Test func unusableTLSFilesAndAnAddressInUseAreNamedWithTheReason() async throws {
+        let dir = try ServerProcess.temporaryDirectory("lh-tls-missing")
+        let missing = dir.appendingPathComponent("server.pem").path
+        let error = await #expect(throws: LHError.self) {
+            _ = try await ServerProcess.start(arguments: ["--tls-cert", missing, "--tls-key", missing], dataDir: dir.appendingPathComponent("data"))
+        }
+        let text = "\(error!)"
+        #expect(text.contains("exited with 2"), "\(text)")
+        #expect(text.contains("lh-server: cannot read the TLS certificate \(missing): No such file or directory"), "\(text)")
+        #expect(!text.contains("failedToLoadCertificate"), "\(text)")
+        #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("data/lh.sqlite").path))
+
+        try await withServer { server in
+            let taken = await #expect(throws: LHError.self) { _ = try await ServerProcess.start(port: server.port) }
+            let text = "\(taken!)"
+            #expect(text.contains("lh-server: cannot listen on 127.0.0.1:\(server.port): Address already in use"), "\(text)")
+            #expect(text.contains("exited with 2"), "\(text)")
+        }
+    }
+
     @Test func badInputGetsClearErrorsNamingWhatWasWrong() async throws {
         let wf = Workflow("typed") { wf in
             _ = wf.declare("count", .int, required: true)
