@@ -111,19 +111,24 @@ public final class LHTaskWorker: Service, Sendable {
         try await cancelWhenGracefulShutdown {
             var backoff = 0.1
             while !Task.isCancelled {
+                var subscribed = false
                 do {
-                    try await self.serveOneConnection()
+                    try await self.serveOneConnection(subscribed: &subscribed)
                     backoff = 0.1
                 } catch is CancellationError {
                     return
                 } catch {
                     if Task.isCancelled { return }
+                    if subscribed { backoff = 0.1 }
                     // NOT_FOUND: the subscription names a TaskDef the server does
                     // not know (registerTaskDef not called, or another process
-                    // registers it later).
+                    // registers it later). Before subscribing: the server is not
+                    // there yet, or the settings (address, CA file) are wrong,
+                    // which the error names; a file made later is picked up.
                     let missing = (error as? LHError)?.code == .notFound
                     self.logger.warning(missing ? "the server has no TaskDef of this name; register it (registerTaskDef). Trying again"
-                                                : "connection to the server lost; reconnecting",
+                                                : subscribed ? "connection to the server lost; reconnecting"
+                                                : "cannot connect to the server; trying again",
                                         metadata: [LHLog.taskDef: "\(self.taskDefName)", "lh.error": "\(error)", "lh.retryIn": "\(backoff)s"])
                 }
                 try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
@@ -132,7 +137,7 @@ public final class LHTaskWorker: Service, Sendable {
         }
     }
 
-    private func serveOneConnection() async throws {
+    private func serveOneConnection(subscribed: inout Bool) async throws {
         // Each pushed task starts from the event loop that read it, in a task
         // of its own; its report's answer is handled back on the event loop.
         // No stream, no loop task and no waiting task in between: at
@@ -165,6 +170,7 @@ public final class LHTaskWorker: Service, Sendable {
             await running.settled()
             throw error
         }
+        subscribed = true
         logger.info("subscribed", metadata: [LHLog.taskDef: "\(taskDefName)", "lh.capacity": "\(config.numWorkerThreads)"])
         await Self.closedOrCancelled(connection)
         // Cancelled (shutting down): the running tasks are told so; either
