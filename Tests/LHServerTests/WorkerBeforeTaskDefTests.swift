@@ -24,13 +24,30 @@ import Testing
         }
     }
 
+    /// A worker of `taskDef` answering "done:INPUT", logging into `lines`.
+    static func worker(_ config: LHConfig, taskDef: String, lines: NIOLockedValueBox<[String]>) -> LHTaskWorker {
+        LHTaskWorker(config: config, taskDefName: taskDef, inputs: ["input"], inputTypes: [.str], outputType: .str,
+                     logger: Logger(label: "test.\(taskDef)") { _ in Recording(lines: lines) }) { _, values in
+            .with { $0.str = "done:\(values.first?.str ?? "")" }
+        }
+    }
+
+    /// Runs a one-task WfSpec of `taskDef` with `input` and waits until the
+    /// worker's output is the TaskRun's.
+    static func expectServed(_ client: LHClient, taskDef: String, input: String) async throws {
+        _ = try await client.putWfSpec(Workflow("\(taskDef)-wf") { wf in wf.execute(taskDef, input) }.compile())
+        _ = try await client.runWf(.with { $0.wfSpecName = "\(taskDef)-wf"; $0.id = "\(taskDef)-1" })
+        try await eventually("the WfRun completes with the worker's output", timeout: 30) {
+            let wfRun = try await client.getWfRun("\(taskDef)-1")
+            let tasks = try await client.listTaskRuns("\(taskDef)-1").results
+            return wfRun.status == .completed && tasks.first?.attempts.last?.output.str == "done:\(input)"
+        }
+    }
+
     @Test func aWorkerWhoseTaskDefIsNotRegisteredYetSaysSoAndServesOnceItIs() async throws {
         try await withServer { server in
             let lines = NIOLockedValueBox<[String]>([])
-            let worker = LHTaskWorker(config: server.config(), taskDefName: "later", inputs: ["input"], inputTypes: [.str], outputType: .str,
-                                      logger: Logger(label: "test.later") { _ in Recording(lines: lines) }) { _, values in
-                .with { $0.str = "done:\(values.first?.str ?? "")" }
-            }
+            let worker = Self.worker(server.config(), taskDef: "later", lines: lines)
             let running = Task { try await worker.run() }
             defer { running.cancel() }
             try await eventually("the worker says the TaskDef is missing") {
@@ -40,13 +57,7 @@ import Testing
 
             let client = try await server.client()
             _ = try await client.putTaskDef(worker.putTaskDefRequest)
-            _ = try await client.putWfSpec(Workflow("later-wf") { wf in wf.execute("later", "x") }.compile())
-            _ = try await client.runWf(.with { $0.wfSpecName = "later-wf"; $0.id = "later-1" })
-            try await eventually("the WfRun completes with the worker's output", timeout: 30) {
-                let wfRun = try await client.getWfRun("later-1")
-                let tasks = try await client.listTaskRuns("later-1").results
-                return wfRun.status == .completed && tasks.first?.attempts.last?.output.str == "done:x"
-            }
+            try await Self.expectServed(client, taskDef: "later", input: "x")
             await client.close()
         }
     }
@@ -58,10 +69,7 @@ import Testing
         try await withServer { server in
             let lines = NIOLockedValueBox<[String]>([])
             let ca = try ServerProcess.temporaryDirectory("lh-late-ca").appendingPathComponent("ca.pem")
-            let worker = LHTaskWorker(config: server.config(caPath: ca.path), taskDefName: "late-ca", inputs: ["input"], inputTypes: [.str],
-                                      outputType: .str, logger: Logger(label: "test.late-ca") { _ in Recording(lines: lines) }) { _, values in
-                .with { $0.str = "done:\(values.first?.str ?? "")" }
-            }
+            let worker = Self.worker(server.config(caPath: ca.path), taskDef: "late-ca", lines: lines)
             let client = try await server.client()
             _ = try await client.putTaskDef(worker.putTaskDefRequest)
             let running = Task { try await worker.run() }
@@ -72,13 +80,7 @@ import Testing
             #expect(!lines.withLockedValue { $0.contains { $0.contains("connection to the server lost") || $0.contains("failedToLoadCertificate") } }, "\(lines.withLockedValue { $0 })")
 
             try FileManager.default.copyItem(atPath: server.caPath!, toPath: ca.path)
-            _ = try await client.putWfSpec(Workflow("late-ca-wf") { wf in wf.execute("late-ca", "y") }.compile())
-            _ = try await client.runWf(.with { $0.wfSpecName = "late-ca-wf"; $0.id = "late-ca-1" })
-            try await eventually("the WfRun completes with the worker's output", timeout: 30) {
-                let wfRun = try await client.getWfRun("late-ca-1")
-                let tasks = try await client.listTaskRuns("late-ca-1").results
-                return wfRun.status == .completed && tasks.first?.attempts.last?.output.str == "done:y"
-            }
+            try await Self.expectServed(client, taskDef: "late-ca", input: "y")
             await client.close()
         }
     }
