@@ -27,4 +27,22 @@ rm -f Sources/LHProto/*.pb.swift
 protoc --plugin=protoc-gen-swift="$plugin" \
   --swift_out=Sources/LHProto --swift_opt=Visibility=Public \
   -I proto proto/*.proto
+
+# The descriptors of the same files, for printing JSON as LittleHorse's lhctl
+# does (LHProtoJSON in Sources/LHProto/ProtoJSON.swift needs every field,
+# also those a message leaves unset). Committed as base64 in a Swift file.
+mkdir -p .build-protoc
+protoc --include_imports --descriptor_set_out=.build-protoc/lh.protoset -I proto proto/*.proto
+{
+  echo "// DO NOT EDIT."
+  echo "// Made by scripts/generate-proto.sh from proto/*.proto with"
+  echo "// protoc --include_imports --descriptor_set_out: the FileDescriptorSet of"
+  echo "// every message in LHProto, base64, read by LHProtoJSON (ProtoJSON.swift)."
+  echo ""
+  echo "extension LHProtoJSON {"
+  echo "    static let fileDescriptorSetBase64 = \"\"\""
+  base64 -w 100 .build-protoc/lh.protoset | sed 's/^/        /'
+  echo "        \"\"\""
+  echo "}"
+} > Sources/LHProto/descriptor_set.pb.swift
 echo "generated: $(ls Sources/LHProto/*.pb.swift | wc -l) files in Sources/LHProto"

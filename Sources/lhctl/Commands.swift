@@ -39,7 +39,7 @@ struct DeployWfSpec: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
         let request = try parseJSON(Littlehorse_PutWfSpecRequest.self, file)
-        await withClient(connection) { printJSON(try await $0.putWfSpec(request)) }
+        await withClient(connection) { try printJSON(try await $0.putWfSpec(request)) }
     }
 }
 
@@ -49,7 +49,7 @@ struct DeployTaskDef: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
         let request = try parseJSON(Littlehorse_PutTaskDefRequest.self, file)
-        await withClient(connection) { printJSON(try await $0.putTaskDef(request)) }
+        await withClient(connection) { try printJSON(try await $0.putTaskDef(request)) }
     }
 }
 
@@ -59,7 +59,7 @@ struct DeployExternalEventDef: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
         let request = try parseJSON(Littlehorse_PutExternalEventDefRequest.self, file)
-        await withClient(connection) { printJSON(try await $0.putExternalEventDef(request)) }
+        await withClient(connection) { try printJSON(try await $0.putExternalEventDef(request)) }
     }
 }
 
@@ -95,7 +95,7 @@ struct Run: AsyncParsableCommand {
                 let type = def.varDef.hasTypeDef ? def.varDef.typeDef.primitiveType : def.varDef.type
                 request.variables[name] = try parseValue(variables[i + 1], as: type, what: "variable '\(name)'")
             }
-            printJSON(try await client.runWf(request))
+            try printJSON(try await client.runWf(request))
         }
     }
 }
@@ -123,7 +123,7 @@ struct PostEvent: AsyncParsableCommand {
             guard let value else { throw ValidationError("type \(type) needs a VALUE") }
             request.content = try parseValue(value, as: t, what: "event content")
         }
-        await withClient(connection) { printJSON(try await $0.putExternalEvent(request)) }
+        await withClient(connection) { try printJSON(try await $0.putExternalEvent(request)) }
     }
 }
 
@@ -137,7 +137,7 @@ struct GetWfRun: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "wfRun")
     @Argument var wfRunId: String
     @OptionGroup var connection: ConnectionOptions
-    func run() async throws { await withClient(connection) { printJSON(try await $0.getWfRun(wfRunId)) } }
+    func run() async throws { await withClient(connection) { try printJSON(try await $0.getWfRun(wfRunId)) } }
 }
 
 struct GetNodeRun: AsyncParsableCommand {
@@ -148,7 +148,7 @@ struct GetNodeRun: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
         await withClient(connection) {
-            printJSON(try await $0.getNodeRun(.with { $0.wfRunID.id = wfRunId; $0.threadRunNumber = threadRunNumber; $0.position = position }))
+            try printJSON(try await $0.getNodeRun(.with { $0.wfRunID.id = wfRunId; $0.threadRunNumber = threadRunNumber; $0.position = position }))
         }
     }
 }
@@ -159,7 +159,7 @@ struct GetTaskRun: AsyncParsableCommand {
     @Argument var taskGuid: String
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
-        await withClient(connection) { printJSON(try await $0.getTaskRun(.with { $0.wfRunID.id = wfRunId; $0.taskGuid = taskGuid })) }
+        await withClient(connection) { try printJSON(try await $0.getTaskRun(.with { $0.wfRunID.id = wfRunId; $0.taskGuid = taskGuid })) }
     }
 }
 
@@ -171,7 +171,7 @@ struct GetVariable: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
         await withClient(connection) {
-            printJSON(try await $0.getVariable(.with { $0.wfRunID.id = wfRunId; $0.threadRunNumber = threadRunNumber; $0.name = name }))
+            try printJSON(try await $0.getVariable(.with { $0.wfRunID.id = wfRunId; $0.threadRunNumber = threadRunNumber; $0.name = name }))
         }
     }
 }
@@ -184,7 +184,7 @@ struct GetExternalEvent: AsyncParsableCommand {
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
         await withClient(connection) {
-            printJSON(try await $0.getExternalEvent(.with { $0.wfRunID.id = wfRunId; $0.externalEventDefID.name = externalEventDefName; $0.guid = guid }))
+            try printJSON(try await $0.getExternalEvent(.with { $0.wfRunID.id = wfRunId; $0.externalEventDefID.name = externalEventDefName; $0.guid = guid }))
         }
     }
 }
@@ -198,9 +198,9 @@ struct GetWfSpec: AsyncParsableCommand {
     func run() async throws {
         await withClient(connection) { client in
             if let majorVersion, let revision {
-                printJSON(try await client.getWfSpec(.with { $0.name = name; $0.majorVersion = majorVersion; $0.revision = revision }))
+                try printJSON(try await client.getWfSpec(.with { $0.name = name; $0.majorVersion = majorVersion; $0.revision = revision }))
             } else {
-                printJSON(try await client.getLatestWfSpec(name, majorVersion: majorVersion))
+                try printJSON(try await client.getLatestWfSpec(name, majorVersion: majorVersion))
             }
         }
     }
@@ -210,14 +210,14 @@ struct GetTaskDef: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "taskDef")
     @Argument var name: String
     @OptionGroup var connection: ConnectionOptions
-    func run() async throws { await withClient(connection) { printJSON(try await $0.getTaskDef(name)) } }
+    func run() async throws { await withClient(connection) { try printJSON(try await $0.getTaskDef(name)) } }
 }
 
 struct GetExternalEventDef: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "externalEventDef")
     @Argument var name: String
     @OptionGroup var connection: ConnectionOptions
-    func run() async throws { await withClient(connection) { printJSON(try await $0.getExternalEventDef(name)) } }
+    func run() async throws { await withClient(connection) { try printJSON(try await $0.getExternalEventDef(name)) } }
 }
 
 struct List: AsyncParsableCommand {
@@ -234,10 +234,10 @@ struct List: AsyncParsableCommand {
     func run() async throws {
         await withClient(connection) { client in
             switch kind {
-            case "nodeRun": printJSON(try await client.listNodeRuns(wfRunId, threadRunNumber: threadRunNumber))
-            case "variable": printJSON(try await client.listVariables(wfRunId))
-            case "taskRun": printJSON(try await client.listTaskRuns(wfRunId))
-            default: printJSON(try await client.listExternalEvents(wfRunId))
+            case "nodeRun": try printJSON(try await client.listNodeRuns(wfRunId, threadRunNumber: threadRunNumber))
+            case "variable": try printJSON(try await client.listVariables(wfRunId))
+            case "taskRun": try printJSON(try await client.listTaskRuns(wfRunId))
+            default: try printJSON(try await client.listExternalEvents(wfRunId))
             }
         }
     }
@@ -265,7 +265,7 @@ struct SearchWfRun: AsyncParsableCommand {
         }
         if let limit { r.limit = limit }
         if let bookmark, let b = Data(base64Encoded: bookmark) { r.bookmark = b }
-        await withClient(connection) { printJSON(try await $0.searchWfRun(r)) }
+        await withClient(connection) { try printJSON(try await $0.searchWfRun(r)) }
     }
 }
 
@@ -286,7 +286,7 @@ struct SearchTaskRun: AsyncParsableCommand {
             r.status = s
         }
         if let limit { r.limit = limit }
-        await withClient(connection) { printJSON(try await $0.searchTaskRun(r)) }
+        await withClient(connection) { try printJSON(try await $0.searchTaskRun(r)) }
     }
 }
 

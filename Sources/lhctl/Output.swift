@@ -1,61 +1,14 @@
 import Foundation
 import LHClient
 import LHEngine
+import LHProto
 import SwiftProtobuf
 
 /// Prints a message as LittleHorse's lhctl does: protobuf JSON with
-/// camelCase names, indented by two spaces.
-func printJSON(_ message: any SwiftProtobuf.Message) {
-    let compact = (try? message.jsonString()) ?? "{}"
-    print(prettyJSON(compact))
-}
-
-/// Re-indents compact JSON without reordering keys.
-func prettyJSON(_ compact: String) -> String {
-    var out = ""
-    var indent = 0
-    var inString = false
-    var escaped = false
-    let chars = Array(compact)
-    var i = 0
-    func newline() { out += "\n" + String(repeating: "  ", count: indent) }
-    while i < chars.count {
-        let c = chars[i]
-        if inString {
-            out.append(c)
-            if escaped { escaped = false } else if c == "\\" { escaped = true } else if c == "\"" { inString = false }
-            i += 1
-            continue
-        }
-        switch c {
-        case "\"":
-            inString = true
-            out.append(c)
-        case "{", "[":
-            let close: Character = c == "{" ? "}" : "]"
-            if i + 1 < chars.count && chars[i + 1] == close {
-                out += String([c, close])
-                i += 1
-            } else {
-                out.append(c)
-                indent += 1
-                newline()
-            }
-        case "}", "]":
-            indent -= 1
-            newline()
-            out.append(c)
-        case ",":
-            out.append(c)
-            newline()
-        case ":":
-            out += ": "
-        default:
-            if !c.isWhitespace { out.append(c) }
-        }
-        i += 1
-    }
-    return out
+/// camelCase names and every field, also the unset ones (`"masked": false`,
+/// `"threadRunNumber": 0`), indented by two spaces (`LHProtoJSON`).
+func printJSON(_ message: any SwiftProtobuf.Message) throws {
+    print(try LHProtoJSON.string(message))
 }
 
 /// Parses a value given on the command line as `type`; a value that does not

@@ -28,8 +28,8 @@ import Testing
                     return wf.threadRuns.count == 2 && wf.threadRuns[1].status == .completed
                 }
                 let first = try server.lhctl("get", "variable", "my-wf", "0", "all-underpants")
-                #expect(first.contains(#""jsonArr": "[\"obiwan\"]""#), "lhctl get variable printed: \(first)")
-                #expect(first.contains("\"wfRunId\"") && first.contains("\"name\": \"all-underpants\""))
+                // As the seed prints it, every line, but for the time it was made.
+                #expect(Self.withoutCreatedAt(first) == Self.seedsVariable, "lhctl get variable printed:\n\(first)")
 
                 try server.lhctl("postEvent", "my-wf", "underpant-collected", "STR", "anakin")
                 try server.lhctl("postEvent", "my-wf", "underpant-collected", "STR", "yoda")
@@ -50,6 +50,35 @@ import Testing
                 await client.close()
             }
         }
+    }
+
+    /// Seed 003's output of `lhctl get variable my-wf 0 all-underpants`,
+    /// its `createdAt` taken out.
+    static let seedsVariable = #"""
+        {
+          "id": {
+            "wfRunId": {
+              "id": "my-wf"
+            },
+            "threadRunNumber": 0,
+            "name": "all-underpants"
+          },
+          "value": {
+            "jsonArr": "[\"obiwan\"]"
+          },
+          "createdAt": "…",
+          "wfSpecId": {
+            "name": "collect-underpants",
+            "majorVersion": 0,
+            "revision": 0
+          },
+          "masked": false
+        }
+        """#
+
+    static func withoutCreatedAt(_ printed: String) -> String {
+        printed.trimmingCharacters(in: .whitespacesAndNewlines)
+            .replacingOccurrences(of: #""createdAt": "[^"]*""#, with: #""createdAt": "…""#, options: .regularExpression)
     }
 
     /// In docker compose the register program and the worker start
