@@ -60,11 +60,17 @@ let package = Package(
             dependencies: ["LHProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: hotPath
         ),
+        // SQLite's default page cache behind a wrapper that spares most
+        // commits a walk of the whole cache (C; Sources/LHSQLitePageCache/page_cache.c).
+        .target(
+            name: "LHSQLitePageCache",
+            linkerSettings: [.linkedLibrary("sqlite3")]
+        ),
         // The storage protocol and its SQLite backend.
         .target(
             name: "LHStore",
             dependencies: [
-                "LHProto", "LHEngine",
+                "LHProto", "LHEngine", "LHSQLitePageCache",
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
@@ -208,7 +214,7 @@ let package = Package(
         .testTarget(
             name: "LHServerTests",
             dependencies: [
-                "LHServer", "LHClient", "LHWire", "LHProto", "LHWorkflow", "LHWorker", "LHStore", "LHEngine",
+                "LHServer", "LHClient", "LHWire", "LHProto", "LHWorkflow", "LHWorker", "LHStore", "LHEngine", "LHSQLitePageCache",
                 "lh-server", "lhctl", "lh-test-worker", "collect-underpants-worker", "collect-underpants-register", "lh-bench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

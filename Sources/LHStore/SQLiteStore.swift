@@ -2,6 +2,7 @@ import Foundation
 import GRDB
 import LHEngine
 import LHProto
+import LHSQLitePageCache
 import SwiftProtobuf
 import Synchronization
 
@@ -26,7 +27,15 @@ public final class SQLiteStore: LHStore, Sendable {
     /// Every stored WfRun id (and some more): a lookup of an id not in it reads nothing.
     private let wfRunIds = Mutex(IdFilter())
 
+    /// SQLite's page cache with LHSQLitePageCache's wrapper, which spares a
+    /// commit the walk of the writer's whole page cache that B-tree
+    /// balancing otherwise causes on most commits (page_cache.c). Installed
+    /// before the process's first connection; false if SQLite was in use
+    /// before (the default page cache then serves, unchanged).
+    public static let pageCacheWrapped: Bool = lh_page_cache_install() == 0
+
     public init(directory: URL, sync: Sync = .full) throws {
+        _ = Self.pageCacheWrapped
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         path = directory.appendingPathComponent("lh.sqlite").path
         var config = Configuration()
