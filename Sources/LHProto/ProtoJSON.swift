@@ -232,8 +232,9 @@ enum GoFloat {
             rest = rest[..<e]
         }
         // value = 0.digits × 10^point
-        let intPart = rest.split(separator: ".", omittingEmptySubsequences: false).first ?? ""
-        let fracPart = rest.split(separator: ".", omittingEmptySubsequences: false).dropFirst().first ?? ""
+        let parts = rest.split(separator: ".", maxSplits: 1, omittingEmptySubsequences: false)
+        let intPart = parts.first ?? ""
+        let fracPart = parts.dropFirst().first ?? ""
         var digits = String(intPart) + String(fracPart)
         var point = intPart.count + exponent
         while digits.first == "0", digits.count > 1 { digits.removeFirst(); point -= 1 }
