@@ -90,12 +90,3 @@ public enum LHEngine {
         return run.effects
     }
 }
-
-extension Littlehorse_VariableDef {
-    /// The declared type, from `type_def` or the older `type` field.
-    var declaredType: Littlehorse_VariableType? {
-        if hasTypeDef, case .primitiveType(let t)? = typeDef.definedType { return t }
-        if hasType { return type }
-        return nil
-    }
-}

@@ -12,30 +12,6 @@ struct ValueError: Error, CustomStringConvertible {
     var description: String { message }
 }
 
-extension Littlehorse_VariableType {
-    /// LittleHorse's spelling, e.g. `JSON_ARR` (the one place it is written).
-    public var name: String {
-        switch self {
-        case .jsonObj: "JSON_OBJ"
-        case .jsonArr: "JSON_ARR"
-        case .double: "DOUBLE"
-        case .bool: "BOOL"
-        case .str: "STR"
-        case .int: "INT"
-        case .bytes: "BYTES"
-        case .wfRunID: "WF_RUN_ID"
-        case .timestamp: "TIMESTAMP"
-        case .UNRECOGNIZED(let n): "TYPE_\(n)"
-        }
-    }
-
-    /// The type LittleHorse spells `name` (any letter case), e.g. `STR`.
-    public init?(name: String) {
-        guard let t = Self.allCases.first(where: { $0.name == name.uppercased() }) else { return nil }
-        self = t
-    }
-}
-
 extension Littlehorse_VariableValue {
     static func str(_ s: String) -> Value { .with { $0.str = s } }
     static func int(_ i: Int64) -> Value { .with { $0.int = i } }
@@ -46,22 +22,6 @@ extension Littlehorse_VariableValue {
     static let null = Value()
 
     var isNull: Bool { value == nil }
-
-    /// The value's type; nil for NULL.
-    var type: Littlehorse_VariableType? {
-        switch value {
-        case nil: nil
-        case .jsonObj: .jsonObj
-        case .jsonArr: .jsonArr
-        case .double: .double
-        case .bool: .bool
-        case .str: .str
-        case .int: .int
-        case .bytes: .bytes
-        case .wfRunID: .wfRunID
-        case .utcTimestamp: .timestamp
-        }
-    }
 
     var typeName: String { type?.name ?? "NULL" }
 

@@ -49,7 +49,7 @@ public final class SQLiteStore: LHStore, Sendable {
                 try db.execute(sql: "PRAGMA cache_size = -32768")
             }
         } catch {
-            throw StoreError("cannot open the data directory's database \(path): \(error)")
+            throw StoreError(.unreadable, "cannot open the data directory's database \(path): \(error)")
         }
         try Self.migrate(pool, path: path)
         let ids = try pool.read { db in try String.fetchAll(db, sql: "SELECT DISTINCT wf_run_id FROM orphan_events") }
@@ -140,20 +140,20 @@ public final class SQLiteStore: LHStore, Sendable {
                 return !applied.isSubset(of: Set(migrator.migrations))
             }
             if superseded {
-                throw StoreError("the database \(path) was written by a newer lh-server (unknown migrations); refusing to start so as not to damage it")
+                throw StoreError(.newerFormat, "the database \(path) was written by a newer lh-server (unknown migrations); refusing to start so as not to damage it")
             }
             try migrator.migrate(pool)
             let format = try pool.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'format'") }
             guard format == "\(formatVersion)" else {
-                throw StoreError("the database \(path) has format \(format ?? "none"), this lh-server reads format \(formatVersion); refusing to start")
+                throw StoreError(.newerFormat, "the database \(path) has format \(format ?? "none"), this lh-server reads format \(formatVersion); refusing to start")
             }
             // A quick integrity check so that a damaged file is refused, not used.
             let check = try pool.read { db in try String.fetchOne(db, sql: "PRAGMA quick_check") }
-            guard check == "ok" else { throw StoreError("the database \(path) is damaged (quick_check: \(check ?? "?")); refusing to start") }
+            guard check == "ok" else { throw StoreError(.damaged, "the database \(path) is damaged (quick_check: \(check ?? "?")); refusing to start") }
         } catch let error as StoreError {
             throw error
         } catch {
-            throw StoreError("the database \(path) cannot be read (\(error)); refusing to start rather than overwrite it")
+            throw StoreError(.unreadable, "the database \(path) cannot be read (\(error)); refusing to start rather than overwrite it")
         }
     }
 
@@ -448,7 +448,7 @@ public final class SQLiteStore: LHStore, Sendable {
         let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
         let offset = Self.offset(r.hasBookmark ? r.bookmark : nil)
         guard let key = Self.valueKey(r.value) else {
-            throw StoreError.invalid("variables are searched by a STR, INT, DOUBLE, BOOL or WF_RUN_ID value")
+            throw StoreError(.invalidArgument, "variables are searched by a STR, INT, DOUBLE, BOOL or WF_RUN_ID value")
         }
         var sql = "SELECT wf_run_id, thread, name FROM variables WHERE name = ? AND value_key = ?"
         var args: [any DatabaseValueConvertible] = [r.varName, key]
@@ -465,18 +465,6 @@ public final class SQLiteStore: LHStore, Sendable {
 }
 
 /// A storage problem: the data directory cannot be used as it is.
-public struct StoreError: Error, CustomStringConvertible, Sendable {
-    public var message: String
-    public var isInvalidArgument = false
-    public init(_ message: String) { self.message = message }
-    static func invalid(_ message: String) -> StoreError {
-        var e = StoreError(message)
-        e.isInvalidArgument = true
-        return e
-    }
-    public var description: String { message }
-}
-
 extension LHTimerKey {
     /// Whether the timer has a row of its own; attempt timeouts follow from
     /// the TaskRuns instead (migration v2 removed the rows older builds wrote).

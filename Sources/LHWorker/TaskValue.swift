@@ -18,20 +18,7 @@ public struct LHConversionError: Error, CustomStringConvertible {
     public var description: String { message }
 }
 
-private func typeName(_ v: Littlehorse_VariableValue) -> String {
-    switch v.value {
-    case nil: "NULL"
-    case .str: "STR"
-    case .int: "INT"
-    case .double: "DOUBLE"
-    case .bool: "BOOL"
-    case .bytes: "BYTES"
-    case .jsonObj: "JSON_OBJ"
-    case .jsonArr: "JSON_ARR"
-    case .wfRunID: "WF_RUN_ID"
-    case .utcTimestamp: "TIMESTAMP"
-    }
-}
+private func typeName(_ v: Littlehorse_VariableValue) -> String { v.type?.name ?? "NULL" }
 
 extension String: LHTaskValue {
     public static var lhType: Littlehorse_VariableType { .str }

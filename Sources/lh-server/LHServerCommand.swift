@@ -122,7 +122,7 @@ struct LHServerCommand: AsyncParsableCommand {
         } catch {
             Self.fail("\(error)")
         }
-        let server = LHServer(configuration: config, router: LHAdminRouter(core: core), logger: logger)
+        let server = WireServer(configuration: config, router: LHAdminRouter(core: core), logger: logger)
         let group = ServiceGroup(
             configuration: .init(
                 services: [.init(service: core), .init(service: server)],

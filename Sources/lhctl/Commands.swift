@@ -1,7 +1,6 @@
 import ArgumentParser
 import Foundation
 import LHClient
-import LHEngine
 import SwiftProtobuf
 
 /// Runs `body` with a client; errors go to stderr with a non-zero exit.
@@ -92,7 +91,7 @@ struct Run: AsyncParsableCommand {
                 guard let def = defs.first(where: { $0.varDef.name == name }) else {
                     throw ValidationError("WfSpec '\(wfSpecName)' declares no variable '\(name)' (it has: \(defs.map(\.varDef.name).joined(separator: ", ")))")
                 }
-                let type = def.varDef.hasTypeDef ? def.varDef.typeDef.primitiveType : def.varDef.type
+                let type = def.varDef.declaredType ?? Littlehorse_VariableType()
                 request.variables[name] = try parseValue(variables[i + 1], as: type, what: "variable '\(name)'")
             }
             try printJSON(try await client.runWf(request))

@@ -1,6 +1,6 @@
+import ArgumentParser
 import Foundation
 import LHClient
-import LHEngine
 import LHProto
 import SwiftProtobuf
 
@@ -50,5 +50,3 @@ func parseValue(_ text: String, as type: Littlehorse_VariableType, what: String)
         throw bad("unknown type")
     }
 }
-
-import ArgumentParser

@@ -16,7 +16,7 @@ import Testing
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-delivery-\(UUID().uuidString.prefix(8))")
         let store = try SQLiteStore(directory: dir)
         let processor = CommandProcessor(store: store, metadata: MetadataCache(), logger: Logger(label: "test"))
-        return TaskDispatcher(processor: processor, logger: Logger(label: "test"))
+        return TaskDispatcher(starter: processor, logger: Logger(label: "test"))
     }
 
     /// A subscribed worker; its token (kept by the caller) names its connection.

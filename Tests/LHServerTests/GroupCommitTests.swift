@@ -62,7 +62,7 @@ final class FailableStore: LHStore, Sendable {
     }
 
     /// A job that writes a WfRun with `counter` = old counter + 1 and returns the new value.
-    @Sendable static func increment(_ id: String) -> @Sendable (inout CommandProcessor.Staging) throws -> Int64 {
+    @Sendable static func increment(_ id: String) -> @Sendable (inout Staging) throws -> Int64 {
         { s in
             var state = try s.state(id) ?? WfRunState(wfRun: .with { $0.id.id = id; $0.status = .running })
             let next = (state.variable("counter")?.int ?? 0) + 1
@@ -133,9 +133,9 @@ extension GroupCommitTests {
     @Test func groupCommitsQueuedBehindASlowOneShareTheNextTransaction() async throws {
         let (_, store) = try processor()
         store.commitDelay.withLock { $0 = 0.3 }
-        let line = CommandProcessor.CommitLine(store: store)
+        let line = CommitLine(store: store)
         let order = Mutex<[String]>([])
-        func entry(_ id: String, epoch: UInt64) -> CommandProcessor.CommitLine.Entry {
+        func entry(_ id: String, epoch: UInt64) -> CommitLine.Entry {
             var batch = LHWriteBatch()
             batch.wfRuns[id] = WfRunState(wfRun: .with { $0.id.id = id; $0.status = .running })
             return .init(batch: batch, epoch: epoch, durable: { order.withLock { $0.append("durable \(id)") } },
@@ -166,9 +166,9 @@ extension GroupCommitTests {
 
     @Test func aSmallGroupCommitIsWrittenOnTheCallersThreadOnlyWhenNoneIsBeingWritten() async throws {
         let (_, store) = try processor()
-        let line = CommandProcessor.CommitLine(store: store)
+        let line = CommitLine(store: store)
         let order = Mutex<[String]>([])
-        func entry(_ id: String) -> CommandProcessor.CommitLine.Entry {
+        func entry(_ id: String) -> CommitLine.Entry {
             var batch = LHWriteBatch()
             batch.wfRuns[id] = WfRunState(wfRun: .with { $0.id.id = id; $0.status = .running })
             return .init(batch: batch, epoch: 0, durable: { order.withLock { $0.append("durable \(id)") } },

@@ -1,4 +1,5 @@
 import Foundation
+import LHProto
 import LHWire
 import NIOCore
 
@@ -16,7 +17,7 @@ public struct LHServerConfiguration: Sendable {
     }
 
     public var host: String
-    /// 0 picks a free port (see ``LHServer/boundPort``).
+    /// 0 picks a free port (see ``WireServer/boundPort()``).
     public var port: Int
     public var dataDirectory: URL
     public var tls: TLSMode
@@ -49,4 +50,13 @@ public struct LHServerConfiguration: Sendable {
 
     /// The version this server reports (`lhctl version`).
     public static let version: (major: Int32, minor: Int32, patch: Int32) = (0, 1, 0)
+
+    /// ``version`` as the API answers it.
+    static var versionMessage: Littlehorse_LittleHorseVersion {
+        .with {
+            $0.majorVersion = version.major
+            $0.minorVersion = version.minor
+            $0.patchVersion = version.patch
+        }
+    }
 }

@@ -1,0 +1,92 @@
+import LHProto
+import LHStore
+import LHWire
+
+/// The router's request kinds by group: each decodes, calls the service and
+/// encodes.
+extension LHAdminRouter {
+    func metadata(_ request: Lhwire_Envelope.OneOf_Kind) async throws -> Lhwire_Envelope.OneOf_Kind {
+        switch request {
+        case .putTaskDef(let r): return .taskDef(try await service.putTaskDef(r))
+        case .getTaskDef(let id): return .taskDef(try service.taskDef(id.name))
+        case .searchTaskDef(let r):
+            return .taskDefIDList(.with { $0.results = service.searchTaskDefs(prefix: r.hasPrefix ? r.prefix : nil) })
+        case .putExternalEventDef(let r): return .externalEventDef(try await service.putExternalEventDef(r))
+        case .getExternalEventDef(let id): return .externalEventDef(try service.externalEventDef(id.name))
+        case .searchExternalEventDef(let r):
+            return .externalEventDefIDList(.with { $0.results = service.searchExternalEventDefs(prefix: r.hasPrefix ? r.prefix : nil) })
+        case .putWfSpec(let r): return .wfSpec(try await service.putWfSpec(r))
+        case .getWfSpec(let id): return .wfSpec(try service.wfSpec(id))
+        case .getLatestWfSpec(let r): return .wfSpec(try service.latestWfSpec(r.name, majorVersion: r.hasMajorVersion ? r.majorVersion : nil))
+        case .searchWfSpec(let r): return .wfSpecIDList(.with { $0.results = service.searchWfSpecs(r) })
+        default: throw Self.misrouted(request)
+        }
+    }
+
+    func command(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind {
+        switch request {
+        case .runWf(let r): return .wfRun(try await service.submit(service.runWf(r)))
+        case .putExternalEvent(let r): return .externalEvent(try await service.submit(service.putExternalEvent(r)))
+        case .stopWfRun(let r): try await service.submit(service.stopWfRun(r))
+        case .resumeWfRun(let r): try await service.submit(service.resumeWfRun(r))
+        case .deleteWfRun(let r): try await service.submit(service.deleteWfRun(r))
+        case .subscribe(let r): try service.subscribe(r, session: session)
+        case .reportTask(let report):
+            defer { service.reported(report, connection: session.token.id) }
+            try await service.submit(service.reportTask(report, from: session.token.id))
+        default: throw Self.misrouted(request)
+        }
+        return .empty(.init())
+    }
+
+    func read(_ request: Lhwire_Envelope.OneOf_Kind) async throws -> Lhwire_Envelope.OneOf_Kind {
+        switch request {
+        case .getWfRun(let id): return .wfRun(try await service.wfRun(id.id))
+        case .getNodeRun(let id): return .nodeRun(try await service.nodeRun(id))
+        case .listNodeRuns(let r):
+            let list = try await service.nodeRuns(r)
+            return .nodeRunList(.with { $0.results = list })
+        case .getTaskRun(let id): return .taskRun(try await service.taskRun(id))
+        case .listTaskRuns(let r):
+            let list = try await service.taskRuns(r)
+            return .taskRunList(.with { $0.results = list })
+        case .getVariable(let id): return .variable(try await service.variable(id))
+        case .listVariables(let r):
+            let list = try await service.variables(r)
+            return .variableList(.with { $0.results = list })
+        case .getExternalEvent(let id): return .externalEvent(try await service.externalEvent(id))
+        case .listExternalEvents(let r):
+            let events = (try? await service.externalEvents(of: r.wfRunID.id)) ?? []
+            return .externalEventList(.with { $0.results = events })
+        default: throw Self.misrouted(request)
+        }
+    }
+
+    func search(_ request: Lhwire_Envelope.OneOf_Kind) throws -> Lhwire_Envelope.OneOf_Kind {
+        switch request {
+        case .searchWfRun(let r):
+            let page = try service.searchWfRuns(r)
+            return .wfRunIDList(.with { l in
+                l.results = page.results.map { id in .with { $0.id = id } }
+                if let b = page.bookmark { l.bookmark = b }
+            })
+        case .searchTaskRun(let r):
+            let page = try service.searchTaskRuns(r)
+            return .taskRunIDList(.with { l in
+                l.results = page.results
+                if let b = page.bookmark { l.bookmark = b }
+            })
+        case .searchVariable(let r):
+            let page = try service.searchVariables(r)
+            return .variableIDList(.with { l in
+                l.results = page.results
+                if let b = page.bookmark { l.bookmark = b }
+            })
+        default: throw Self.misrouted(request)
+        }
+    }
+
+    static func misrouted(_ request: Lhwire_Envelope.OneOf_Kind) -> LHError {
+        LHError(.internal, "\(Lhwire_Envelope(id: 0, request).kindName) reached the wrong handler")
+    }
+}

@@ -1,0 +1,25 @@
+import LHProto
+
+/// Answers requests. The server calls `handle` concurrently for requests of
+/// one connection and of many.
+public protocol LHRequestRouter: Sendable {
+    /// Takes a request without a task when it can (on the connection's event
+    /// loop: must not block): returns true and calls `reply` once, from any
+    /// thread, with what `handle` would return; false to have `handle`
+    /// called in a task instead.
+    func handleDirectly(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
+                        reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void) -> Bool
+    /// The response kind, nil for a frame that needs no response, or an
+    /// ``LHError`` thrown to answer with an error.
+    func handle(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind?
+    /// Called once when a connection ends.
+    func connectionClosed(_ session: LHSession) async
+}
+
+extension LHRequestRouter {
+    public func connectionClosed(_ session: LHSession) async {}
+    public func handleDirectly(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
+                               reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void) -> Bool { false }
+}
+
+public typealias LittleHorseVersion = Littlehorse_LittleHorseVersion
