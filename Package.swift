@@ -174,6 +174,15 @@ let package = Package(
             ],
             path: "Tests/lh-test-worker"
         ),
+        // The test kit: a real server in the test process (withTestServer).
+        .target(
+            name: "LHTestKit",
+            dependencies: [
+                "LHServer", "LHClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ]
+        ),
         // Benchmarks: swift run -c release lh-bench SCENARIO (docs/performance.md).
         .executableTarget(
             name: "lh-bench",
@@ -205,6 +214,7 @@ let package = Package(
             name: "LHWireTests",
             dependencies: [
                 "LHWire", "LHProto",
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -212,16 +222,23 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "LHStoreTests",
+            dependencies: [
+                "LHStore", "LHEngine", "LHProto", "LHSQLitePageCache",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ]
+        ),
+        .testTarget(
             name: "LHServerTests",
             dependencies: [
-                "LHServer", "LHClient", "LHWire", "LHProto", "LHWorkflow", "LHWorker", "LHStore", "LHEngine", "LHSQLitePageCache",
+                "LHServer", "LHTestKit", "LHClient", "LHWire", "LHProto", "LHWorkflow", "LHWorker", "LHStore", "LHEngine",
                 "lh-server", "lhctl", "lh-test-worker", "collect-underpants-worker", "collect-underpants-register", "lh-bench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "GRDB", package: "GRDB.swift"),
             ]
         ),
     ]

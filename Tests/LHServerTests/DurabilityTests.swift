@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHTestKit
 import LHWorkflow
 import Testing
 
@@ -129,9 +130,9 @@ func progress(_ line: String) {
         let wf = Workflow("retry-elsewhere") { wf in
             wf.execute("held", "x", options: TaskOptions(retries: 1, timeoutSeconds: 2))
         }
-        try await withServer { server in
+        try await TestServer.with { server in
             let hanging = try await server.startWorker("lh-test-worker", ["held:hang"], environment: ["LHW_TASK_WORKER_ID": "worker-a"], ready: "test worker ready")
-            let client = try await server.client()
+            let client = try await server.connectClient()
             _ = try await client.putWfSpec(wf.compile())
             _ = try await client.runWf(.with { $0.wfSpecName = "retry-elsewhere"; $0.id = "wf-r" })
             try await eventually("worker-a holds the TaskRun") {
@@ -294,8 +295,8 @@ func progress(_ line: String) {
             _ = wf.declare("count", .int, required: true)
             wf.waitForEvent("go")
         }
-        try await withServer { server in
-            let client = try await server.client()
+        try await TestServer.with { server in
+            let client = try await server.connectClient()
             _ = try await client.putExternalEventDef(.with { $0.name = "go" })
             _ = try await client.putWfSpec(wf.compile())
             let wrongType = await #expect(throws: LHError.self) {

@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHTestKit
 import LHWorkflow
 import Testing
 
@@ -9,12 +10,12 @@ import Testing
     /// Starts a server and a test worker with `tasks` (TASKDEF:BEHAVIOUR),
     /// registers `events`, deploys `workflow`, and runs `body`.
     func scenario(tasks: [String], events: [String], workflow: Workflow,
-                  _ body: (ServerProcess, LHClient, URL) async throws -> Void) async throws {
+                  _ body: (TestServer, LHClient, URL) async throws -> Void) async throws {
         let gates = try ServerProcess.temporaryDirectory("gates")
-        try await withServer { server in
+        try await TestServer.with { server in
             let worker = try await server.startWorker("lh-test-worker", tasks, environment: ["LH_TEST_GATE_DIR": gates.path], ready: "test worker ready")
             try await withProcesses([worker]) {
-                let client = try await server.client()
+                let client = try await server.connectClient()
                 for e in events { _ = try await client.putExternalEventDef(.with { $0.name = e }) }
                 _ = try await client.putWfSpec(workflow.compile())
                 try await body(server, client, gates)

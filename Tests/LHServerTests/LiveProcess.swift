@@ -59,7 +59,7 @@ final class LiveProcess: @unchecked Sendable {
     }
 }
 
-extension ServerProcess {
+extension LiveServer {
     /// The LHC_* variables a client process of this server needs.
     func clientEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
         var env = ["LHC_API_HOST": "127.0.0.1", "LHC_API_PORT": "\(port)", "LHC_CA_CERT": caPath ?? "", "HOME": dataDir.path]

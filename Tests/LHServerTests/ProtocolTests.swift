@@ -1,25 +1,25 @@
 import Foundation
 import LHClient
 import LHServer
+import LHTestKit
 import Logging
 import NIOCore
 import NIOPosix
 import Testing
 
-/// The framed TLS protocol against a real `lh-server` process: every kind of
+/// The framed TLS protocol against a real server (in this process, TLS on): every kind of
 /// bad input gets a clear error, and the server keeps serving everyone else.
 @Suite(.serialized, .timeLimit(.minutes(3))) struct ProtocolTests {
     /// The server still answers a well-behaved client.
-    func assertServing(_ server: ServerProcess) async throws {
-        let client = try await server.client()
+    func assertServing(_ server: some LiveServer) async throws {
+        let client = try await server.connectClient()
         let version = try await client.serverVersion()
         #expect(version.minorVersion == LHServerConfiguration.version.minor)
         await client.close()
     }
 
     @Test func tenThousandRequestsManyInFlightAreAllAnsweredAndMatched() async throws {
-        try await withServer { server in
-            let client = try await server.client()
+        try await withTestServer { client in
             let total = 10_000
             let window = 256
             let start = ContinuousClock.now
@@ -57,13 +57,12 @@ import Testing
             #expect(answered == total)
             #expect(client.connection.unmatchedResponses == 0)
             print("round trip: \(total) requests, \(window) in flight, in \(elapsed) over TLS")
-            await client.close()
         }
     }
 
     @Test func frameLongerThanTheMaximumClosesThatConnectionWithAnErrorNamingTheLimit() async throws {
-        try await withServer(arguments: ["--max-frame-bytes", "4096"]) { server in
-            let bystander = try await server.client()
+        try await TestServer.with(configure: { $0.maxFrameBytes = 4096 }) { server in
+            let bystander = try await server.connectClient()
             let raw = try await RawClient.connect(port: server.port, caPath: server.caPath)
             try await raw.send(RawClient.hello())
             var header: [UInt8] = []
@@ -82,7 +81,7 @@ import Testing
     }
 
     @Test func lengthPrefixWithNoBodyThenEOFLeavesTheServerServing() async throws {
-        try await withServer { server in
+        try await TestServer.with { server in
             let raw = try await RawClient.connect(port: server.port, caPath: server.caPath)
             try await raw.send(RawClient.hello())
             try await raw.send([0, 0, 0, 200])
@@ -92,7 +91,7 @@ import Testing
     }
 
     @Test func bytesThatAreNotAnEnvelopeGetAMalformedFrameError() async throws {
-        try await withServer { server in
+        try await TestServer.with { server in
             let raw = try await RawClient.connect(port: server.port, caPath: server.caPath)
             try await raw.send(RawClient.hello())
             try await raw.send([0, 0, 0, 4, 0xFF, 0xFF, 0xFF, 0xFF])
@@ -104,7 +103,7 @@ import Testing
     }
 
     @Test func plaintextClientOnTheTLSPortIsDisconnected() async throws {
-        try await withServer { server in
+        try await TestServer.with { server in
             let raw = try await RawClient.connect(port: server.port, caPath: nil)
             try await raw.send(RawClient.hello())
             #expect(await raw.waitForClose())
@@ -117,7 +116,7 @@ import Testing
     /// LHC_API_PROTOCOL=PLAINTEXT against the TLS port: the client reads
     /// the server's TLS alert and says that the two sides disagree.
     @Test func aPlaintextClientOfTheTLSPortIsToldTheServerUsesTLS() async throws {
-        try await withServer { server in
+        try await TestServer.with { server in
             var config = server.config()
             config.apiProtocol = .plaintext
             let error = await #expect(throws: LHError.self) {
@@ -130,7 +129,7 @@ import Testing
     }
 
     @Test func clientThatTrustsAnotherCAIsRefusedAtTheHandshake() async throws {
-        try await withServer { server in
+        try await TestServer.with { server in
             let dir = try ServerProcess.temporaryDirectory("other-ca")
             let other = try DevCertificateAuthority.makeCA(commonName: "someone else's CA")
             let otherPath = dir.appendingPathComponent("ca.pem").path
@@ -146,7 +145,7 @@ import Testing
     }
 
     @Test func wrongProtocolVersionInHelloIsRefusedNamingBothVersions() async throws {
-        try await withServer { server in
+        try await TestServer.with { server in
             let raw = try await RawClient.connect(port: server.port, caPath: server.caPath)
             try await raw.send(RawClient.hello(version: 99))
             #expect(await raw.waitForClose())
@@ -159,7 +158,7 @@ import Testing
     }
 
     @Test func requestBeforeHelloIsRefused() async throws {
-        try await withServer { server in
+        try await TestServer.with { server in
             let raw = try await RawClient.connect(port: server.port, caPath: server.caPath)
             try await raw.send(Lhwire_Envelope(id: 4, .getServerVersion(.init())))
             #expect(await raw.waitForClose())
@@ -174,7 +173,7 @@ import Testing
         let clientCA = try DevCertificateAuthority.makeCA(commonName: "client CA")
         let clientCAPath = dir.appendingPathComponent("client-ca.pem").path
         try clientCA.certificatePEM.write(toFile: clientCAPath, atomically: true, encoding: .utf8)
-        try await withServer(arguments: ["--client-ca", clientCAPath]) { server in
+        try await TestServer.with(configure: { $0.clientCAPath = clientCAPath }) { server in
             var worker = server.config()
             worker.clientId = "worker-without-cert"
             let refused = await #expect(throws: LHError.self) {

@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHTestKit
 import LHWorker
 import LHWorkflow
 import Logging
@@ -45,7 +46,7 @@ import Testing
     }
 
     @Test func aWorkerWhoseTaskDefIsNotRegisteredYetSaysSoAndServesOnceItIs() async throws {
-        try await withServer { server in
+        try await TestServer.with { server in
             let lines = NIOLockedValueBox<[String]>([])
             let worker = Self.worker(server.config(), taskDef: "later", lines: lines)
             let running = Task { try await worker.run() }
@@ -55,7 +56,7 @@ import Testing
             }
             #expect(!lines.withLockedValue { $0.contains { $0.contains("connection to the server lost") } }, "\(lines.withLockedValue { $0 })")
 
-            let client = try await server.client()
+            let client = try await server.connectClient()
             _ = try await client.putTaskDef(worker.putTaskDefRequest)
             try await Self.expectServed(client, taskDef: "later", input: "x")
             await client.close()
@@ -66,11 +67,11 @@ import Testing
     /// the server made its development CA) says it cannot connect, naming
     /// the file and the reason, keeps trying, and serves once the file is.
     @Test func aWorkerWhoseCAFileIsMissingNamesItAndServesOnceItAppears() async throws {
-        try await withServer { server in
+        try await TestServer.with { server in
             let lines = NIOLockedValueBox<[String]>([])
             let ca = try ServerProcess.temporaryDirectory("lh-late-ca").appendingPathComponent("ca.pem")
             let worker = Self.worker(server.config(caPath: ca.path), taskDef: "late-ca", lines: lines)
-            let client = try await server.client()
+            let client = try await server.connectClient()
             _ = try await client.putTaskDef(worker.putTaskDefRequest)
             let running = Task { try await worker.run() }
             defer { running.cancel() }
