@@ -1,24 +1,15 @@
 // swift-tools-version:6.0
 import PackageDescription
 
-/// `LH_UNCHECKED_EXCLUSIVITY=1 swift build -c release` builds the server's hot
-/// modules without the run-time exclusivity checks (swift_beginAccess was
-/// ~4 % of the server's CPU under load; deploy/Dockerfile.server and the
-/// benchmarks build this way). Off by default: SwiftPM refuses products whose
-/// targets carry unsafe flags as dependencies of other packages, and LHProto
-/// and LHWire are part of the LHClient and LHWorker libraries. Debug builds,
-/// which the tests use, always keep the checks.
+/// `LH_UNCHECKED_EXCLUSIVITY=1`: release builds of the server's hot modules
+/// without run-time exclusivity checks (how the benchmarks and the server's
+/// image build; docs/performance.md says why and what it gains).
 let hotPath: [SwiftSetting] = Context.environment["LH_UNCHECKED_EXCLUSIVITY"] == "1"
     ? [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
     : []
 
-/// `LH_JEMALLOC=1` links lh-server with jemalloc instead of glibc's malloc
-/// (Debian's libjemalloc-dev to build, libjemalloc2 to run): the server
-/// allocates and frees many small objects per command, and glibc's malloc
-/// was ~13 % of its CPU at saturation; jemalloc cut the server's CPU per
-/// TaskRun by ~10 % (docs/performance.md). deploy/Dockerfile.server and the
-/// benchmarks build this way; off by default so that a plain `swift build`
-/// needs no extra package.
+/// `LH_JEMALLOC=1`: lh-server linked with jemalloc (Debian's libjemalloc-dev);
+/// the server's image and the benchmarks build this way (docs/performance.md).
 let serverAllocator: [LinkerSetting] = Context.environment["LH_JEMALLOC"] == "1"
     ? [.linkedLibrary("jemalloc")]
     : []
@@ -48,7 +39,9 @@ let package = Package(
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
-        // Generated from proto/ by scripts/generate-proto.sh; never edited by hand.
+        // The data model: Swift generated from proto/ (Generated/, by
+        // scripts/generate-proto.sh, never edited by hand) and hand-written
+        // helpers over it (LittleHorse's JSON, fast encoding, variable types, LHError).
         .target(
             name: "LHProto",
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
@@ -121,7 +114,7 @@ let package = Package(
         .target(
             name: "LHWorker",
             dependencies: [
-                "LHClient", "LHProto", "LHWorkflow",
+                "LHClient", "LHProto", "LHWire", "LHWorkflow",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -134,7 +127,7 @@ let package = Package(
         .executableTarget(
             name: "lh-server",
             dependencies: [
-                "LHServer", "LHWire", "LHStore",
+                "LHServer", "LHWire", "LHStore", "LHProto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Regenerates Sources/LHProto from proto/*.proto. Run by hand after editing
-# proto/; the output is committed and CI never runs this script.
+# Regenerates Sources/LHProto/Generated from proto/*.proto. Run by hand after
+# editing proto/; the output is committed and CI never runs this script.
+# LittleHorse's data model is public (SDK users build requests with it); our
+# own wire envelope (wire.proto) and on-disk records (store.proto) are
+# `package`: only this package's modules see them.
 #
 # Needs protoc (Debian: apt-get install -y protobuf-compiler) and
 # protoc-gen-swift at the same version as the swift-protobuf runtime in
@@ -23,10 +26,16 @@ if [ -z "$plugin" ]; then
   plugin="$src/.build/release/protoc-gen-swift"
 fi
 
-rm -f Sources/LHProto/*.pb.swift
+out=Sources/LHProto/Generated
+rm -f "$out"/*.pb.swift
+internal_protos="proto/wire.proto proto/store.proto"
+public_protos=$(ls proto/*.proto | grep -v -x -F -e proto/wire.proto -e proto/store.proto)
 protoc --plugin=protoc-gen-swift="$plugin" \
-  --swift_out=Sources/LHProto --swift_opt=Visibility=Public \
-  -I proto proto/*.proto
+  --swift_out="$out" --swift_opt=Visibility=Public \
+  -I proto $public_protos
+protoc --plugin=protoc-gen-swift="$plugin" \
+  --swift_out="$out" --swift_opt=Visibility=Package \
+  -I proto $internal_protos
 
 # The descriptors of the same files, for printing JSON as LittleHorse's lhctl
 # does (LHProtoJSON in Sources/LHProto/ProtoJSON.swift needs every field,
@@ -44,5 +53,5 @@ protoc --include_imports --descriptor_set_out=.build-protoc/lh.protoset -I proto
   base64 -w 100 .build-protoc/lh.protoset | sed 's/^/        /'
   echo "        \"\"\""
   echo "}"
-} > Sources/LHProto/descriptor_set.pb.swift
-echo "generated: $(ls Sources/LHProto/*.pb.swift | wc -l) files in Sources/LHProto"
+} > "$out"/descriptor_set.pb.swift
+echo "generated: $(ls "$out"/*.pb.swift | wc -l) files in $out"

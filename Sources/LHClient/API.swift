@@ -3,7 +3,7 @@ import LHProto
 import LHWire
 
 /// The admin API, one method per request (LittleHorse's names).
-extension LHClient {
+extension LittleHorseClient {
     private func expect<T>(_ request: Lhwire_Envelope.OneOf_Kind, _ name: String, _ pick: (Lhwire_Envelope.OneOf_Kind) -> T?) async throws -> T {
         let reply = try await call(request)
         guard let value = pick(reply) else {

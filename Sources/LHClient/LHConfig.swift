@@ -7,7 +7,7 @@ import LHWire
 ///
 /// ```swift
 /// let config = try LHConfig.fromEnvironment()
-/// let client = try await LHClient.connect(config)
+/// let client = try await LittleHorseClient.connect(config)
 /// ```
 public struct LHConfig: Sendable, Equatable {
     public enum APIProtocol: String, Sendable {
@@ -78,7 +78,7 @@ public struct LHConfig: Sendable, Equatable {
     }
 
     /// The wire settings for a connection in `role`.
-    public func connectionConfiguration(role: Lhwire_Role = .admin) -> LHWireConnection.Configuration {
+    package func connectionConfiguration(role: Lhwire_Role = .admin) -> LHWireConnection.Configuration {
         LHWireConnection.Configuration(
             host: apiHost, port: apiPort,
             tls: apiProtocol == .plaintext

@@ -4,23 +4,23 @@ import SwiftProtobuf
 
 /// What the engine needs besides a WfRun's state: its WfSpec and the TaskDefs
 /// it uses.
-public struct LHEngineContext: Sendable {
-    public var spec: Littlehorse_WfSpec
-    public var taskDefs: [String: Littlehorse_TaskDef]
-    public var limits: Limits
+package struct LHEngineContext: Sendable {
+    package var spec: Littlehorse_WfSpec
+    package var taskDefs: [String: Littlehorse_TaskDef]
+    package var limits: Limits
 
     /// Keeps a WfRun from running away.
-    public struct Limits: Sendable {
+    package struct Limits: Sendable {
         /// ThreadRuns in one WfRun.
-        public var maxThreadRuns = 5_000
+        package var maxThreadRuns = 5_000
         /// NodeRuns started while applying one command.
-        public var maxNodeRunsPerCommand = 10_000
+        package var maxNodeRunsPerCommand = 10_000
         /// Default attempt timeout of a TASK node without one.
-        public var defaultTaskTimeoutSeconds: Int32 = 60
-        public init() {}
+        package var defaultTaskTimeoutSeconds: Int32 = 60
+        package init() {}
     }
 
-    public init(spec: Littlehorse_WfSpec, taskDefs: [String: Littlehorse_TaskDef], limits: Limits = .init()) {
+    package init(spec: Littlehorse_WfSpec, taskDefs: [String: Littlehorse_TaskDef], limits: Limits = .init()) {
         self.spec = spec
         self.taskDefs = taskDefs
         self.limits = limits
@@ -32,15 +32,15 @@ public struct LHEngineContext: Sendable {
 /// sockets, files or clocks.
 ///
 /// ```swift
-/// var (state, effects) = try LHEngine.runWf(request, id: "my-wf", context: ctx, now: now)
-/// effects = try LHEngine.apply(.taskStarted(taskGuid: g, attempt: 0, workerId: "w1"), to: &state, context: ctx, now: now)
+/// var (state, effects) = try WorkflowEngine.runWf(request, id: "my-wf", context: ctx, now: now)
+/// effects = try WorkflowEngine.apply(.taskStarted(taskGuid: g, attempt: 0, workerId: "w1"), to: &state, context: ctx, now: now)
 /// ```
-public enum LHEngine {
+package enum WorkflowEngine {
     /// Starts a WfRun: checks the input variables against the entrypoint
     /// ThreadSpec and runs until every thread waits.
     /// `earlierEvents` were posted to this id before the WfRun existed: they
     /// interrupt nothing but can satisfy its EXTERNAL_EVENT nodes.
-    public static func runWf(
+    package static func runWf(
         _ request: Littlehorse_RunWfRequest, id: String, context: LHEngineContext, now: Date,
         earlierEvents: [Littlehorse_ExternalEvent] = []
     ) throws -> (WfRunState, [LHEffect]) {
@@ -80,7 +80,7 @@ public enum LHEngine {
 
     /// Applies one command. A command that refers to something the WfRun does
     /// not have throws; a late or repeated report is ignored (no effects).
-    public static func apply(
+    package static func apply(
         _ command: LHCommand, to state: inout WfRunState, context: LHEngineContext, now: Date
     ) throws -> [LHEffect] {
         var run = Run(state: state, context: context, now: now)

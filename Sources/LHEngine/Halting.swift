@@ -2,7 +2,8 @@ import Foundation
 import LHProto
 import SwiftProtobuf
 
-/// Halting, resuming and interrupts (design.md "Halting and interrupts").
+/// Halting, resuming and interrupts: the rules of docs/halting.md, each with
+/// a test in Tests/LHEngineTests/InterruptTests.swift named after it.
 extension Run {
     /// A thread with halt reasons: HALTING until its current NodeRun has
     /// halted and every child it must wait for is HALTED; then HALTED, and
@@ -201,6 +202,36 @@ extension Run {
             state.wfRun.status = entry.status
         } else {
             state.wfRun.status = .running
+        }
+    }
+}
+
+extension Run {
+    // MARK: - Halt reasons
+
+    mutating func addHaltReason(_ n: Int32, _ reason: HaltReason) {
+        guard !thread(n).haltReasons.contains(reason) else { return }
+        update(n) { $0.haltReasons.append(reason) }
+    }
+
+    mutating func removeHaltReason(_ n: Int32, where matches: (HaltReason) -> Bool) {
+        update(n) { $0.haltReasons.removeAll(where: matches) }
+    }
+
+    func hasManualHalt(_ n: Int32) -> Bool {
+        thread(n).haltReasons.contains { if case .manualHalt? = $0.reason { return true } else { return false } }
+    }
+
+    /// Children a halting thread must wait for: all of them, except its own
+    /// interrupt and failure handlers (they run while it is halted), unless
+    /// the halt is a manual stop.
+    func childrenToHalt(_ n: Int32) -> [Int32] {
+        let manual = hasManualHalt(n)
+        return children(n).filter { c in
+            let child = thread(c)
+            if child.status.isTerminal { return false }
+            if !manual && (child.type == .interrupt || child.type == .failureHandler) { return false }
+            return true
         }
     }
 }

@@ -654,32 +654,4 @@ struct Run {
         default: break
         }
     }
-
-    // MARK: - Halt reasons
-
-    mutating func addHaltReason(_ n: Int32, _ reason: HaltReason) {
-        guard !thread(n).haltReasons.contains(reason) else { return }
-        update(n) { $0.haltReasons.append(reason) }
-    }
-
-    mutating func removeHaltReason(_ n: Int32, where matches: (HaltReason) -> Bool) {
-        update(n) { $0.haltReasons.removeAll(where: matches) }
-    }
-
-    func hasManualHalt(_ n: Int32) -> Bool {
-        thread(n).haltReasons.contains { if case .manualHalt? = $0.reason { return true } else { return false } }
-    }
-
-    /// Children a halting thread must wait for: all of them, except its own
-    /// interrupt and failure handlers (they run while it is halted), unless
-    /// the halt is a manual stop.
-    func childrenToHalt(_ n: Int32) -> [Int32] {
-        let manual = hasManualHalt(n)
-        return children(n).filter { c in
-            let child = thread(c)
-            if child.status.isTerminal { return false }
-            if !manual && (child.type == .interrupt || child.type == .failureHandler) { return false }
-            return true
-        }
-    }
 }

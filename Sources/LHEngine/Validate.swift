@@ -2,19 +2,19 @@ import Foundation
 import LHProto
 
 /// Metadata a WfSpec refers to, for validation.
-public struct LHMetadataLookup: Sendable {
-    public var taskDefs: [String: Littlehorse_TaskDef]
-    public var externalEventDefs: Set<String>
-    public init(taskDefs: [String: Littlehorse_TaskDef], externalEventDefs: Set<String>) {
+package struct LHMetadataLookup: Sendable {
+    package var taskDefs: [String: Littlehorse_TaskDef]
+    package var externalEventDefs: Set<String>
+    package init(taskDefs: [String: Littlehorse_TaskDef], externalEventDefs: Set<String>) {
         self.taskDefs = taskDefs
         self.externalEventDefs = externalEventDefs
     }
 }
 
-extension LHEngine {
+extension WorkflowEngine {
     /// User-defined names (WfSpec, TaskDef, ExternalEventDef, variable and
     /// failure names) are kebab-case.
-    public static func isKebabCase(_ name: String) -> Bool {
+    package static func isKebabCase(_ name: String) -> Bool {
         guard let first = name.first, let last = name.last, !name.isEmpty else { return false }
         func ok(_ c: Character) -> Bool { (c >= "a" && c <= "z") || (c >= "0" && c <= "9") }
         return ok(first) && ok(last) && name.allSatisfy { ok($0) || $0 == "-" }
@@ -36,7 +36,7 @@ extension LHEngine {
     /// Checks a PutWfSpecRequest and returns the WfSpec body it describes (id
     /// version fields left for the caller). Every refusal is INVALID_ARGUMENT
     /// naming the thread, node, edge or variable.
-    public static func validate(_ request: Littlehorse_PutWfSpecRequest, metadata: LHMetadataLookup) throws -> Littlehorse_WfSpec {
+    package static func validate(_ request: Littlehorse_PutWfSpecRequest, metadata: LHMetadataLookup) throws -> Littlehorse_WfSpec {
         var v = Validator(request: request, metadata: metadata)
         try v.run()
         var spec = Littlehorse_WfSpec()
@@ -79,7 +79,7 @@ private struct Validator {
     func fail(_ message: String) -> LHEngineError { .invalid(message) }
 
     mutating func run() throws {
-        guard LHEngine.isKebabCase(request.name) else {
+        guard WorkflowEngine.isKebabCase(request.name) else {
             throw fail("WfSpec name '\(request.name)' must be kebab-case (lowercase letters, digits and '-')")
         }
         guard !request.threadSpecs.isEmpty else { throw fail("WfSpec '\(request.name)' has no ThreadSpecs") }
@@ -103,7 +103,7 @@ private struct Validator {
         var seen = Set<String>()
         for def in thread.variableDefs {
             let v = def.varDef.name
-            if !(LHEngine.isKebabCase(v) || LHEngine.systemVariableNames.contains(v) || LHEngine.isSDKNodeVariableName(v)) {
+            if !(WorkflowEngine.isKebabCase(v) || WorkflowEngine.systemVariableNames.contains(v) || WorkflowEngine.isSDKNodeVariableName(v)) {
                 throw fail("variable '\(v)' of thread '\(name)' must be kebab-case (system names such as INPUT are UPPER_UNDERSCORE)")
             }
             guard seen.insert(v).inserted else { throw fail("variable '\(v)' is declared twice in thread '\(name)'") }
@@ -156,7 +156,7 @@ private struct Validator {
                     guard !Failure.systemErrorNames.contains(f.failureName) else {
                         throw fail("\(at) fails with '\(f.failureName)', a reserved system error name")
                     }
-                    guard LHEngine.isKebabCase(f.failureName) else {
+                    guard WorkflowEngine.isKebabCase(f.failureName) else {
                         throw fail("\(at) fails with '\(f.failureName)': failure names must be kebab-case")
                     }
                 }
@@ -178,7 +178,7 @@ private struct Validator {
                     throw fail("failure handler of \(at) names thread '\(handler.handlerSpecName)', which is not a ThreadSpec of this WfSpec")
                 }
                 if case .specificFailure(let f)? = handler.failureToCatch,
-                   !(LHEngine.isKebabCase(f) || Failure.systemErrorNames.contains(f)) {
+                   !(WorkflowEngine.isKebabCase(f) || Failure.systemErrorNames.contains(f)) {
                     throw fail("failure handler of \(at) catches '\(f)', which is neither kebab-case nor a system error")
                 }
             }

@@ -14,8 +14,8 @@ import ServiceLifecycle
 /// store's batch; the dispatcher and the timers ask it for jobs by name
 /// (``TaskStarting``, ``TimerFiring``); it reaches back only through
 /// ``DirectReservations`` and ``EffectSink``.
-public final class LHCore: Service, Sendable {
-    let store: any LHStore
+package final class LHCore: Service, Sendable {
+    let store: any LHStorage
     let processor: CommandProcessor
     let dispatcher: TaskDispatcher
     let timers: TimerService
@@ -24,12 +24,12 @@ public final class LHCore: Service, Sendable {
 
     /// Opens (or creates) the store in `dataDirectory` and rebuilds queues
     /// and timers from it.
-    public convenience init(dataDirectory: URL, sync: SQLiteStore.Sync = .full, logger: Logger) async throws {
+    package convenience init(dataDirectory: URL, sync: SQLiteStore.Sync = .full, logger: Logger) async throws {
         try await self.init(store: try SQLiteStore(directory: dataDirectory, sync: sync), logger: logger)
     }
 
     /// Runs on `store`, rebuilding queues and timers from it.
-    init(store: any LHStore, clock: any LHClock = SystemClock(), logger: Logger) async throws {
+    init(store: any LHStorage, clock: any LHClock = SystemClock(), logger: Logger) async throws {
         self.store = store
         self.logger = logger
         let metadata = try LHError.mapping { try MetadataCache(loadingFrom: store) }
@@ -47,7 +47,7 @@ public final class LHCore: Service, Sendable {
         logger.notice("store opened", metadata: ["lh.store": "\((store as? SQLiteStore)?.path ?? "\(type(of: store))")", "lh.queued": "\(queued.count)", "lh.timers": "\(stored.count)"])
     }
 
-    public func run() async throws {
+    package func run() async throws {
         await cancelWhenGracefulShutdown {
             await self.timers.run()
         }
@@ -56,7 +56,7 @@ public final class LHCore: Service, Sendable {
 
 extension MetadataCache {
     /// Everything the store holds, WfSpec versions in ascending order.
-    init(loadingFrom store: any LHStore) throws {
+    init(loadingFrom store: any LHStorage) throws {
         for t in try store.taskDefs() { taskDefs[t.id.name] = t }
         for e in try store.externalEventDefs() { externalEventDefs[e.id.name] = e }
         for s in try store.wfSpecs() { wfSpecs[s.id.name, default: []].append(s) }

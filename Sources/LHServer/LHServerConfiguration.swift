@@ -4,9 +4,9 @@ import LHWire
 import NIOCore
 
 /// Settings of one `lh-server`.
-public struct LHServerConfiguration: Sendable {
+package struct LHServerConfiguration: Sendable {
     /// How the listener secures connections.
-    public enum TLSMode: Sendable, Equatable {
+    package enum TLSMode: Sendable, Equatable {
         /// A development CA and server certificate made on first start in
         /// `<data-dir>/tls/` (the default).
         case developmentCA
@@ -16,21 +16,21 @@ public struct LHServerConfiguration: Sendable {
         case plaintext
     }
 
-    public var host: String
+    package var host: String
     /// 0 picks a free port (see ``WireServer/boundPort()``).
-    public var port: Int
-    public var dataDirectory: URL
-    public var tls: TLSMode
+    package var port: Int
+    package var dataDirectory: URL
+    package var tls: TLSMode
     /// With a client CA, clients must present a certificate signed by it.
-    public var clientCAPath: String?
-    public var maxFrameBytes: Int
-    public var heartbeatInterval: TimeAmount
-    public var serverId: String
+    package var clientCAPath: String?
+    package var maxFrameBytes: Int
+    package var heartbeatInterval: TimeAmount
+    package var serverId: String
     /// Names the development server certificate is made for (besides
     /// 127.0.0.1 and ::1), e.g. the service name in docker compose.
-    public var tlsHostnames: [String] = ["localhost"]
+    package var tlsHostnames: [String] = ["localhost"]
 
-    public init(
+    package init(
         host: String = "127.0.0.1", port: Int = 2023,
         dataDirectory: URL = URL(fileURLWithPath: "lh-data"),
         tls: TLSMode = .developmentCA, clientCAPath: String? = nil,
@@ -49,7 +49,7 @@ public struct LHServerConfiguration: Sendable {
     }
 
     /// The version this server reports (`lhctl version`).
-    public static let version: (major: Int32, minor: Int32, patch: Int32) = (0, 1, 0)
+    package static let version: (major: Int32, minor: Int32, patch: Int32) = (0, 1, 0)
 
     /// ``version`` as the API answers it.
     static var versionMessage: Littlehorse_LittleHorseVersion {

@@ -8,8 +8,8 @@ import Synchronization
 
 /// The embedded store: SQLite through GRDB in `<data-dir>/lh.sqlite`, WAL
 /// mode, `synchronous=FULL` unless asked otherwise.
-public final class SQLiteStore: LHStore, Sendable {
-    public enum Sync: String, Sendable {
+package final class SQLiteStore: LHStorage, Sendable {
+    package enum Sync: String, Sendable {
         /// Survives power loss.
         case full = "FULL"
         /// Survives a process crash; may lose the last commits on power loss.
@@ -18,10 +18,10 @@ public final class SQLiteStore: LHStore, Sendable {
 
     /// The format this build writes; a data directory of a newer format is
     /// refused rather than touched.
-    public static let formatVersion = 1
+    package static let formatVersion = 1
 
     let pool: DatabasePool
-    public let path: String
+    package let path: String
     /// WfRun ids that have orphan events: RunWf looks them up only for these.
     private let orphanIds = Mutex<Set<String>>([])
     /// Every stored WfRun id (and some more): a lookup of an id not in it reads nothing.
@@ -32,9 +32,9 @@ public final class SQLiteStore: LHStore, Sendable {
     /// balancing otherwise causes on most commits (page_cache.c). Installed
     /// before the process's first connection; false if SQLite was in use
     /// before (the default page cache then serves, unchanged).
-    public static let pageCacheWrapped: Bool = lh_page_cache_install() == 0
+    package static let pageCacheWrapped: Bool = lh_page_cache_install() == 0
 
-    public init(directory: URL, sync: Sync = .full) throws {
+    package init(directory: URL, sync: Sync = .full) throws {
         _ = Self.pageCacheWrapped
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         path = directory.appendingPathComponent("lh.sqlite").path
@@ -159,29 +159,29 @@ public final class SQLiteStore: LHStore, Sendable {
 
     // MARK: - Metadata
 
-    public func taskDefs() throws -> [Littlehorse_TaskDef] {
+    package func taskDefs() throws -> [Littlehorse_TaskDef] {
         try pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM task_defs").map { try Littlehorse_TaskDef(serializedBytes: $0) } }
     }
 
-    public func externalEventDefs() throws -> [Littlehorse_ExternalEventDef] {
+    package func externalEventDefs() throws -> [Littlehorse_ExternalEventDef] {
         try pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM external_event_defs").map { try Littlehorse_ExternalEventDef(serializedBytes: $0) } }
     }
 
-    public func wfSpecs() throws -> [Littlehorse_WfSpec] {
+    package func wfSpecs() throws -> [Littlehorse_WfSpec] {
         try pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM wf_specs").map { try Littlehorse_WfSpec(serializedBytes: $0) } }
     }
 
-    public func put(taskDef: Littlehorse_TaskDef) throws {
+    package func put(taskDef: Littlehorse_TaskDef) throws {
         let body: Data = try taskDef.serializedBytes()
         try pool.write { db in try db.execute(sql: "INSERT OR REPLACE INTO task_defs (name, body) VALUES (?, ?)", arguments: [taskDef.id.name, body]) }
     }
 
-    public func put(externalEventDef: Littlehorse_ExternalEventDef) throws {
+    package func put(externalEventDef: Littlehorse_ExternalEventDef) throws {
         let body: Data = try externalEventDef.serializedBytes()
         try pool.write { db in try db.execute(sql: "INSERT OR REPLACE INTO external_event_defs (name, body) VALUES (?, ?)", arguments: [externalEventDef.id.name, body]) }
     }
 
-    public func put(wfSpec: Littlehorse_WfSpec) throws {
+    package func put(wfSpec: Littlehorse_WfSpec) throws {
         let body: Data = try wfSpec.serializedBytes()
         try pool.write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO wf_specs (name, major, revision, body) VALUES (?, ?, ?, ?)",
@@ -191,13 +191,13 @@ public final class SQLiteStore: LHStore, Sendable {
 
     // MARK: - WfRuns
 
-    public func wfRun(_ id: String) throws -> WfRunState? {
+    package func wfRun(_ id: String) throws -> WfRunState? {
         guard wfRunIds.withLock({ $0.mayContain(id) }) else { return nil }
         guard let body = try pool.read({ db in try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM wf_runs WHERE id = ?"), arguments: [id]) }) else { return nil }
         return Self.decode(try Lhstore_StoredWfRun(serializedBytes: body))
     }
 
-    public func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent] {
+    package func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent] {
         guard orphanIds.withLock({ $0.contains(wfRunId) }) else { return [] }
         return try pool.read { db in
             try Data.fetchAll(db, sql: "SELECT body FROM orphan_events WHERE wf_run_id = ? ORDER BY seq", arguments: [wfRunId])
@@ -252,7 +252,7 @@ public final class SQLiteStore: LHStore, Sendable {
         var variables: [StatementArguments] = []
     }
 
-    public func prepareWrites(of batch: inout LHWriteBatch) throws {
+    package func prepareWrites(of batch: inout LHWriteBatch) throws {
         for (id, state) in batch.wfRuns where batch.prepared[id] == nil {
             batch.prepared[id] = try Self.prepare(id, state, in: batch)
         }
@@ -277,7 +277,7 @@ public final class SQLiteStore: LHStore, Sendable {
         return out
     }
 
-    public func commit(_ batches: [LHWriteBatch]) throws {
+    package func commit(_ batches: [LHWriteBatch]) throws {
         let batches = batches.filter { !$0.isEmpty }
         guard !batches.isEmpty else { return }
         let prepared = try batches.map { batch in
@@ -365,7 +365,7 @@ public final class SQLiteStore: LHStore, Sendable {
         }
     }
 
-    public func queuedTasks() throws -> [QueuedTask] {
+    package func queuedTasks() throws -> [QueuedTask] {
         try pool.read { db in
             try Row.fetchAll(db, sql: "SELECT wf_run_id, guid, task_def, attempt FROM task_queue ORDER BY seq").map {
                 QueuedTask(wfRunId: $0["wf_run_id"], taskGuid: $0["guid"], taskDef: $0["task_def"], attempt: $0["attempt"])
@@ -376,7 +376,7 @@ public final class SQLiteStore: LHStore, Sendable {
     /// The stored timers, and the timeout of every TaskRun attempt that is
     /// TASK_RUNNING: those are not stored as rows (see `isStoredAsRow`), they
     /// follow from the attempt's start time and the TaskRun's timeout.
-    public func timers() throws -> [StoredTimer] {
+    package func timers() throws -> [StoredTimer] {
         var timers = try pool.read { db in
             try Row.fetchAll(db, sql: "SELECT wf_run_id, key, due FROM timers ORDER BY due").compactMap { row -> StoredTimer? in
                 guard let key = LHTimerKey(row["key"] as String) else { return nil }
@@ -411,7 +411,7 @@ public final class SQLiteStore: LHStore, Sendable {
         return LHPage(results: rows, bookmark: nil)
     }
 
-    public func searchWfRuns(_ r: Littlehorse_SearchWfRunRequest) throws -> LHPage<String> {
+    package func searchWfRuns(_ r: Littlehorse_SearchWfRunRequest) throws -> LHPage<String> {
         let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
         let offset = Self.offset(r.hasBookmark ? r.bookmark : nil)
         var sql = "SELECT id FROM wf_runs WHERE wf_spec_name = ?"
@@ -428,7 +428,7 @@ public final class SQLiteStore: LHStore, Sendable {
         return Self.page(rows, limit: limit, offset: offset)
     }
 
-    public func searchTaskRuns(_ r: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId> {
+    package func searchTaskRuns(_ r: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId> {
         let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
         let offset = Self.offset(r.hasBookmark ? r.bookmark : nil)
         var sql = "SELECT wf_run_id, guid FROM task_runs WHERE task_def = ?"
@@ -444,7 +444,7 @@ public final class SQLiteStore: LHStore, Sendable {
         return Self.page(ids, limit: limit, offset: offset)
     }
 
-    public func searchVariables(_ r: Littlehorse_SearchVariableRequest) throws -> LHPage<Littlehorse_VariableId> {
+    package func searchVariables(_ r: Littlehorse_SearchVariableRequest) throws -> LHPage<Littlehorse_VariableId> {
         let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
         let offset = Self.offset(r.hasBookmark ? r.bookmark : nil)
         guard let key = Self.valueKey(r.value) else {

@@ -32,7 +32,7 @@ package struct TestServer: Sendable {
     }
 
     /// A client of this server (the caller closes it).
-    package func connect() async throws -> LHClient { try await LHClient.connect(config()) }
+    package func connect() async throws -> LittleHorseClient { try await LittleHorseClient.connect(config()) }
 
     /// Runs `body` with a fresh server whose configuration `configure` may
     /// change (maximum frame size, client CA, ...).
@@ -66,7 +66,7 @@ package struct TestServer: Sendable {
 }
 
 /// Runs `body` with a client of a fresh in-process server (``TestServer``).
-package func withTestServer<T: Sendable>(_ body: (LHClient) async throws -> T) async throws -> T {
+package func withTestServer<T: Sendable>(_ body: (LittleHorseClient) async throws -> T) async throws -> T {
     try await TestServer.with { server in
         let client = try await server.connect()
         do {

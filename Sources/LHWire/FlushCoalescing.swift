@@ -1,3 +1,4 @@
+import LHProto
 import NIOCore
 
 /// Makes the flushes of one event-loop tick into one. A flush is carried out
@@ -5,15 +6,15 @@ import NIOCore
 /// from many threads (responses, pushed tasks, pipelined requests) leave in
 /// one TLS write and one syscall instead of one each. Sits next to the TLS
 /// handler (or at the head without TLS).
-public final class LHFlushCoalescingHandler: ChannelOutboundHandler, RemovableChannelHandler {
-    public typealias OutboundIn = ByteBuffer
-    public typealias OutboundOut = ByteBuffer
+package final class LHFlushCoalescingHandler: ChannelOutboundHandler, RemovableChannelHandler {
+    package typealias OutboundIn = ByteBuffer
+    package typealias OutboundOut = ByteBuffer
 
     private var flushPending = false
 
-    public init() {}
+    package init() {}
 
-    public func flush(context: ChannelHandlerContext) {
+    package func flush(context: ChannelHandlerContext) {
         guard !flushPending else { return }
         flushPending = true
         context.eventLoop.assumeIsolated().execute {
@@ -23,7 +24,7 @@ public final class LHFlushCoalescingHandler: ChannelOutboundHandler, RemovableCh
     }
 
     /// What was written before a close still goes out.
-    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+    package func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         if flushPending {
             flushPending = false
             context.flush()

@@ -8,17 +8,17 @@ import NIOSSL
 /// The server's side of the protocol: accepts connections and sets up each
 /// one's pipeline (TLS, frames, protocol errors, hello, heartbeats), handing
 /// it on as an `NIOAsyncChannel` of envelopes or completed by the caller.
-public enum LHListener {
-    public struct Configuration: Sendable {
-        public var host: String
-        public var port: Int
+package enum LHListener {
+    package struct Configuration: Sendable {
+        package var host: String
+        package var port: Int
         /// nil: plaintext (an explicit opt-out).
-        public var tls: LHTLS.ServerConfiguration?
-        public var maxFrameBytes: Int
-        public var heartbeatInterval: TimeAmount
-        public var welcome: Lhwire_Welcome
+        package var tls: LHTLS.ServerConfiguration?
+        package var maxFrameBytes: Int
+        package var heartbeatInterval: TimeAmount
+        package var welcome: Lhwire_Welcome
 
-        public init(
+        package init(
             host: String = "127.0.0.1", port: Int = 2023, tls: LHTLS.ServerConfiguration?,
             maxFrameBytes: Int = LHFrame.defaultMaxFrameBytes, heartbeatInterval: TimeAmount = .seconds(5),
             welcome: Lhwire_Welcome = .init()
@@ -32,11 +32,11 @@ public enum LHListener {
         }
     }
 
-    public typealias Connection = NIOAsyncChannel<Lhwire_Envelope, Lhwire_Envelope>
+    package typealias Connection = NIOAsyncChannel<Lhwire_Envelope, Lhwire_Envelope>
 
     /// Binds the listening socket. Port 0 picks a free port: read it from
     /// `channel.channel.localAddress`.
-    public static func bind(
+    package static func bind(
         _ config: Configuration,
         group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger
@@ -53,7 +53,7 @@ public enum LHListener {
     /// connection's pipeline on its event loop, after the hello handler
     /// (e.g. with a handler that answers the envelopes right there), and
     /// returns what the accept sequence yields for it.
-    public static func bind<Accepted: Sendable>(
+    package static func bind<Accepted: Sendable>(
         _ config: Configuration,
         group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger,

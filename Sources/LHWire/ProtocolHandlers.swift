@@ -6,19 +6,19 @@ import SwiftProtobuf
 /// Answers a protocol error (a frame too large, bytes that are not an
 /// envelope) with an error frame naming the problem, then closes the
 /// connection. Only that connection is affected.
-public final class LHProtocolErrorHandler: ChannelInboundHandler, RemovableChannelHandler {
-    public typealias InboundIn = Lhwire_Envelope
-    public typealias InboundOut = Lhwire_Envelope
-    public typealias OutboundOut = Lhwire_Envelope
+package final class LHProtocolErrorHandler: ChannelInboundHandler, RemovableChannelHandler {
+    package typealias InboundIn = Lhwire_Envelope
+    package typealias InboundOut = Lhwire_Envelope
+    package typealias OutboundOut = Lhwire_Envelope
 
     private let logger: Logger
     private var closing = false
 
-    public init(logger: Logger) {
+    package init(logger: Logger) {
         self.logger = logger
     }
 
-    public func errorCaught(context: ChannelHandlerContext, error: Error) {
+    package func errorCaught(context: ChannelHandlerContext, error: Error) {
         guard !closing else { return }
         closing = true
         if let lhError = error as? LHError {
@@ -47,19 +47,19 @@ public final class LHProtocolErrorHandler: ChannelInboundHandler, RemovableChann
 /// and then passed on, so the server learns the client's id and role. A
 /// request before the hello, or a hello of another version, is answered with
 /// an error and the connection is closed.
-public final class LHServerHelloHandler: ChannelInboundHandler, RemovableChannelHandler {
-    public typealias InboundIn = Lhwire_Envelope
-    public typealias InboundOut = Lhwire_Envelope
-    public typealias OutboundOut = Lhwire_Envelope
+package final class LHServerHelloHandler: ChannelInboundHandler, RemovableChannelHandler {
+    package typealias InboundIn = Lhwire_Envelope
+    package typealias InboundOut = Lhwire_Envelope
+    package typealias OutboundOut = Lhwire_Envelope
 
     private let welcome: Lhwire_Welcome
     private var greeted = false
 
-    public init(welcome: Lhwire_Welcome) {
+    package init(welcome: Lhwire_Welcome) {
         self.welcome = welcome
     }
 
-    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         if greeted {
             if case .hello = envelope.kind {
@@ -96,34 +96,34 @@ public final class LHServerHelloHandler: ChannelInboundHandler, RemovableChannel
 /// Sends a heartbeat when the connection has been quiet for `interval`, and
 /// closes it when nothing has come from the peer for three intervals. Inbound
 /// heartbeats are consumed here. Needs an `IdleStateHandler` before it.
-public final class LHHeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    public typealias InboundIn = Lhwire_Envelope
-    public typealias InboundOut = Lhwire_Envelope
-    public typealias OutboundIn = Lhwire_Envelope
-    public typealias OutboundOut = Lhwire_Envelope
+package final class LHHeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    package typealias InboundIn = Lhwire_Envelope
+    package typealias InboundOut = Lhwire_Envelope
+    package typealias OutboundIn = Lhwire_Envelope
+    package typealias OutboundOut = Lhwire_Envelope
 
     private let logger: Logger
     private let deadAfter: TimeAmount
 
-    public init(deadAfter: TimeAmount, logger: Logger) {
+    package init(deadAfter: TimeAmount, logger: Logger) {
         self.deadAfter = deadAfter
         self.logger = logger
     }
 
     /// The handlers to add to a pipeline for heartbeats every `interval`.
-    public static func handlers(interval: TimeAmount, logger: Logger) -> [ChannelHandler] {
+    package static func handlers(interval: TimeAmount, logger: Logger) -> [ChannelHandler] {
         [
             IdleStateHandler(readTimeout: interval * 3, writeTimeout: interval),
             LHHeartbeatHandler(deadAfter: interval * 3, logger: logger),
         ]
     }
 
-    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .heartbeat = unwrapInboundIn(data).kind { return }
         context.fireChannelRead(data)
     }
 
-    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard let idle = event as? IdleStateHandler.IdleStateEvent else {
             context.fireUserInboundEventTriggered(event)
             return
@@ -146,26 +146,26 @@ public final class LHHeartbeatHandler: ChannelDuplexHandler, RemovableChannelHan
 }
 
 /// Protocol constants.
-public enum LHProtocol {
+package enum LHProtocol {
     /// The protocol version this build speaks (see wire.proto).
-    public static let version = UInt32(Lhwire_ProtocolVersion.current.rawValue)
+    package static let version = UInt32(Lhwire_ProtocolVersion.current.rawValue)
 }
 
 /// Logger metadata keys, defined in one place.
-public enum LHLog {
-    public static let remote = "lh.remote"
-    public static let error = "lh.error"
-    public static let clientId = "lh.clientId"
-    public static let requestId = "lh.requestId"
-    public static let wfRunId = "lh.wfRunId"
-    public static let taskRunId = "lh.taskRunId"
-    public static let taskDef = "lh.taskDef"
+package enum LHLog {
+    package static let remote = "lh.remote"
+    package static let error = "lh.error"
+    package static let clientId = "lh.clientId"
+    package static let requestId = "lh.requestId"
+    package static let wfRunId = "lh.wfRunId"
+    package static let taskRunId = "lh.taskRunId"
+    package static let taskDef = "lh.taskDef"
 }
 
 extension Lhwire_Envelope {
     /// The name of the envelope's kind as wire.proto spells it (e.g.
     /// `run_wf`), for messages. Not for hot paths.
-    public var kindName: String {
+    package var kindName: String {
         guard let kind else { return "an empty envelope" }
         var only = Lhwire_Envelope()
         only.kind = kind

@@ -1,18 +1,19 @@
+import LHProto
 import Foundation
 import NIOCore
 import NIOSSL
 
 /// TLS set-up for both ends of a connection.
-public enum LHTLS {
+package enum LHTLS {
     /// The server's TLS settings.
-    public struct ServerConfiguration: Sendable {
-        public var certificatePath: String
-        public var keyPath: String
+    package struct ServerConfiguration: Sendable {
+        package var certificatePath: String
+        package var keyPath: String
         /// With a client CA, every client must present a certificate signed
         /// by it (mutual TLS); without one, is refused during the handshake.
-        public var clientCAPath: String?
+        package var clientCAPath: String?
 
-        public init(certificatePath: String, keyPath: String, clientCAPath: String? = nil) {
+        package init(certificatePath: String, keyPath: String, clientCAPath: String? = nil) {
             self.certificatePath = certificatePath
             self.keyPath = keyPath
             self.clientCAPath = clientCAPath
@@ -21,20 +22,20 @@ public enum LHTLS {
 
     /// The client's TLS settings (from `LHC_CA_CERT`, `LHC_CLIENT_CERT`,
     /// `LHC_CLIENT_KEY`).
-    public struct ClientConfiguration: Sendable {
+    package struct ClientConfiguration: Sendable {
         /// CA to trust; nil means the system's trust store.
-        public var caCertPath: String?
-        public var clientCertPath: String?
-        public var clientKeyPath: String?
+        package var caCertPath: String?
+        package var clientCertPath: String?
+        package var clientKeyPath: String?
 
-        public init(caCertPath: String? = nil, clientCertPath: String? = nil, clientKeyPath: String? = nil) {
+        package init(caCertPath: String? = nil, clientCertPath: String? = nil, clientKeyPath: String? = nil) {
             self.caCertPath = caCertPath
             self.clientCertPath = clientCertPath
             self.clientKeyPath = clientKeyPath
         }
     }
 
-    public static func makeServerContext(_ config: ServerConfiguration) throws -> NIOSSLContext {
+    package static func makeServerContext(_ config: ServerConfiguration) throws -> NIOSSLContext {
         let chain = try certificates(at: config.certificatePath, what: "the TLS certificate")
         let key = try privateKey(at: config.keyPath, what: "the TLS key")
         var tls = TLSConfiguration.makeServerConfiguration(
@@ -48,7 +49,7 @@ public enum LHTLS {
         return try context(tls, certificate: config.certificatePath, key: config.keyPath)
     }
 
-    public static func makeClientContext(_ config: ClientConfiguration) throws -> NIOSSLContext {
+    package static func makeClientContext(_ config: ClientConfiguration) throws -> NIOSSLContext {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
         if let ca = config.caCertPath {
@@ -68,7 +69,7 @@ public enum LHTLS {
 
     /// The certificates of a PEM file; an error names the file and what is
     /// wrong with it (missing, unreadable, a key instead, not PEM).
-    public static func certificates(at file: String, what: String, setting: String? = nil) throws -> [NIOSSLCertificate] {
+    package static func certificates(at file: String, what: String, setting: String? = nil) throws -> [NIOSSLCertificate] {
         let path = setting.map { "\(file) (\($0))" } ?? file
         let text = try pemText(at: file, named: path, what: what)
         guard text.contains("-----BEGIN CERTIFICATE-----") else {
@@ -86,7 +87,7 @@ public enum LHTLS {
 
     /// The private key of a PEM file, with the same kind of errors; an
     /// encrypted key is refused by name (no passphrase can be given).
-    public static func privateKey(at file: String, what: String, setting: String? = nil) throws -> NIOSSLPrivateKey {
+    package static func privateKey(at file: String, what: String, setting: String? = nil) throws -> NIOSSLPrivateKey {
         let path = setting.map { "\(file) (\($0))" } ?? file
         let text = try pemText(at: file, named: path, what: what)
         if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED") {
@@ -140,7 +141,7 @@ public enum LHTLS {
 
     /// The name to send in SNI and verify: nil for an IP address literal
     /// (NIOSSL then verifies the certificate against the peer's address).
-    public static func serverHostname(for host: String) -> String? {
+    package static func serverHostname(for host: String) -> String? {
         if host.contains(":") { return nil }
         if host.split(separator: ".").count == 4, host.allSatisfy({ $0.isNumber || $0 == "." }) { return nil }
         return host

@@ -10,7 +10,7 @@ extension Workflow {
     /// let spec = try await Workflow("my-wf") { wf in wf.execute("greet") }.register(client: client)
     /// ```
     @discardableResult
-    public func register(client: LHClient) async throws -> Littlehorse_WfSpec {
+    public func register(client: LittleHorseClient) async throws -> Littlehorse_WfSpec {
         try await client.putWfSpec(compile())
     }
 }

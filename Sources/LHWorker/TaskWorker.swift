@@ -1,6 +1,7 @@
 import Foundation
 import LHClient
 import LHProto
+import LHWire
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -20,7 +21,6 @@ public final class WorkerContext: Sendable {
         wfRunId = task.taskRunID.wfRunID.id
         taskRunId = task.taskRunID
         attemptNumber = Int(task.attemptNumber)
-        let _ = 0
     }
 
     /// The same for every attempt of one TaskRun: `<wfRunId>/<taskGuid>`.
@@ -100,7 +100,7 @@ public final class LHTaskWorker: Service, Sendable {
     /// Registers the TaskDef (idempotent when it exists with the same shape).
     @discardableResult
     public func registerTaskDef() async throws -> Littlehorse_TaskDef {
-        let client = try await LHClient.connect(config, logger: logger)
+        let client = try await LittleHorseClient.connect(config, logger: logger)
         defer { Task { await client.close() } }
         return try await client.putTaskDef(putTaskDefRequest)
     }

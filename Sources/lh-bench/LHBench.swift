@@ -57,14 +57,14 @@ struct CommonOptions: ParsableArguments {
 final class Bench: @unchecked Sendable {
     let server: BenchServer
     let workers: BenchWorkers
-    let client: LHClient
+    let client: LittleHorseClient
     let workDir: URL
     let options: CommonOptions
     let startupSeconds: Double
     /// The started server's malloc (nil for --server).
     let serverAllocator: String?
 
-    private init(server: BenchServer, workers: BenchWorkers, client: LHClient, workDir: URL, options: CommonOptions, startup: Double) {
+    private init(server: BenchServer, workers: BenchWorkers, client: LittleHorseClient, workDir: URL, options: CommonOptions, startup: Double) {
         self.server = server
         self.workers = workers
         self.client = client
@@ -83,7 +83,7 @@ final class Bench: @unchecked Sendable {
         try FileManager.default.createDirectory(at: workDir, withIntermediateDirectories: true)
         var server: BenchServer?
         var workers: BenchWorkers?
-        var client: LHClient?
+        var client: LittleHorseClient?
         func cleanup() async {
             await client?.close()
             await workers?.stop()
@@ -105,7 +105,7 @@ final class Bench: @unchecked Sendable {
                 startup = seconds
                 say("lh-server pid \(s.pid ?? 0) on 127.0.0.1:\(s.port), data in \(workDir.path)/data")
             }
-            client = try await LHClient.connect(server!.config(clientId: "lh-bench"))
+            client = try await LittleHorseClient.connect(server!.config(clientId: "lh-bench"))
             workers = try await BenchWorkers(count: options.workers, tasks: tasks, capacity: options.capacity, holdMs: holdMs, server: server!)
             let bench = Bench(server: server!, workers: workers!, client: client!, workDir: workDir, options: options, startup: startup)
             let ticksBefore = machineCPUTicks()

@@ -414,7 +414,7 @@ struct Memory: AsyncParsableCommand {
             r.add("graceful stop (SIGTERM → exit)", String(format: "%.3f s", stopSeconds), key: "stop_s", round3(stopSeconds))
             let spawned = monoSeconds()
             let listening = try await bench.server.restart()
-            let client = try await LHClient.connect(bench.server.config(clientId: "lh-bench-restart"))
+            let client = try await LittleHorseClient.connect(bench.server.config(clientId: "lh-bench-restart"))
             defer { Task { await client.close() } }
             let probe = try await client.getWfRun("wait-\(count / 2)")
             let serving = monoSeconds() - spawned

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LHProto
 import LHServer
 import LHStore
 import LHWire

@@ -4,7 +4,7 @@ import LHClient
 import SwiftProtobuf
 
 /// Runs `body` with a client; errors go to stderr with a non-zero exit.
-func withClient(_ connection: ConnectionOptions, _ body: (LHClient) async throws -> Void) async {
+func withClient(_ connection: ConnectionOptions, _ body: (LittleHorseClient) async throws -> Void) async {
     do {
         try await connection.withClient(body)
     } catch {

@@ -27,9 +27,9 @@ struct ConnectionOptions: ParsableArguments {
         return config
     }
 
-    func withClient<T>(_ body: (LHClient) async throws -> T) async throws -> T {
+    func withClient<T>(_ body: (LittleHorseClient) async throws -> T) async throws -> T {
         let config = try config()
-        let client = try await LHClient.connect(config)
+        let client = try await LittleHorseClient.connect(config)
         do {
             let result = try await body(client)
             await client.close()

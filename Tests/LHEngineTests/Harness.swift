@@ -126,13 +126,13 @@ struct Harness {
         request.entrypointThreadName = entry
         let defs = Dictionary(taskDefs.map { ($0.id.name, $0) }, uniquingKeysWith: { a, _ in a })
         let spec = validate
-            ? try LHEngine.validate(request, metadata: .init(taskDefs: defs, externalEventDefs: Set(events)))
+            ? try WorkflowEngine.validate(request, metadata: .init(taskDefs: defs, externalEventDefs: Set(events)))
             : Littlehorse_WfSpec.with { $0.id.name = "test-wf"; $0.threadSpecs = threads; $0.entrypointThreadName = entry }
         context = LHEngineContext(spec: spec, taskDefs: defs)
         var run = Littlehorse_RunWfRequest()
         run.wfSpecName = "test-wf"
         run.variables = variables
-        let (state, effects) = try LHEngine.runWf(run, id: "wf-1", context: context, now: now)
+        let (state, effects) = try WorkflowEngine.runWf(run, id: "wf-1", context: context, now: now)
         self.state = state
         absorb(effects)
     }
@@ -151,7 +151,7 @@ struct Harness {
     }
 
     mutating func apply(_ command: LHCommand) throws {
-        absorb(try LHEngine.apply(command, to: &state, context: context, now: now))
+        absorb(try WorkflowEngine.apply(command, to: &state, context: context, now: now))
     }
 
     /// Hands the queued TaskRun of `taskDef` to a worker.

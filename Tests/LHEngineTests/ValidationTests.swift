@@ -13,7 +13,7 @@ import Testing
         request.name = name
         request.threadSpecs = threads
         request.entrypointThreadName = "entrypoint"
-        _ = try LHEngine.validate(request, metadata: .init(taskDefs: Dictionary(taskDefs.map { ($0.id.name, $0) }, uniquingKeysWith: { a, _ in a }),
+        _ = try WorkflowEngine.validate(request, metadata: .init(taskDefs: Dictionary(taskDefs.map { ($0.id.name, $0) }, uniquingKeysWith: { a, _ in a }),
                                                            externalEventDefs: Set(events)))
     }
 
@@ -38,7 +38,7 @@ import Testing
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("LHProtoTests/Fixtures/collect-underpants.json")
         let request = try Littlehorse_PutWfSpecRequest(jsonUTF8Data: Data(contentsOf: url))
-        _ = try LHEngine.validate(request, metadata: .init(taskDefs: Dictionary(underpantTaskDefs.map { ($0.id.name, $0) }, uniquingKeysWith: { a, _ in a }),
+        _ = try WorkflowEngine.validate(request, metadata: .init(taskDefs: Dictionary(underpantTaskDefs.map { ($0.id.name, $0) }, uniquingKeysWith: { a, _ in a }),
                                                            externalEventDefs: Set(underpantEvents)))
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHWire
 import Testing
 
 /// Every lh-bench scenario runs end to end at a tiny size (debug build, so

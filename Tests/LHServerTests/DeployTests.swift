@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHWire
 import Testing
 
 /// deploy/docker-compose.yml cannot run here (no Docker engine), so its
@@ -81,7 +82,7 @@ import Testing
                 config.apiHost = "127.0.0.1"
                 config.apiPort = port
                 config.caCertPath = data.appendingPathComponent("tls/ca.pem").path
-                let client = try await LHClient.connect(config)
+                let client = try await LittleHorseClient.connect(config)
                 _ = try await client.runWf(.with { $0.wfSpecName = "collect-underpants"; $0.id = "my-wf"; $0.variables["all-underpants"] = .with { $0.jsonArr = "[]" } })
                 for who in ["obiwan", "anakin", "yoda"] {
                     _ = try await client.putExternalEvent(.with { $0.wfRunID.id = "my-wf"; $0.externalEventDefID.name = "underpant-collected"; $0.content.str = who })

@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHWire
 import LHTestKit
 import LHWorkflow
 import Testing
@@ -27,7 +28,7 @@ func progress(_ line: String) {
 
     /// Retries `body` (reconnecting) until it succeeds: what a careful client
     /// does across server crashes, with idempotent ids and guids.
-    func retrying<T>(_ server: @escaping @Sendable () -> ServerProcess?, retries: inout Int, _ body: (LHClient) async throws -> T) async throws -> T {
+    func retrying<T>(_ server: @escaping @Sendable () -> ServerProcess?, retries: inout Int, _ body: (LittleHorseClient) async throws -> T) async throws -> T {
         let deadline = Date().addingTimeInterval(60)
         var attempt = 0
         while true {

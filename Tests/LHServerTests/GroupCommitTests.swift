@@ -12,7 +12,7 @@ import Testing
 
 /// The real SQLite store, whose commits can be made to fail: what a full
 /// disk or an I/O error does to a group commit.
-final class FailableStore: LHStore, Sendable {
+final class FailableStore: LHStorage, Sendable {
     let inner: SQLiteStore
     let failCommits = Mutex(false)
     let commitDelay = Mutex(0.0)

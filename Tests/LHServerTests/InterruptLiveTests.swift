@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHWire
 import LHTestKit
 import LHWorkflow
 import Testing
@@ -10,7 +11,7 @@ import Testing
     /// Starts a server and a test worker with `tasks` (TASKDEF:BEHAVIOUR),
     /// registers `events`, deploys `workflow`, and runs `body`.
     func scenario(tasks: [String], events: [String], workflow: Workflow,
-                  _ body: (TestServer, LHClient, URL) async throws -> Void) async throws {
+                  _ body: (TestServer, LittleHorseClient, URL) async throws -> Void) async throws {
         let gates = try ServerProcess.temporaryDirectory("gates")
         try await TestServer.with { server in
             let worker = try await server.startWorker("lh-test-worker", tasks, environment: ["LH_TEST_GATE_DIR": gates.path], ready: "test worker ready")
@@ -24,11 +25,11 @@ import Testing
         }
     }
 
-    func run(_ client: LHClient, _ spec: String, id: String, _ vars: [String: Littlehorse_VariableValue] = [:]) async throws {
+    func run(_ client: LittleHorseClient, _ spec: String, id: String, _ vars: [String: Littlehorse_VariableValue] = [:]) async throws {
         _ = try await client.runWf(.with { $0.wfSpecName = spec; $0.id = id; $0.variables = vars })
     }
 
-    func post(_ client: LHClient, _ id: String, _ event: String, _ content: Littlehorse_VariableValue) async throws {
+    func post(_ client: LittleHorseClient, _ id: String, _ event: String, _ content: Littlehorse_VariableValue) async throws {
         _ = try await client.putExternalEvent(.with { $0.wfRunID.id = id; $0.externalEventDefID.name = event; $0.content = content })
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHWire
 import NIOConcurrencyHelpers
 
 /// A helper process of the live tests (a worker), stopped on every path by

@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHWire
 import LHTestKit
 
 /// A server the live tests talk to: in this process (``TestServer``) or a
@@ -10,13 +11,13 @@ protocol LiveServer: Sendable {
     var caPath: String? { get }
     var dataDir: URL { get }
     func config(caPath: String?) -> LHConfig
-    func connectClient() async throws -> LHClient
+    func connectClient() async throws -> LittleHorseClient
 }
 
 extension ServerProcess: LiveServer {
-    func connectClient() async throws -> LHClient { try await client() }
+    func connectClient() async throws -> LittleHorseClient { try await client() }
 }
 
 extension TestServer: LiveServer {
-    func connectClient() async throws -> LHClient { try await connect() }
+    func connectClient() async throws -> LittleHorseClient { try await connect() }
 }

@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHWire
 import LHServer
 import LHTestKit
 import Logging
@@ -120,7 +121,7 @@ import Testing
             var config = server.config()
             config.apiProtocol = .plaintext
             let error = await #expect(throws: LHError.self) {
-                let client = try await LHClient.connect(config)
+                let client = try await LittleHorseClient.connect(config)
                 _ = try await client.getWfRun("anything")
             }
             #expect("\(error!)".contains("received a TLS record where a frame was expected"), "\(error!)")
@@ -135,7 +136,7 @@ import Testing
             let otherPath = dir.appendingPathComponent("ca.pem").path
             try other.certificatePEM.write(toFile: otherPath, atomically: true, encoding: .utf8)
             let error = await #expect(throws: LHError.self) {
-                _ = try await LHClient.connect(server.config(caPath: otherPath))
+                _ = try await LittleHorseClient.connect(server.config(caPath: otherPath))
             }
             #expect(error?.code == .unavailable)
             #expect("\(error!)".lowercased().contains("certificate"), "error names the certificate problem: \(error!)")
@@ -190,7 +191,7 @@ import Testing
             var withCert = server.config()
             withCert.clientCertPath = certPath
             withCert.clientKeyPath = keyPath
-            let client = try await LHClient.connect(withCert)
+            let client = try await LittleHorseClient.connect(withCert)
             _ = try await client.serverVersion()
             await client.close()
         }

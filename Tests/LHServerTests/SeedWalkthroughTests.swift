@@ -1,5 +1,7 @@
 import Foundation
 import LHClient
+import LHWire
+import LHTestKit
 import Testing
 
 /// Seed 003's walkthrough across processes: lh-server, the example's worker
@@ -16,7 +18,7 @@ import Testing
 
                 let run = try server.lhctl("run", "collect-underpants", "--wfRunId", "my-wf", "all-underpants", "[]")
                 #expect(run.contains("\"status\": \"RUNNING\""))
-                let client = try await server.client()
+                let client = try await server.connectClient()
                 // The WfRun waits on done-collecting-underpants.
                 try await eventually("my-wf waits for done-collecting-underpants") {
                     try await client.getWfRun("my-wf").threadRuns[0].currentNodePosition == 2
@@ -85,7 +87,7 @@ import Testing
     /// together: the register waits for the TaskDefs the worker registers,
     /// saying so, instead of failing the WfSpec.
     @Test func theRegisterWaitsForTheTaskDefsOfAWorkerThatStartsLater() async throws {
-        try await withServer { server in
+        try await TestServer.with { server in
             let reg = try LiveProcess("collect-underpants-register", [], environment: server.clientEnvironment())
             try await withProcesses([reg]) {
                 try await eventually("the register says what it waits for") {
@@ -105,7 +107,7 @@ import Testing
     /// Without a server the register fails with one line naming the
     /// problem and a non-zero exit, not a crash.
     @Test func theRegisterWithoutAServerFailsWithAnError() async throws {
-        try await withServer { server in
+        try await TestServer.with { server in
             let env = server.clientEnvironment(["LHC_API_PORT": "1"])
             let reg = try LiveProcess("collect-underpants-register", [], environment: env)
             try await withProcesses([reg]) {

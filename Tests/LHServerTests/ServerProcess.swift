@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHWire
 import NIOConcurrencyHelpers
 
 /// A real `lh-server` process on 127.0.0.1, a free port and a temporary data
@@ -121,8 +122,8 @@ final class ServerProcess: @unchecked Sendable {
         return config
     }
 
-    func client() async throws -> LHClient {
-        try await LHClient.connect(config())
+    func client() async throws -> LittleHorseClient {
+        try await LittleHorseClient.connect(config())
     }
 }
 

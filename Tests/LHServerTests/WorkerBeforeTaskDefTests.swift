@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHWire
 import LHTestKit
 import LHWorker
 import LHWorkflow
@@ -35,7 +36,7 @@ import Testing
 
     /// Runs a one-task WfSpec of `taskDef` with `input` and waits until the
     /// worker's output is the TaskRun's.
-    static func expectServed(_ client: LHClient, taskDef: String, input: String) async throws {
+    static func expectServed(_ client: LittleHorseClient, taskDef: String, input: String) async throws {
         _ = try await client.putWfSpec(Workflow("\(taskDef)-wf") { wf in wf.execute(taskDef, input) }.compile())
         _ = try await client.runWf(.with { $0.wfSpecName = "\(taskDef)-wf"; $0.id = "\(taskDef)-1" })
         try await eventually("the WfRun completes with the worker's output", timeout: 30) {

@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHWire
 import LHWorker
 import NIOConcurrencyHelpers
 import NIOCore

@@ -1,3 +1,4 @@
+import LHProto
 import Foundation
 import Testing
 

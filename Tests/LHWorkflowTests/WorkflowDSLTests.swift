@@ -47,8 +47,8 @@ import LHEngine
 @Suite struct WorkflowDSLExecutionTests {
     func run(_ wf: Workflow, taskDefs: [Littlehorse_TaskDef] = [], events: Set<String> = [], variables: [String: Littlehorse_VariableValue] = [:]) throws -> WfRunState {
         let defs = Dictionary(taskDefs.map { ($0.id.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let spec = try LHEngine.validate(wf.compile(), metadata: .init(taskDefs: defs, externalEventDefs: events))
-        let (state, _) = try LHEngine.runWf(.with { $0.variables = variables }, id: "wf", context: .init(spec: spec, taskDefs: defs), now: Date())
+        let spec = try WorkflowEngine.validate(wf.compile(), metadata: .init(taskDefs: defs, externalEventDefs: events))
+        let (state, _) = try WorkflowEngine.runWf(.with { $0.variables = variables }, id: "wf", context: .init(spec: spec, taskDefs: defs), now: Date())
         return state
     }
 

@@ -40,7 +40,7 @@ extension AdminService {
             if try s.state(id) != nil { throw LHError(.alreadyExists, "WfRun '\(id)' already exists") }
             let earlier = try s.orphanEvents(of: id)
             let (state, effects) = try LHError.mapping {
-                try LHEngine.runWf(r, id: id, context: context, now: s.now, earlierEvents: earlier)
+                try WorkflowEngine.runWf(r, id: id, context: context, now: s.now, earlierEvents: earlier)
             }
             if !earlier.isEmpty { s.claimOrphanEvents(of: id) }
             s.save(id, state, effects)

@@ -12,11 +12,11 @@ import SwiftProtobuf
 /// Routers decode a request, call one method here and encode its answer.
 struct AdminService: Sendable {
     let processor: CommandProcessor
-    let store: any LHStore
+    let store: any LHStorage
     let dispatcher: TaskDispatcher
     let clock: any LHClock
 
-    init(processor: CommandProcessor, store: any LHStore, dispatcher: TaskDispatcher, clock: any LHClock = SystemClock()) {
+    init(processor: CommandProcessor, store: any LHStorage, dispatcher: TaskDispatcher, clock: any LHClock = SystemClock()) {
         self.processor = processor
         self.store = store
         self.dispatcher = dispatcher
@@ -26,7 +26,7 @@ struct AdminService: Sendable {
     var metadata: MetadataCache { processor.currentMetadata }
 
     static func checkName(_ name: String, _ what: String) throws {
-        guard LHEngine.isKebabCase(name) else {
+        guard WorkflowEngine.isKebabCase(name) else {
             throw LHError(.invalidArgument, "\(what) name '\(name)' must be kebab-case (lowercase letters, digits and '-')")
         }
     }
@@ -96,7 +96,7 @@ struct AdminService: Sendable {
     /// gives it (or answers the identical latest version).
     func putWfSpec(_ r: Littlehorse_PutWfSpecRequest) async throws -> Littlehorse_WfSpec {
         let metadata = self.metadata
-        var spec = try LHError.mapping { try LHEngine.validate(r, metadata: metadata.lookup) }
+        var spec = try LHError.mapping { try WorkflowEngine.validate(r, metadata: metadata.lookup) }
         switch try WfSpecVersioning.decide(spec, allowedUpdates: r.allowedUpdates, versions: metadata.wfSpecs[r.name] ?? []) {
         case .existing(let existing):
             return existing

@@ -2,7 +2,7 @@ import LHProto
 
 /// Answers requests. The server calls `handle` concurrently for requests of
 /// one connection and of many.
-public protocol LHRequestRouter: Sendable {
+package protocol LHRequestRouter: Sendable {
     /// Takes a request without a task when it can (on the connection's event
     /// loop: must not block): returns true and calls `reply` once, from any
     /// thread, with what `handle` would return; false to have `handle`
@@ -17,9 +17,8 @@ public protocol LHRequestRouter: Sendable {
 }
 
 extension LHRequestRouter {
-    public func connectionClosed(_ session: LHSession) async {}
-    public func handleDirectly(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
+    package func connectionClosed(_ session: LHSession) async {}
+    package func handleDirectly(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
                                reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void) -> Bool { false }
 }
 
-public typealias LittleHorseVersion = Littlehorse_LittleHorseVersion

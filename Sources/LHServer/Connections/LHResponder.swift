@@ -5,12 +5,12 @@ import NIOCore
 /// channel (NIO hops to its event loop), no task or stream in between.
 /// Frames sent from one thread go out in the order sent; after the
 /// connection closed they are dropped.
-public struct LHResponder: Sendable {
+package struct LHResponder: Sendable {
     let channel: any Channel
 
-    public init(channel: any Channel) { self.channel = channel }
+    package init(channel: any Channel) { self.channel = channel }
 
-    public func yield(_ envelope: Lhwire_Envelope) {
+    package func yield(_ envelope: Lhwire_Envelope) {
         if let group = FrameGroup.current {
             group.add(envelope, to: channel)
         } else {
@@ -23,7 +23,7 @@ public struct LHResponder: Sendable {
     /// and each connection's frames in one flush (a report's answer and the
     /// next task for the same worker leave in one write). Order per
     /// connection is kept. Nested calls join the outer one.
-    public static func grouping(_ body: () -> Void) {
+    package static func grouping(_ body: () -> Void) {
         guard FrameGroup.current == nil else { return body() }
         let group = FrameGroup()
         FrameGroup.current = group

@@ -11,8 +11,8 @@ import ServiceLifecycle
 /// answers each request through its ``LHRequestRouter``: the frequent ones
 /// handed to it on the event loop, the rest in a task each, so many requests
 /// may be in flight on one connection. Stops accepting on graceful shutdown.
-public final class WireServer: Service, Sendable {
-    public let configuration: LHServerConfiguration
+package final class WireServer: Service, Sendable {
+    package let configuration: LHServerConfiguration
     private let router: any LHRequestRouter
     let logger: Logger
     private let state = NIOLockedValueBox(State())
@@ -26,17 +26,17 @@ public final class WireServer: Service, Sendable {
         var failure: Error?
     }
 
-    public init(configuration: LHServerConfiguration, router: any LHRequestRouter, logger: Logger) {
+    package init(configuration: LHServerConfiguration, router: any LHRequestRouter, logger: Logger) {
         self.configuration = configuration
         self.router = router
         self.logger = logger
     }
 
     /// The CA file clients should trust, when the server made a development CA.
-    public var developmentCAPath: String? { state.withLockedValue { $0.caPath } }
+    package var developmentCAPath: String? { state.withLockedValue { $0.caPath } }
 
     /// Waits until the listener is bound and returns its port.
-    public func boundPort() async throws -> Int {
+    package func boundPort() async throws -> Int {
         try await withCheckedThrowingContinuation { continuation in
             let ready: Result<Int, Error>? = state.withLockedValue { state in
                 if let port = state.boundPort { return .success(port) }
@@ -67,7 +67,7 @@ public final class WireServer: Service, Sendable {
         }
     }
 
-    public func run() async throws {
+    package func run() async throws {
         let serverChannel: NIOAsyncChannel<any Channel, Never>
         do {
             var welcome = Lhwire_Welcome()

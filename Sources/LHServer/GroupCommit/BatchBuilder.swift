@@ -16,7 +16,7 @@ struct BatchBuilder: Sendable {
 
     let now: Date
     let metadata: MetadataCache
-    let store: any LHStore
+    let store: any LHStorage
     let base: PipelineBase
     let cache: StateCache
     let reservations: (any DirectReservations)?

@@ -36,7 +36,7 @@ actor CommandProcessor {
         var done: @Sendable (Result<any Sendable, Error>) -> Void
     }
 
-    private let store: any LHStore
+    private let store: any LHStorage
     private let logger: Logger
     private(set) var metadata: MetadataCache {
         didSet { published.withLock { $0 = metadata } }
@@ -62,7 +62,7 @@ actor CommandProcessor {
     private let graveyard = Mutex<[[WfRunState]]>([])
     private var batchNumber: UInt64 = 0
 
-    init(store: any LHStore, metadata: MetadataCache, logger: Logger, cacheCapacity: Int = 10_000,
+    init(store: any LHStorage, metadata: MetadataCache, logger: Logger, cacheCapacity: Int = 10_000,
                  clock: any LHClock = SystemClock()) {
         self.store = store
         self.cache = StateCache(capacity: cacheCapacity)

@@ -22,13 +22,13 @@ final class CommitLine: Sendable {
     private static let queue = DispatchQueue(label: "lh.store.commit", qos: .userInitiated)
     /// Seconds spent inside store.commit (statistics).
     static let writeSeconds = Mutex(0.0)
-    private let store: any LHStore
+    private let store: any LHStorage
     private let waiting = DrainQueue<Entry>()
     /// The epoch whose commit failed: later batches of that epoch were
     /// built on it and are refused.
     private let failedEpoch = Mutex<UInt64?>(nil)
 
-    init(store: any LHStore) { self.store = store }
+    init(store: any LHStorage) { self.store = store }
 
     /// `here`: when no transaction is being written, write this one on the
     /// calling thread.

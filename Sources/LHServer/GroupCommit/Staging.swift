@@ -27,7 +27,7 @@ struct Staging: Sendable {
     private(set) var deliveries: [Delivery] = []
     let now: Date
     let metadata: MetadataCache
-    private let store: any LHStore
+    private let store: any LHStorage
     private let loadState: @Sendable (String) throws -> WfRunState?
     /// Orphan events of the group commits still being written.
     private let pendingOrphans: [Littlehorse_ExternalEvent]
@@ -36,7 +36,7 @@ struct Staging: Sendable {
     /// attempts the job makes ready go to that worker first.
     var reportingWorker: ObjectIdentifier?
 
-    init(now: Date, metadata: MetadataCache, store: any LHStore, pendingOrphans: [Littlehorse_ExternalEvent] = [],
+    init(now: Date, metadata: MetadataCache, store: any LHStorage, pendingOrphans: [Littlehorse_ExternalEvent] = [],
          reservations: (any DirectReservations)? = nil, loadState: @escaping @Sendable (String) throws -> WfRunState?) {
         self.now = now
         self.metadata = metadata
@@ -65,7 +65,7 @@ struct Staging: Sendable {
             throw LHError(.internal, "WfSpec \(v.name) v\(v.majorVersion).\(v.revision) of WfRun '\(id)' is missing")
         }
         let effects = try LHError.mapping {
-            try LHEngine.apply(command, to: &state, context: metadata.context(for: spec), now: now)
+            try WorkflowEngine.apply(command, to: &state, context: metadata.context(for: spec), now: now)
         }
         save(id, state, effects)
     }
@@ -156,7 +156,7 @@ struct Staging: Sendable {
             var started = state
             do {
                 let command = LHCommand.taskStarted(taskGuid: guid, attempt: attempt, workerId: r.workerId)
-                out += try LHEngine.apply(command, to: &started, context: context, now: now)
+                out += try WorkflowEngine.apply(command, to: &started, context: context, now: now)
                 state = started
                 deliveries.append(Delivery(reservation: r, wfRunId: id, taskGuid: guid, attempt: attempt))
             } catch {

@@ -1,5 +1,5 @@
 @_exported import LHProto
-@_exported import LHWire
+import LHWire
 import Logging
 import NIOCore
 import NIOPosix
@@ -8,24 +8,24 @@ import NIOPosix
 /// many calls may be in flight at once.
 ///
 /// ```swift
-/// let client = try await LHClient.connect(try LHConfig.fromEnvironment())
+/// let client = try await LittleHorseClient.connect(try LHConfig.fromEnvironment())
 /// let version = try await client.serverVersion()
 /// ```
-public final class LHClient: Sendable {
-    public let connection: LHWireConnection
+public final class LittleHorseClient: Sendable {
+    package let connection: LHWireConnection
 
-    public init(connection: LHWireConnection) {
+    package init(connection: LHWireConnection) {
         self.connection = connection
     }
 
-    public static func connect(_ config: LHConfig, logger: Logger = Logger(label: "lh.client")) async throws -> LHClient {
-        LHClient(connection: try await LHWireConnection.connect(config.connectionConfiguration(role: .admin), logger: logger))
+    public static func connect(_ config: LHConfig, logger: Logger = Logger(label: "lh.client")) async throws -> LittleHorseClient {
+        LittleHorseClient(connection: try await LHWireConnection.connect(config.connectionConfiguration(role: .admin), logger: logger))
     }
 
     public func close() async { await connection.close() }
 
     /// Sends any request and returns the response kind.
-    public func call(_ request: Lhwire_Envelope.OneOf_Kind) async throws -> Lhwire_Envelope.OneOf_Kind {
+    package func call(_ request: Lhwire_Envelope.OneOf_Kind) async throws -> Lhwire_Envelope.OneOf_Kind {
         try await connection.request(request)
     }
 

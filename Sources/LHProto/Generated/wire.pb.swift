@@ -31,17 +31,17 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
 
 /// The protocol version of this file. A peer with another version is refused
 /// at hello with PROTOCOL_VERSION_MISMATCH.
-public nonisolated enum Lhwire_ProtocolVersion: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+package nonisolated enum Lhwire_ProtocolVersion: SwiftProtobuf.Enum, Swift.CaseIterable {
+  package typealias RawValue = Int
   case unspecified // = 0
   case current // = 1
   case UNRECOGNIZED(Int)
 
-  public init() {
+  package init() {
     self = .unspecified
   }
 
-  public init?(rawValue: Int) {
+  package init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .unspecified
     case 1: self = .current
@@ -49,7 +49,7 @@ public nonisolated enum Lhwire_ProtocolVersion: SwiftProtobuf.Enum, Swift.CaseIt
     }
   }
 
-  public var rawValue: Int {
+  package var rawValue: Int {
     switch self {
     case .unspecified: return 0
     case .current: return 1
@@ -58,24 +58,24 @@ public nonisolated enum Lhwire_ProtocolVersion: SwiftProtobuf.Enum, Swift.CaseIt
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Lhwire_ProtocolVersion] = [
+  package static let allCases: [Lhwire_ProtocolVersion] = [
     .unspecified,
     .current,
   ]
 
 }
 
-public nonisolated enum Lhwire_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+package nonisolated enum Lhwire_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
+  package typealias RawValue = Int
   case admin // = 0
   case worker // = 1
   case UNRECOGNIZED(Int)
 
-  public init() {
+  package init() {
     self = .admin
   }
 
-  public init?(rawValue: Int) {
+  package init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .admin
     case 1: self = .worker
@@ -83,7 +83,7 @@ public nonisolated enum Lhwire_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
     }
   }
 
-  public var rawValue: Int {
+  package var rawValue: Int {
     switch self {
     case .admin: return 0
     case .worker: return 1
@@ -92,7 +92,7 @@ public nonisolated enum Lhwire_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Lhwire_Role] = [
+  package static let allCases: [Lhwire_Role] = [
     .admin,
     .worker,
   ]
@@ -100,8 +100,8 @@ public nonisolated enum Lhwire_Role: SwiftProtobuf.Enum, Swift.CaseIterable {
 }
 
 /// Error codes: LittleHorse's (gRPC) codes for API errors, plus protocol ones.
-public nonisolated enum Lhwire_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterable {
-  public typealias RawValue = Int
+package nonisolated enum Lhwire_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterable {
+  package typealias RawValue = Int
   case unspecified // = 0
   case invalidArgument // = 1
   case notFound // = 2
@@ -120,11 +120,11 @@ public nonisolated enum Lhwire_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterable
   case helloRequired // = 103
   case UNRECOGNIZED(Int)
 
-  public init() {
+  package init() {
     self = .unspecified
   }
 
-  public init?(rawValue: Int) {
+  package init?(rawValue: Int) {
     switch rawValue {
     case 0: self = .unspecified
     case 1: self = .invalidArgument
@@ -144,7 +144,7 @@ public nonisolated enum Lhwire_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterable
     }
   }
 
-  public var rawValue: Int {
+  package var rawValue: Int {
     switch self {
     case .unspecified: return 0
     case .invalidArgument: return 1
@@ -165,7 +165,7 @@ public nonisolated enum Lhwire_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterable
   }
 
   // The compiler won't synthesize support with the UNRECOGNIZED case.
-  public static let allCases: [Lhwire_ErrorCode] = [
+  package static let allCases: [Lhwire_ErrorCode] = [
     .unspecified,
     .invalidArgument,
     .notFound,
@@ -184,139 +184,139 @@ public nonisolated enum Lhwire_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterable
 
 }
 
-public nonisolated struct Lhwire_Hello: Sendable {
+package nonisolated struct Lhwire_Hello: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var protocolVersion: UInt32 = 0
+  package var protocolVersion: UInt32 = 0
 
-  public var clientID: String = String()
+  package var clientID: String = String()
 
-  public var role: Lhwire_Role = .admin
+  package var role: Lhwire_Role = .admin
 
   /// Seconds between heartbeats the client intends to send.
-  public var heartbeatIntervalSeconds: UInt32 = 0
+  package var heartbeatIntervalSeconds: UInt32 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
-public nonisolated struct Lhwire_Welcome: Sendable {
+package nonisolated struct Lhwire_Welcome: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var protocolVersion: UInt32 = 0
+  package var protocolVersion: UInt32 = 0
 
-  public var serverID: String = String()
+  package var serverID: String = String()
 
-  public var serverVersion: Littlehorse_LittleHorseVersion {
+  package var serverVersion: Littlehorse_LittleHorseVersion {
     get {_serverVersion ?? Littlehorse_LittleHorseVersion()}
     set {_serverVersion = newValue}
   }
   /// Returns true if `serverVersion` has been explicitly set.
-  public var hasServerVersion: Bool {self._serverVersion != nil}
+  package var hasServerVersion: Bool {self._serverVersion != nil}
   /// Clears the value of `serverVersion`. Subsequent reads from it will return its default value.
-  public mutating func clearServerVersion() {self._serverVersion = nil}
+  package mutating func clearServerVersion() {self._serverVersion = nil}
 
   /// Seconds between heartbeats the server sends; a peer silent for three
   /// intervals is considered dead.
-  public var heartbeatIntervalSeconds: UInt32 = 0
+  package var heartbeatIntervalSeconds: UInt32 = 0
 
-  public var maxFrameBytes: UInt32 = 0
+  package var maxFrameBytes: UInt32 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 
   fileprivate var _serverVersion: Littlehorse_LittleHorseVersion? = nil
 }
 
-public nonisolated struct Lhwire_Heartbeat: Sendable {
+package nonisolated struct Lhwire_Heartbeat: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var sentAtUnixMicros: UInt64 = 0
+  package var sentAtUnixMicros: UInt64 = 0
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
-public nonisolated struct Lhwire_Error: Sendable {
+package nonisolated struct Lhwire_Error: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var code: Lhwire_ErrorCode = .unspecified
+  package var code: Lhwire_ErrorCode = .unspecified
 
-  public var message: String = String()
+  package var message: String = String()
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
 /// A worker asks for ScheduledTasks of one TaskDef; it will hold at most
 /// `capacity` unreported TaskRuns at once.
-public nonisolated struct Lhwire_Subscribe: Sendable {
+package nonisolated struct Lhwire_Subscribe: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var taskDefID: Littlehorse_TaskDefId {
+  package var taskDefID: Littlehorse_TaskDefId {
     get {_taskDefID ?? Littlehorse_TaskDefId()}
     set {_taskDefID = newValue}
   }
   /// Returns true if `taskDefID` has been explicitly set.
-  public var hasTaskDefID: Bool {self._taskDefID != nil}
+  package var hasTaskDefID: Bool {self._taskDefID != nil}
   /// Clears the value of `taskDefID`. Subsequent reads from it will return its default value.
-  public mutating func clearTaskDefID() {self._taskDefID = nil}
+  package mutating func clearTaskDefID() {self._taskDefID = nil}
 
-  public var taskWorkerID: String = String()
+  package var taskWorkerID: String = String()
 
-  public var capacity: UInt32 = 0
+  package var capacity: UInt32 = 0
 
-  public var taskWorkerVersion: String {
+  package var taskWorkerVersion: String {
     get {_taskWorkerVersion ?? String()}
     set {_taskWorkerVersion = newValue}
   }
   /// Returns true if `taskWorkerVersion` has been explicitly set.
-  public var hasTaskWorkerVersion: Bool {self._taskWorkerVersion != nil}
+  package var hasTaskWorkerVersion: Bool {self._taskWorkerVersion != nil}
   /// Clears the value of `taskWorkerVersion`. Subsequent reads from it will return its default value.
-  public mutating func clearTaskWorkerVersion() {self._taskWorkerVersion = nil}
+  package mutating func clearTaskWorkerVersion() {self._taskWorkerVersion = nil}
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 
   fileprivate var _taskDefID: Littlehorse_TaskDefId? = nil
   fileprivate var _taskWorkerVersion: String? = nil
 }
 
-public nonisolated struct Lhwire_GetServerVersionRequest: Sendable {
+package nonisolated struct Lhwire_GetServerVersionRequest: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 }
 
-public nonisolated struct Lhwire_Envelope: Sendable {
+package nonisolated struct Lhwire_Envelope: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var id: UInt64 = 0
+  package var id: UInt64 = 0
 
-  public var kind: Lhwire_Envelope.OneOf_Kind? = nil
+  package var kind: Lhwire_Envelope.OneOf_Kind? = nil
 
-  public var hello: Lhwire_Hello {
+  package var hello: Lhwire_Hello {
     get {
       if case .hello(let v)? = kind {return v}
       return Lhwire_Hello()
@@ -324,7 +324,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .hello(newValue)}
   }
 
-  public var welcome: Lhwire_Welcome {
+  package var welcome: Lhwire_Welcome {
     get {
       if case .welcome(let v)? = kind {return v}
       return Lhwire_Welcome()
@@ -332,7 +332,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .welcome(newValue)}
   }
 
-  public var heartbeat: Lhwire_Heartbeat {
+  package var heartbeat: Lhwire_Heartbeat {
     get {
       if case .heartbeat(let v)? = kind {return v}
       return Lhwire_Heartbeat()
@@ -340,7 +340,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .heartbeat(newValue)}
   }
 
-  public var error: Lhwire_Error {
+  package var error: Lhwire_Error {
     get {
       if case .error(let v)? = kind {return v}
       return Lhwire_Error()
@@ -349,7 +349,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
   }
 
   /// Admin requests (the LittleHorse API).
-  public var putTaskDef: Littlehorse_PutTaskDefRequest {
+  package var putTaskDef: Littlehorse_PutTaskDefRequest {
     get {
       if case .putTaskDef(let v)? = kind {return v}
       return Littlehorse_PutTaskDefRequest()
@@ -357,7 +357,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .putTaskDef(newValue)}
   }
 
-  public var getTaskDef: Littlehorse_TaskDefId {
+  package var getTaskDef: Littlehorse_TaskDefId {
     get {
       if case .getTaskDef(let v)? = kind {return v}
       return Littlehorse_TaskDefId()
@@ -365,7 +365,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .getTaskDef(newValue)}
   }
 
-  public var putExternalEventDef: Littlehorse_PutExternalEventDefRequest {
+  package var putExternalEventDef: Littlehorse_PutExternalEventDefRequest {
     get {
       if case .putExternalEventDef(let v)? = kind {return v}
       return Littlehorse_PutExternalEventDefRequest()
@@ -373,7 +373,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .putExternalEventDef(newValue)}
   }
 
-  public var getExternalEventDef: Littlehorse_ExternalEventDefId {
+  package var getExternalEventDef: Littlehorse_ExternalEventDefId {
     get {
       if case .getExternalEventDef(let v)? = kind {return v}
       return Littlehorse_ExternalEventDefId()
@@ -381,7 +381,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .getExternalEventDef(newValue)}
   }
 
-  public var putWfSpec: Littlehorse_PutWfSpecRequest {
+  package var putWfSpec: Littlehorse_PutWfSpecRequest {
     get {
       if case .putWfSpec(let v)? = kind {return v}
       return Littlehorse_PutWfSpecRequest()
@@ -389,7 +389,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .putWfSpec(newValue)}
   }
 
-  public var getWfSpec: Littlehorse_WfSpecId {
+  package var getWfSpec: Littlehorse_WfSpecId {
     get {
       if case .getWfSpec(let v)? = kind {return v}
       return Littlehorse_WfSpecId()
@@ -397,7 +397,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .getWfSpec(newValue)}
   }
 
-  public var getLatestWfSpec: Littlehorse_GetLatestWfSpecRequest {
+  package var getLatestWfSpec: Littlehorse_GetLatestWfSpecRequest {
     get {
       if case .getLatestWfSpec(let v)? = kind {return v}
       return Littlehorse_GetLatestWfSpecRequest()
@@ -405,7 +405,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .getLatestWfSpec(newValue)}
   }
 
-  public var runWf: Littlehorse_RunWfRequest {
+  package var runWf: Littlehorse_RunWfRequest {
     get {
       if case .runWf(let v)? = kind {return v}
       return Littlehorse_RunWfRequest()
@@ -413,7 +413,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .runWf(newValue)}
   }
 
-  public var getWfRun: Littlehorse_WfRunId {
+  package var getWfRun: Littlehorse_WfRunId {
     get {
       if case .getWfRun(let v)? = kind {return v}
       return Littlehorse_WfRunId()
@@ -421,7 +421,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .getWfRun(newValue)}
   }
 
-  public var stopWfRun: Littlehorse_StopWfRunRequest {
+  package var stopWfRun: Littlehorse_StopWfRunRequest {
     get {
       if case .stopWfRun(let v)? = kind {return v}
       return Littlehorse_StopWfRunRequest()
@@ -429,7 +429,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .stopWfRun(newValue)}
   }
 
-  public var resumeWfRun: Littlehorse_ResumeWfRunRequest {
+  package var resumeWfRun: Littlehorse_ResumeWfRunRequest {
     get {
       if case .resumeWfRun(let v)? = kind {return v}
       return Littlehorse_ResumeWfRunRequest()
@@ -437,7 +437,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .resumeWfRun(newValue)}
   }
 
-  public var deleteWfRun: Littlehorse_DeleteWfRunRequest {
+  package var deleteWfRun: Littlehorse_DeleteWfRunRequest {
     get {
       if case .deleteWfRun(let v)? = kind {return v}
       return Littlehorse_DeleteWfRunRequest()
@@ -445,7 +445,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .deleteWfRun(newValue)}
   }
 
-  public var putExternalEvent: Littlehorse_PutExternalEventRequest {
+  package var putExternalEvent: Littlehorse_PutExternalEventRequest {
     get {
       if case .putExternalEvent(let v)? = kind {return v}
       return Littlehorse_PutExternalEventRequest()
@@ -453,7 +453,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .putExternalEvent(newValue)}
   }
 
-  public var getExternalEvent: Littlehorse_ExternalEventId {
+  package var getExternalEvent: Littlehorse_ExternalEventId {
     get {
       if case .getExternalEvent(let v)? = kind {return v}
       return Littlehorse_ExternalEventId()
@@ -461,7 +461,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .getExternalEvent(newValue)}
   }
 
-  public var listExternalEvents: Littlehorse_ListExternalEventsRequest {
+  package var listExternalEvents: Littlehorse_ListExternalEventsRequest {
     get {
       if case .listExternalEvents(let v)? = kind {return v}
       return Littlehorse_ListExternalEventsRequest()
@@ -469,7 +469,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .listExternalEvents(newValue)}
   }
 
-  public var getNodeRun: Littlehorse_NodeRunId {
+  package var getNodeRun: Littlehorse_NodeRunId {
     get {
       if case .getNodeRun(let v)? = kind {return v}
       return Littlehorse_NodeRunId()
@@ -477,7 +477,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .getNodeRun(newValue)}
   }
 
-  public var listNodeRuns: Littlehorse_ListNodeRunsRequest {
+  package var listNodeRuns: Littlehorse_ListNodeRunsRequest {
     get {
       if case .listNodeRuns(let v)? = kind {return v}
       return Littlehorse_ListNodeRunsRequest()
@@ -485,7 +485,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .listNodeRuns(newValue)}
   }
 
-  public var getTaskRun: Littlehorse_TaskRunId {
+  package var getTaskRun: Littlehorse_TaskRunId {
     get {
       if case .getTaskRun(let v)? = kind {return v}
       return Littlehorse_TaskRunId()
@@ -493,7 +493,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .getTaskRun(newValue)}
   }
 
-  public var listTaskRuns: Littlehorse_ListTaskRunsRequest {
+  package var listTaskRuns: Littlehorse_ListTaskRunsRequest {
     get {
       if case .listTaskRuns(let v)? = kind {return v}
       return Littlehorse_ListTaskRunsRequest()
@@ -501,7 +501,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .listTaskRuns(newValue)}
   }
 
-  public var getVariable: Littlehorse_VariableId {
+  package var getVariable: Littlehorse_VariableId {
     get {
       if case .getVariable(let v)? = kind {return v}
       return Littlehorse_VariableId()
@@ -509,7 +509,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .getVariable(newValue)}
   }
 
-  public var listVariables: Littlehorse_ListVariablesRequest {
+  package var listVariables: Littlehorse_ListVariablesRequest {
     get {
       if case .listVariables(let v)? = kind {return v}
       return Littlehorse_ListVariablesRequest()
@@ -517,7 +517,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .listVariables(newValue)}
   }
 
-  public var searchWfRun: Littlehorse_SearchWfRunRequest {
+  package var searchWfRun: Littlehorse_SearchWfRunRequest {
     get {
       if case .searchWfRun(let v)? = kind {return v}
       return Littlehorse_SearchWfRunRequest()
@@ -525,7 +525,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .searchWfRun(newValue)}
   }
 
-  public var searchTaskRun: Littlehorse_SearchTaskRunRequest {
+  package var searchTaskRun: Littlehorse_SearchTaskRunRequest {
     get {
       if case .searchTaskRun(let v)? = kind {return v}
       return Littlehorse_SearchTaskRunRequest()
@@ -533,7 +533,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .searchTaskRun(newValue)}
   }
 
-  public var searchVariable: Littlehorse_SearchVariableRequest {
+  package var searchVariable: Littlehorse_SearchVariableRequest {
     get {
       if case .searchVariable(let v)? = kind {return v}
       return Littlehorse_SearchVariableRequest()
@@ -541,7 +541,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .searchVariable(newValue)}
   }
 
-  public var getServerVersion: Lhwire_GetServerVersionRequest {
+  package var getServerVersion: Lhwire_GetServerVersionRequest {
     get {
       if case .getServerVersion(let v)? = kind {return v}
       return Lhwire_GetServerVersionRequest()
@@ -549,7 +549,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .getServerVersion(newValue)}
   }
 
-  public var searchWfSpec: Littlehorse_SearchWfSpecRequest {
+  package var searchWfSpec: Littlehorse_SearchWfSpecRequest {
     get {
       if case .searchWfSpec(let v)? = kind {return v}
       return Littlehorse_SearchWfSpecRequest()
@@ -557,7 +557,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .searchWfSpec(newValue)}
   }
 
-  public var searchTaskDef: Littlehorse_SearchTaskDefRequest {
+  package var searchTaskDef: Littlehorse_SearchTaskDefRequest {
     get {
       if case .searchTaskDef(let v)? = kind {return v}
       return Littlehorse_SearchTaskDefRequest()
@@ -565,7 +565,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .searchTaskDef(newValue)}
   }
 
-  public var searchExternalEventDef: Littlehorse_SearchExternalEventDefRequest {
+  package var searchExternalEventDef: Littlehorse_SearchExternalEventDefRequest {
     get {
       if case .searchExternalEventDef(let v)? = kind {return v}
       return Littlehorse_SearchExternalEventDefRequest()
@@ -574,7 +574,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
   }
 
   /// Responses.
-  public var empty: SwiftProtobuf.Google_Protobuf_Empty {
+  package var empty: SwiftProtobuf.Google_Protobuf_Empty {
     get {
       if case .empty(let v)? = kind {return v}
       return SwiftProtobuf.Google_Protobuf_Empty()
@@ -582,7 +582,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .empty(newValue)}
   }
 
-  public var taskDef: Littlehorse_TaskDef {
+  package var taskDef: Littlehorse_TaskDef {
     get {
       if case .taskDef(let v)? = kind {return v}
       return Littlehorse_TaskDef()
@@ -590,7 +590,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .taskDef(newValue)}
   }
 
-  public var externalEventDef: Littlehorse_ExternalEventDef {
+  package var externalEventDef: Littlehorse_ExternalEventDef {
     get {
       if case .externalEventDef(let v)? = kind {return v}
       return Littlehorse_ExternalEventDef()
@@ -598,7 +598,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .externalEventDef(newValue)}
   }
 
-  public var wfSpec: Littlehorse_WfSpec {
+  package var wfSpec: Littlehorse_WfSpec {
     get {
       if case .wfSpec(let v)? = kind {return v}
       return Littlehorse_WfSpec()
@@ -606,7 +606,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .wfSpec(newValue)}
   }
 
-  public var wfRun: Littlehorse_WfRun {
+  package var wfRun: Littlehorse_WfRun {
     get {
       if case .wfRun(let v)? = kind {return v}
       return Littlehorse_WfRun()
@@ -614,7 +614,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .wfRun(newValue)}
   }
 
-  public var externalEvent: Littlehorse_ExternalEvent {
+  package var externalEvent: Littlehorse_ExternalEvent {
     get {
       if case .externalEvent(let v)? = kind {return v}
       return Littlehorse_ExternalEvent()
@@ -622,7 +622,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .externalEvent(newValue)}
   }
 
-  public var externalEventList: Littlehorse_ExternalEventList {
+  package var externalEventList: Littlehorse_ExternalEventList {
     get {
       if case .externalEventList(let v)? = kind {return v}
       return Littlehorse_ExternalEventList()
@@ -630,7 +630,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .externalEventList(newValue)}
   }
 
-  public var nodeRun: Littlehorse_NodeRun {
+  package var nodeRun: Littlehorse_NodeRun {
     get {
       if case .nodeRun(let v)? = kind {return v}
       return Littlehorse_NodeRun()
@@ -638,7 +638,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .nodeRun(newValue)}
   }
 
-  public var nodeRunList: Littlehorse_NodeRunList {
+  package var nodeRunList: Littlehorse_NodeRunList {
     get {
       if case .nodeRunList(let v)? = kind {return v}
       return Littlehorse_NodeRunList()
@@ -646,7 +646,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .nodeRunList(newValue)}
   }
 
-  public var taskRun: Littlehorse_TaskRun {
+  package var taskRun: Littlehorse_TaskRun {
     get {
       if case .taskRun(let v)? = kind {return v}
       return Littlehorse_TaskRun()
@@ -654,7 +654,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .taskRun(newValue)}
   }
 
-  public var taskRunList: Littlehorse_TaskRunList {
+  package var taskRunList: Littlehorse_TaskRunList {
     get {
       if case .taskRunList(let v)? = kind {return v}
       return Littlehorse_TaskRunList()
@@ -662,7 +662,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .taskRunList(newValue)}
   }
 
-  public var variable: Littlehorse_Variable {
+  package var variable: Littlehorse_Variable {
     get {
       if case .variable(let v)? = kind {return v}
       return Littlehorse_Variable()
@@ -670,7 +670,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .variable(newValue)}
   }
 
-  public var variableList: Littlehorse_VariableList {
+  package var variableList: Littlehorse_VariableList {
     get {
       if case .variableList(let v)? = kind {return v}
       return Littlehorse_VariableList()
@@ -678,7 +678,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .variableList(newValue)}
   }
 
-  public var wfRunIDList: Littlehorse_WfRunIdList {
+  package var wfRunIDList: Littlehorse_WfRunIdList {
     get {
       if case .wfRunIDList(let v)? = kind {return v}
       return Littlehorse_WfRunIdList()
@@ -686,7 +686,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .wfRunIDList(newValue)}
   }
 
-  public var taskRunIDList: Littlehorse_TaskRunIdList {
+  package var taskRunIDList: Littlehorse_TaskRunIdList {
     get {
       if case .taskRunIDList(let v)? = kind {return v}
       return Littlehorse_TaskRunIdList()
@@ -694,7 +694,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .taskRunIDList(newValue)}
   }
 
-  public var variableIDList: Littlehorse_VariableIdList {
+  package var variableIDList: Littlehorse_VariableIdList {
     get {
       if case .variableIDList(let v)? = kind {return v}
       return Littlehorse_VariableIdList()
@@ -702,7 +702,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .variableIDList(newValue)}
   }
 
-  public var serverVersion: Littlehorse_LittleHorseVersion {
+  package var serverVersion: Littlehorse_LittleHorseVersion {
     get {
       if case .serverVersion(let v)? = kind {return v}
       return Littlehorse_LittleHorseVersion()
@@ -710,7 +710,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .serverVersion(newValue)}
   }
 
-  public var wfSpecIDList: Littlehorse_WfSpecIdList {
+  package var wfSpecIDList: Littlehorse_WfSpecIdList {
     get {
       if case .wfSpecIDList(let v)? = kind {return v}
       return Littlehorse_WfSpecIdList()
@@ -718,7 +718,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .wfSpecIDList(newValue)}
   }
 
-  public var taskDefIDList: Littlehorse_TaskDefIdList {
+  package var taskDefIDList: Littlehorse_TaskDefIdList {
     get {
       if case .taskDefIDList(let v)? = kind {return v}
       return Littlehorse_TaskDefIdList()
@@ -726,7 +726,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .taskDefIDList(newValue)}
   }
 
-  public var externalEventDefIDList: Littlehorse_ExternalEventDefIdList {
+  package var externalEventDefIDList: Littlehorse_ExternalEventDefIdList {
     get {
       if case .externalEventDefIDList(let v)? = kind {return v}
       return Littlehorse_ExternalEventDefIdList()
@@ -735,7 +735,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
   }
 
   /// Worker flow.
-  public var subscribe: Lhwire_Subscribe {
+  package var subscribe: Lhwire_Subscribe {
     get {
       if case .subscribe(let v)? = kind {return v}
       return Lhwire_Subscribe()
@@ -743,7 +743,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .subscribe(newValue)}
   }
 
-  public var scheduledTask: Littlehorse_ScheduledTask {
+  package var scheduledTask: Littlehorse_ScheduledTask {
     get {
       if case .scheduledTask(let v)? = kind {return v}
       return Littlehorse_ScheduledTask()
@@ -751,7 +751,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .scheduledTask(newValue)}
   }
 
-  public var reportTask: Littlehorse_ReportTaskRun {
+  package var reportTask: Littlehorse_ReportTaskRun {
     get {
       if case .reportTask(let v)? = kind {return v}
       return Littlehorse_ReportTaskRun()
@@ -759,9 +759,9 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .reportTask(newValue)}
   }
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public nonisolated enum OneOf_Kind: Equatable, Sendable {
+  package nonisolated enum OneOf_Kind: Equatable, Sendable {
     case hello(Lhwire_Hello)
     case welcome(Lhwire_Welcome)
     case heartbeat(Lhwire_Heartbeat)
@@ -823,7 +823,7 @@ public nonisolated struct Lhwire_Envelope: Sendable {
 
   }
 
-  public init() {}
+  package init() {}
 }
 
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
@@ -831,22 +831,22 @@ public nonisolated struct Lhwire_Envelope: Sendable {
 fileprivate nonisolated let _protobuf_package = "lhwire"
 
 nonisolated extension Lhwire_ProtocolVersion: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROTOCOL_VERSION_UNSPECIFIED\0\u{1}PROTOCOL_VERSION_CURRENT\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0PROTOCOL_VERSION_UNSPECIFIED\0\u{1}PROTOCOL_VERSION_CURRENT\0")
 }
 
 nonisolated extension Lhwire_Role: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLE_ADMIN\0\u{1}ROLE_WORKER\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ROLE_ADMIN\0\u{1}ROLE_WORKER\0")
 }
 
 nonisolated extension Lhwire_ErrorCode: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}INVALID_ARGUMENT\0\u{1}NOT_FOUND\0\u{1}ALREADY_EXISTS\0\u{1}FAILED_PRECONDITION\0\u{1}INTERNAL\0\u{1}UNAVAILABLE\0\u{1}UNAUTHENTICATED\0\u{1}RESOURCE_EXHAUSTED\0\u{1}UNIMPLEMENTED\0\u{2}[\u{1}FRAME_TOO_LARGE\0\u{1}MALFORMED_FRAME\0\u{1}PROTOCOL_VERSION_MISMATCH\0\u{1}HELLO_REQUIRED\0")
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}INVALID_ARGUMENT\0\u{1}NOT_FOUND\0\u{1}ALREADY_EXISTS\0\u{1}FAILED_PRECONDITION\0\u{1}INTERNAL\0\u{1}UNAVAILABLE\0\u{1}UNAUTHENTICATED\0\u{1}RESOURCE_EXHAUSTED\0\u{1}UNIMPLEMENTED\0\u{2}[\u{1}FRAME_TOO_LARGE\0\u{1}MALFORMED_FRAME\0\u{1}PROTOCOL_VERSION_MISMATCH\0\u{1}HELLO_REQUIRED\0")
 }
 
 nonisolated extension Lhwire_Hello: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Hello"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}client_id\0\u{1}role\0\u{3}heartbeat_interval_seconds\0")
+  package static let protoMessageName: String = _protobuf_package + ".Hello"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}client_id\0\u{1}role\0\u{3}heartbeat_interval_seconds\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -861,7 +861,7 @@ nonisolated extension Lhwire_Hello: SwiftProtobuf.Message, SwiftProtobuf._Messag
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.protocolVersion != 0 {
       try visitor.visitSingularUInt32Field(value: self.protocolVersion, fieldNumber: 1)
     }
@@ -877,7 +877,7 @@ nonisolated extension Lhwire_Hello: SwiftProtobuf.Message, SwiftProtobuf._Messag
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Lhwire_Hello, rhs: Lhwire_Hello) -> Bool {
+  package static func ==(lhs: Lhwire_Hello, rhs: Lhwire_Hello) -> Bool {
     if lhs.protocolVersion != rhs.protocolVersion {return false}
     if lhs.clientID != rhs.clientID {return false}
     if lhs.role != rhs.role {return false}
@@ -888,10 +888,10 @@ nonisolated extension Lhwire_Hello: SwiftProtobuf.Message, SwiftProtobuf._Messag
 }
 
 nonisolated extension Lhwire_Welcome: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Welcome"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}server_id\0\u{3}server_version\0\u{3}heartbeat_interval_seconds\0\u{3}max_frame_bytes\0")
+  package static let protoMessageName: String = _protobuf_package + ".Welcome"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}protocol_version\0\u{3}server_id\0\u{3}server_version\0\u{3}heartbeat_interval_seconds\0\u{3}max_frame_bytes\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -907,7 +907,7 @@ nonisolated extension Lhwire_Welcome: SwiftProtobuf.Message, SwiftProtobuf._Mess
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -930,7 +930,7 @@ nonisolated extension Lhwire_Welcome: SwiftProtobuf.Message, SwiftProtobuf._Mess
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Lhwire_Welcome, rhs: Lhwire_Welcome) -> Bool {
+  package static func ==(lhs: Lhwire_Welcome, rhs: Lhwire_Welcome) -> Bool {
     if lhs.protocolVersion != rhs.protocolVersion {return false}
     if lhs.serverID != rhs.serverID {return false}
     if lhs._serverVersion != rhs._serverVersion {return false}
@@ -942,10 +942,10 @@ nonisolated extension Lhwire_Welcome: SwiftProtobuf.Message, SwiftProtobuf._Mess
 }
 
 nonisolated extension Lhwire_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Heartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sent_at_unix_micros\0")
+  package static let protoMessageName: String = _protobuf_package + ".Heartbeat"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}sent_at_unix_micros\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -957,14 +957,14 @@ nonisolated extension Lhwire_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._Me
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.sentAtUnixMicros != 0 {
       try visitor.visitSingularUInt64Field(value: self.sentAtUnixMicros, fieldNumber: 1)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Lhwire_Heartbeat, rhs: Lhwire_Heartbeat) -> Bool {
+  package static func ==(lhs: Lhwire_Heartbeat, rhs: Lhwire_Heartbeat) -> Bool {
     if lhs.sentAtUnixMicros != rhs.sentAtUnixMicros {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
@@ -972,10 +972,10 @@ nonisolated extension Lhwire_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._Me
 }
 
 nonisolated extension Lhwire_Error: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Error"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0")
+  package static let protoMessageName: String = _protobuf_package + ".Error"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}code\0\u{1}message\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -988,7 +988,7 @@ nonisolated extension Lhwire_Error: SwiftProtobuf.Message, SwiftProtobuf._Messag
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     if self.code != .unspecified {
       try visitor.visitSingularEnumField(value: self.code, fieldNumber: 1)
     }
@@ -998,7 +998,7 @@ nonisolated extension Lhwire_Error: SwiftProtobuf.Message, SwiftProtobuf._Messag
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Lhwire_Error, rhs: Lhwire_Error) -> Bool {
+  package static func ==(lhs: Lhwire_Error, rhs: Lhwire_Error) -> Bool {
     if lhs.code != rhs.code {return false}
     if lhs.message != rhs.message {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
@@ -1007,10 +1007,10 @@ nonisolated extension Lhwire_Error: SwiftProtobuf.Message, SwiftProtobuf._Messag
 }
 
 nonisolated extension Lhwire_Subscribe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Subscribe"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_def_id\0\u{3}task_worker_id\0\u{1}capacity\0\u{3}task_worker_version\0")
+  package static let protoMessageName: String = _protobuf_package + ".Subscribe"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_def_id\0\u{3}task_worker_id\0\u{1}capacity\0\u{3}task_worker_version\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1025,7 +1025,7 @@ nonisolated extension Lhwire_Subscribe: SwiftProtobuf.Message, SwiftProtobuf._Me
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -1045,7 +1045,7 @@ nonisolated extension Lhwire_Subscribe: SwiftProtobuf.Message, SwiftProtobuf._Me
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Lhwire_Subscribe, rhs: Lhwire_Subscribe) -> Bool {
+  package static func ==(lhs: Lhwire_Subscribe, rhs: Lhwire_Subscribe) -> Bool {
     if lhs._taskDefID != rhs._taskDefID {return false}
     if lhs.taskWorkerID != rhs.taskWorkerID {return false}
     if lhs.capacity != rhs.capacity {return false}
@@ -1056,29 +1056,29 @@ nonisolated extension Lhwire_Subscribe: SwiftProtobuf.Message, SwiftProtobuf._Me
 }
 
 nonisolated extension Lhwire_GetServerVersionRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".GetServerVersionRequest"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap()
+  package static let protoMessageName: String = _protobuf_package + ".GetServerVersionRequest"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap()
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     // Load everything into unknown fields
     while try decoder.nextFieldNumber() != nil {}
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Lhwire_GetServerVersionRequest, rhs: Lhwire_GetServerVersionRequest) -> Bool {
+  package static func ==(lhs: Lhwire_GetServerVersionRequest, rhs: Lhwire_GetServerVersionRequest) -> Bool {
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
 }
 
 nonisolated extension Lhwire_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}hello\0\u{1}welcome\0\u{1}heartbeat\0\u{1}error\0\u{4}\u{5}put_task_def\0\u{3}get_task_def\0\u{3}put_external_event_def\0\u{3}get_external_event_def\0\u{3}put_wf_spec\0\u{3}get_wf_spec\0\u{3}get_latest_wf_spec\0\u{3}run_wf\0\u{3}get_wf_run\0\u{3}stop_wf_run\0\u{3}resume_wf_run\0\u{3}delete_wf_run\0\u{3}put_external_event\0\u{3}get_external_event\0\u{3}list_external_events\0\u{3}get_node_run\0\u{3}list_node_runs\0\u{3}get_task_run\0\u{3}list_task_runs\0\u{3}get_variable\0\u{3}list_variables\0\u{3}search_wf_run\0\u{3}search_task_run\0\u{3}search_variable\0\u{3}get_server_version\0\u{3}search_wf_spec\0\u{3}search_task_def\0\u{3}search_external_event_def\0\u{2}?empty\0\u{3}task_def\0\u{3}external_event_def\0\u{3}wf_spec\0\u{3}wf_run\0\u{3}external_event\0\u{3}external_event_list\0\u{3}node_run\0\u{3}node_run_list\0\u{3}task_run\0\u{3}task_run_list\0\u{1}variable\0\u{3}variable_list\0\u{3}wf_run_id_list\0\u{3}task_run_id_list\0\u{3}variable_id_list\0\u{3}server_version\0\u{3}wf_spec_id_list\0\u{3}task_def_id_list\0\u{3}external_event_def_id_list\0\u{2}Q\u{1}subscribe\0\u{3}scheduled_task\0\u{3}report_task\0")
+  package static let protoMessageName: String = _protobuf_package + ".Envelope"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}hello\0\u{1}welcome\0\u{1}heartbeat\0\u{1}error\0\u{4}\u{5}put_task_def\0\u{3}get_task_def\0\u{3}put_external_event_def\0\u{3}get_external_event_def\0\u{3}put_wf_spec\0\u{3}get_wf_spec\0\u{3}get_latest_wf_spec\0\u{3}run_wf\0\u{3}get_wf_run\0\u{3}stop_wf_run\0\u{3}resume_wf_run\0\u{3}delete_wf_run\0\u{3}put_external_event\0\u{3}get_external_event\0\u{3}list_external_events\0\u{3}get_node_run\0\u{3}list_node_runs\0\u{3}get_task_run\0\u{3}list_task_runs\0\u{3}get_variable\0\u{3}list_variables\0\u{3}search_wf_run\0\u{3}search_task_run\0\u{3}search_variable\0\u{3}get_server_version\0\u{3}search_wf_spec\0\u{3}search_task_def\0\u{3}search_external_event_def\0\u{2}?empty\0\u{3}task_def\0\u{3}external_event_def\0\u{3}wf_spec\0\u{3}wf_run\0\u{3}external_event\0\u{3}external_event_list\0\u{3}node_run\0\u{3}node_run_list\0\u{3}task_run\0\u{3}task_run_list\0\u{1}variable\0\u{3}variable_list\0\u{3}wf_run_id_list\0\u{3}task_run_id_list\0\u{3}variable_id_list\0\u{3}server_version\0\u{3}wf_spec_id_list\0\u{3}task_def_id_list\0\u{3}external_event_def_id_list\0\u{2}Q\u{1}subscribe\0\u{3}scheduled_task\0\u{3}report_task\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -1805,7 +1805,7 @@ nonisolated extension Lhwire_Envelope: SwiftProtobuf.Message, SwiftProtobuf._Mes
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -2039,7 +2039,7 @@ nonisolated extension Lhwire_Envelope: SwiftProtobuf.Message, SwiftProtobuf._Mes
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Lhwire_Envelope, rhs: Lhwire_Envelope) -> Bool {
+  package static func ==(lhs: Lhwire_Envelope, rhs: Lhwire_Envelope) -> Bool {
     if lhs.id != rhs.id {return false}
     if lhs.kind != rhs.kind {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}

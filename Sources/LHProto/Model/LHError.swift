@@ -1,5 +1,3 @@
-import LHProto
-
 /// An error of the LittleHorse API or of the wire protocol, with a code a
 /// program can switch on and a message that names what was wrong.
 ///
@@ -83,7 +81,7 @@ public struct LHError: Error, Sendable, Hashable, CustomStringConvertible {
 
 extension LHError {
     /// The error as it travels in an envelope.
-    public var wire: Lhwire_Error {
+    package var wire: Lhwire_Error {
         var e = Lhwire_Error()
         e.message = message
         switch code.base {
@@ -106,7 +104,7 @@ extension LHError {
     }
 
     /// The error a peer sent.
-    public init(wire: Lhwire_Error) {
+    package init(wire: Lhwire_Error) {
         let code: Code
         switch wire.code {
         case .invalidArgument: code = .invalidArgument

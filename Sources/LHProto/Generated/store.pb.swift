@@ -24,31 +24,31 @@ fileprivate nonisolated struct _GeneratedWithProtocGenSwiftVersion: SwiftProtobu
 
 /// Everything of one WfRun, stored as one record so that one command's
 /// changes commit atomically with its effects.
-public nonisolated struct Lhstore_StoredWfRun: Sendable {
+package nonisolated struct Lhstore_StoredWfRun: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var wfRun: Littlehorse_WfRun {
+  package var wfRun: Littlehorse_WfRun {
     get {_wfRun ?? Littlehorse_WfRun()}
     set {_wfRun = newValue}
   }
   /// Returns true if `wfRun` has been explicitly set.
-  public var hasWfRun: Bool {self._wfRun != nil}
+  package var hasWfRun: Bool {self._wfRun != nil}
   /// Clears the value of `wfRun`. Subsequent reads from it will return its default value.
-  public mutating func clearWfRun() {self._wfRun = nil}
+  package mutating func clearWfRun() {self._wfRun = nil}
 
-  public var nodeRuns: [Littlehorse_NodeRun] = []
+  package var nodeRuns: [Littlehorse_NodeRun] = []
 
-  public var variables: [Littlehorse_Variable] = []
+  package var variables: [Littlehorse_Variable] = []
 
-  public var taskRuns: [Littlehorse_TaskRun] = []
+  package var taskRuns: [Littlehorse_TaskRun] = []
 
-  public var externalEvents: [Littlehorse_ExternalEvent] = []
+  package var externalEvents: [Littlehorse_ExternalEvent] = []
 
-  public var unknownFields = SwiftProtobuf.UnknownStorage()
+  package var unknownFields = SwiftProtobuf.UnknownStorage()
 
-  public init() {}
+  package init() {}
 
   fileprivate var _wfRun: Littlehorse_WfRun? = nil
 }
@@ -58,10 +58,10 @@ public nonisolated struct Lhstore_StoredWfRun: Sendable {
 fileprivate nonisolated let _protobuf_package = "lhstore"
 
 nonisolated extension Lhstore_StoredWfRun: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
-  public static let protoMessageName: String = _protobuf_package + ".StoredWfRun"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}wf_run\0\u{3}node_runs\0\u{1}variables\0\u{3}task_runs\0\u{3}external_events\0")
+  package static let protoMessageName: String = _protobuf_package + ".StoredWfRun"
+  package static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}wf_run\0\u{3}node_runs\0\u{1}variables\0\u{3}task_runs\0\u{3}external_events\0")
 
-  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+  package mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
       // The use of inline closures is to circumvent an issue where the compiler
       // allocates stack space for every case branch when no optimizations are
@@ -77,7 +77,7 @@ nonisolated extension Lhstore_StoredWfRun: SwiftProtobuf.Message, SwiftProtobuf.
     }
   }
 
-  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+  package func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     // The use of inline closures is to circumvent an issue where the compiler
     // allocates stack space for every if/case branch local when no optimizations
     // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
@@ -100,7 +100,7 @@ nonisolated extension Lhstore_StoredWfRun: SwiftProtobuf.Message, SwiftProtobuf.
     try unknownFields.traverse(visitor: &visitor)
   }
 
-  public static func ==(lhs: Lhstore_StoredWfRun, rhs: Lhstore_StoredWfRun) -> Bool {
+  package static func ==(lhs: Lhstore_StoredWfRun, rhs: Lhstore_StoredWfRun) -> Bool {
     if lhs._wfRun != rhs._wfRun {return false}
     if lhs.nodeRuns != rhs.nodeRuns {return false}
     if lhs.variables != rhs.variables {return false}
