@@ -22,7 +22,7 @@ let wf = Workflow("collect-underpants") { wf in
 /// The TaskDefs the WfSpec runs. collect-underpants-worker registers them
 /// when it starts, which may be after this program (in docker compose the
 /// two start together): wait for them rather than fail the WfSpec.
-func waitForTaskDefs(of request: Littlehorse_PutWfSpecRequest, client: LHClient, timeout: Duration = .seconds(120)) async throws {
+func waitForTaskDefs(of request: Littlehorse_PutWfSpecRequest, client: LittleHorseClient, timeout: Duration = .seconds(120)) async throws {
     var missing = Set(request.threadSpecs.values.flatMap { thread in
         thread.nodes.values.compactMap { node -> String? in
             guard case .task(let task)? = node.node, case .taskDefID(let id)? = task.taskToExecute else { return nil }
@@ -54,7 +54,7 @@ func waitForTaskDefs(of request: Littlehorse_PutWfSpecRequest, client: LHClient,
 }
 
 do {
-    let client = try await LHClient.connect(try LHConfig.fromEnvironment())
+    let client = try await LittleHorseClient.connect(try LHConfig.fromEnvironment())
     for name in ["underpant-collected", "done-collecting-underpants"] {
         _ = try await client.putExternalEventDef(.with { $0.name = name })
     }
