@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): checks the proto model
-# against LittleHorse's descriptors, builds everything, runs every test,
+# against LittleHorse's descriptors, the formatting, builds everything, runs every test,
 # then checks that lh-server still links jemalloc as shipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,9 @@ fi
 
 echo "== proto compatibility with LittleHorse"
 scripts/check-proto.sh
+
+echo "== formatting (.swift-format)"
+scripts/format.sh --check
 
 echo "== deploy/ checks"
 scripts/check-deploy.sh

@@ -1,4 +1,5 @@
 import Foundation
+import LHProto
 import LHWire
 
 /// Client and worker settings, read with LittleHorse's names from the
@@ -83,11 +84,10 @@ public struct LHConfig: Sendable, Equatable {
             host: apiHost, port: apiPort,
             tls: apiProtocol == .plaintext
                 ? nil
-                : LHTLS.ClientConfiguration(caCertPath: caCertPath, clientCertPath: clientCertPath, clientKeyPath: clientKeyPath),
+                : LHTLS.ClientConfiguration(
+                    caCertPath: caCertPath, clientCertPath: clientCertPath, clientKeyPath: clientKeyPath),
             clientId: role == .worker ? taskWorkerId : clientId,
             role: role
         )
     }
 }
-
-import LHProto

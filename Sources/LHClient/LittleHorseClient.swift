@@ -18,8 +18,12 @@ public final class LittleHorseClient: Sendable {
         self.connection = connection
     }
 
-    public static func connect(_ config: LHConfig, logger: Logger = Logger(label: "lh.client")) async throws -> LittleHorseClient {
-        LittleHorseClient(connection: try await LHWireConnection.connect(config.connectionConfiguration(role: .admin), logger: logger))
+    public static func connect(_ config: LHConfig, logger: Logger = Logger(label: "lh.client")) async throws
+        -> LittleHorseClient
+    {
+        LittleHorseClient(
+            connection: try await LHWireConnection.connect(config.connectionConfiguration(role: .admin), logger: logger)
+        )
     }
 
     public func close() async { await connection.close() }

@@ -23,18 +23,26 @@ extension Run {
         var value: Value
         switch a.source {
         case .variableName(let name):
-            guard let owner = owner(of: name, from: n) else { throw ValueError("variable '\(name)' is not in scope of thread \(n)") }
+            guard let owner = owner(of: name, from: n) else {
+                throw ValueError("variable '\(name)' is not in scope of thread \(n)")
+            }
             value = state.variables[VariableKey(thread: owner, name: name)]!.value
         case .literalValue(let v):
             value = v
         case .formatString(let f):
-            guard case .str(let format) = try evaluate(n, f.format).cast(to: .str).value else { throw ValueError("format is not a STR") }
+            guard case .str(let format) = try evaluate(n, f.format).cast(to: .str).value else {
+                throw ValueError("format is not a STR")
+            }
             let args = try f.args.map { try evaluate(n, $0).displayString }
             var out = ""
             var i = format.startIndex
             while i < format.endIndex {
-                if format[i] == "{", let close = format[i...].firstIndex(of: "}"), let k = Int(format[format.index(after: i)..<close]) {
-                    guard k >= 0 && k < args.count else { throw ValueError("format string refers to {\(k)} but has \(args.count) argument(s)") }
+                if format[i] == "{", let close = format[i...].firstIndex(of: "}"),
+                    let k = Int(format[format.index(after: i)..<close])
+                {
+                    guard k >= 0 && k < args.count else {
+                        throw ValueError("format string refers to {\(k)} but has \(args.count) argument(s)")
+                    }
                     out += args[k]
                     i = format.index(after: close)
                 } else {
@@ -44,7 +52,11 @@ extension Run {
             }
             value = .str(out)
         case .nodeOutput(let ref):
-            guard let node = state.nodeRuns.filter({ $0.key.thread == n && $0.value.nodeName == ref.nodeName }).max(by: { $0.key < $1.key })?.value else {
+            guard
+                let node = state.nodeRuns.filter({ $0.key.thread == n && $0.value.nodeName == ref.nodeName }).max(by: {
+                    $0.key < $1.key
+                })?.value
+            else {
                 throw ValueError("node '\(ref.nodeName)' has not run in thread \(n)")
             }
             value = nodeOutput(n, node)
@@ -80,7 +92,8 @@ extension Run {
         switch node.nodeType {
         case .task(let t):
             guard t.hasTaskRunID, let attempt = state.taskRuns[t.taskRunID.taskGuid]?.attempts.last,
-                  case .output(let v)? = attempt.result else { return .null }
+                case .output(let v)? = attempt.result
+            else { return .null }
             return v
         case .externalEvent(let e):
             guard e.hasExternalEventID else { return .null }
@@ -94,7 +107,9 @@ extension Run {
 
     /// Applies one VariableMutation seen from thread `n`.
     mutating func mutate(_ n: Int32, _ m: Littlehorse_VariableMutation, nodeOutput output: Value) throws {
-        guard let owner = owner(of: m.lhsName, from: n) else { throw ValueError("variable '\(m.lhsName)' is not in scope of thread \(n)") }
+        guard let owner = owner(of: m.lhsName, from: n) else {
+            throw ValueError("variable '\(m.lhsName)' is not in scope of thread \(n)")
+        }
         let key = VariableKey(thread: owner, name: m.lhsName)
         let current = state.variables[key]!.value
         let declared = declaredType(of: m.lhsName, in: owner)

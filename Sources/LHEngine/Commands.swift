@@ -19,7 +19,8 @@ extension Run {
                 throw LHEngineError(.notFound, "WfRun '\(state.id)' has no ThreadRun \(n)")
             }
             guard !thread(n).status.isTerminal else {
-                throw LHEngineError(.failedPrecondition, "ThreadRun \(n) of WfRun '\(state.id)' is already \(thread(n).status)")
+                throw LHEngineError(
+                    .failedPrecondition, "ThreadRun \(n) of WfRun '\(state.id)' is already \(thread(n).status)")
             }
             addHaltReason(n, .with { $0.manualHalt = .init() })
         case .resumeThread(let n):
@@ -43,7 +44,9 @@ extension Run {
             for t in state.wfRun.threadRuns where !t.status.isTerminal {
                 if event.hasThreadRunNumber && event.threadRunNumber != t.number { continue }
                 let spec = context.spec.threadSpecs[t.threadSpecName] ?? Littlehorse_ThreadSpec()
-                guard let def = spec.interruptDefs.first(where: { $0.externalEventDefID.name == defName }) else { continue }
+                guard let def = spec.interruptDefs.first(where: { $0.externalEventDefID.name == defName }) else {
+                    continue
+                }
                 var pending = Littlehorse_PendingInterrupt()
                 pending.externalEventID = event.id
                 pending.handlerSpecName = def.handlerSpecName
@@ -78,13 +81,19 @@ extension Run {
             do {
                 var value = try evaluate(n, assignment)
                 if let type = def?.declaredType, !value.isNull { value = try value.cast(to: type) }
-                inputs.append(.with {
-                    $0.varName = def?.name ?? "arg\(i)"
-                    $0.value = value
-                    $0.masked = def?.maskedValue ?? false
-                })
+                inputs.append(
+                    .with {
+                        $0.varName = def?.name ?? "arg\(i)"
+                        $0.value = value
+                        $0.masked = def?.maskedValue ?? false
+                    })
             } catch {
-                failNode(key, .error(.varSubError, "input \(i) ('\(def?.name ?? "?")') of TaskDef '\(defId.name)' at node '\(state.nodeRuns[key]?.nodeName ?? "")': \(error)"))
+                failNode(
+                    key,
+                    .error(
+                        .varSubError,
+                        "input \(i) ('\(def?.name ?? "?")') of TaskDef '\(defId.name)' at node '\(state.nodeRuns[key]?.nodeName ?? "")': \(error)"
+                    ))
                 return
             }
         }
@@ -98,10 +107,15 @@ extension Run {
         taskRun.source.wfSpecID = context.spec.id
         taskRun.scheduledAt = timestamp
         taskRun.status = .taskScheduled
-        taskRun.timeoutSeconds = task.timeoutSeconds > 0 ? task.timeoutSeconds : context.limits.defaultTaskTimeoutSeconds
+        taskRun.timeoutSeconds =
+            task.timeoutSeconds > 0 ? task.timeoutSeconds : context.limits.defaultTaskTimeoutSeconds
         taskRun.totalAttempts = 1 + max(0, task.retries)
         if task.hasExponentialBackoff { taskRun.exponentialBackoff = task.exponentialBackoff }
-        taskRun.attempts = [.with { $0.status = .taskScheduled; $0.scheduleTime = ts }]
+        taskRun.attempts = [
+            .with {
+                $0.status = .taskScheduled; $0.scheduleTime = ts
+            }
+        ]
         state.taskRuns[guid] = taskRun
         updateNode(key) { $0.task.taskRunID = taskRun.id }
         effects.append(.dispatchTask(taskGuid: guid, taskDef: defId.name, attempt: 0))
@@ -127,9 +141,10 @@ extension Run {
         }
         let key = nodeKey(ofTask: taskRun)
         guard Int(attempt) == taskRun.attempts.count - 1, taskRun.attempts.last?.status == .taskScheduled,
-              let node = state.nodeRuns[key], node.status == .running
+            let node = state.nodeRuns[key], node.status == .running
         else {
-            throw LHEngineError(.failedPrecondition, "attempt \(attempt) of TaskRun '\(guid)' is not waiting for a worker")
+            throw LHEngineError(
+                .failedPrecondition, "attempt \(attempt) of TaskRun '\(guid)' is not waiting for a worker")
         }
         updateAttempt(guid) {
             $0.status = .taskRunning
@@ -137,7 +152,10 @@ extension Run {
             $0.taskWorkerID = workerId
         }
         state.taskRuns[guid]?.status = .taskRunning
-        effects.append(.scheduleTimer(at: now.addingTimeInterval(Double(taskRun.timeoutSeconds)), key: .attemptTimeout(taskGuid: guid, attempt: attempt)))
+        effects.append(
+            .scheduleTimer(
+                at: now.addingTimeInterval(Double(taskRun.timeoutSeconds)),
+                key: .attemptTimeout(taskGuid: guid, attempt: attempt)))
     }
 
     /// A worker's result. Idempotent: a report for an attempt that is not
@@ -148,12 +166,17 @@ extension Run {
             throw LHEngineError(.notFound, "TaskRun '\(guid)' not found in WfRun '\(report.taskRunID.wfRunID.id)'")
         }
         let attempt = report.attemptNumber
-        guard Int(attempt) == taskRun.attempts.count - 1, taskRun.attempts[Int(attempt)].status == .taskRunning else { return }
+        guard Int(attempt) == taskRun.attempts.count - 1, taskRun.attempts[Int(attempt)].status == .taskRunning else {
+            return
+        }
         effects.append(.cancelTimer(.attemptTimeout(taskGuid: guid, attempt: attempt)))
-        finishAttempt(guid, status: report.status, result: report.result, log: report.hasLogOutput ? report.logOutput : nil)
+        finishAttempt(
+            guid, status: report.status, result: report.result, log: report.hasLogOutput ? report.logOutput : nil)
     }
 
-    mutating func finishAttempt(_ guid: String, status: Littlehorse_TaskStatus, result: Littlehorse_ReportTaskRun.OneOf_Result?, log: Value?) {
+    mutating func finishAttempt(
+        _ guid: String, status: Littlehorse_TaskStatus, result: Littlehorse_ReportTaskRun.OneOf_Result?, log: Value?
+    ) {
         let ts = timestamp
         updateAttempt(guid) { a in
             a.status = status
@@ -178,7 +201,9 @@ extension Run {
             return
         }
         let retryable = status == .taskFailed || status == .taskTimeout
-        if retryable && taskRun.attempts.count < Int(taskRun.totalAttempts) && (node.status == .running || node.status == .halting) {
+        if retryable && taskRun.attempts.count < Int(taskRun.totalAttempts)
+            && (node.status == .running || node.status == .halting)
+        {
             let retryNumber = taskRun.attempts.count  // 1 for the first retry
             let next = Int32(taskRun.attempts.count)
             var delay: Double = 0
@@ -200,7 +225,9 @@ extension Run {
                 // retry is queued when the thread resumes.
                 updateNode(key) { $0.status = .halted }
             } else if delay > 0 {
-                effects.append(.scheduleTimer(at: now.addingTimeInterval(delay), key: .retryBackoff(taskGuid: guid, attempt: next)))
+                effects.append(
+                    .scheduleTimer(at: now.addingTimeInterval(delay), key: .retryBackoff(taskGuid: guid, attempt: next))
+                )
             } else {
                 effects.append(.dispatchTask(taskGuid: guid, taskDef: taskRun.taskDefID.name, attempt: next))
             }
@@ -212,11 +239,20 @@ extension Run {
         case (.taskException, .exception(let e)?):
             failure = Failure(name: e.name, message: e.message, content: e.hasContent ? e.content : nil)
         case (.taskTimeout, _):
-            failure = .error(.timeout, "TaskRun '\(guid)' (\(taskRun.taskDefID.name)) timed out after \(taskRun.timeoutSeconds) s on attempt \(taskRun.attempts.count - 1)")
+            failure = .error(
+                .timeout,
+                "TaskRun '\(guid)' (\(taskRun.taskDefID.name)) timed out after \(taskRun.timeoutSeconds) s on attempt \(taskRun.attempts.count - 1)"
+            )
         case (.taskInputVarSubError, _):
-            failure = .error(.varSubError, "TaskRun '\(guid)' (\(taskRun.taskDefID.name)): the worker could not read its inputs: \(Self.message(result))")
+            failure = .error(
+                .varSubError,
+                "TaskRun '\(guid)' (\(taskRun.taskDefID.name)): the worker could not read its inputs: \(Self.message(result))"
+            )
         default:
-            failure = .error(.taskFailure, "TaskRun '\(guid)' (\(taskRun.taskDefID.name)) failed after \(taskRun.attempts.count) attempt(s): \(Self.message(result))")
+            failure = .error(
+                .taskFailure,
+                "TaskRun '\(guid)' (\(taskRun.taskDefID.name)) failed after \(taskRun.attempts.count) attempt(s): \(Self.message(result))"
+            )
         }
         if node.status.isTerminal { return }
         failNode(key, failure)
@@ -241,17 +277,26 @@ extension Run {
             if node.status == .running { completeNode(nk) }
         case .externalEventTimeout(let nk):
             guard let node = state.nodeRuns[nk], case .externalEvent(let e) = node.nodeType, !e.timedOut,
-                  node.status == .running || node.status == .halted else { return }
+                node.status == .running || node.status == .halted
+            else { return }
             updateNode(nk) { $0.externalEvent.timedOut = true }
         case .retryBackoff(let guid, let attempt):
             guard let taskRun = state.taskRuns[guid], Int(attempt) == taskRun.attempts.count - 1,
-                  taskRun.attempts.last?.status == .taskPending, state.nodeRuns[nodeKey(ofTask: taskRun)]?.status == .running else { return }
+                taskRun.attempts.last?.status == .taskPending,
+                state.nodeRuns[nodeKey(ofTask: taskRun)]?.status == .running
+            else { return }
             updateAttempt(guid) { $0.status = .taskScheduled }
             effects.append(.dispatchTask(taskGuid: guid, taskDef: taskRun.taskDefID.name, attempt: attempt))
         case .attemptTimeout(let guid, let attempt):
             guard let taskRun = state.taskRuns[guid], Int(attempt) == taskRun.attempts.count - 1,
-                  taskRun.attempts.last?.status == .taskRunning else { return }
-            finishAttempt(guid, status: .taskTimeout, result: .error(.with { $0.type = .timeout; $0.message = "no report within \(taskRun.timeoutSeconds) s" }), log: nil)
+                taskRun.attempts.last?.status == .taskRunning
+            else { return }
+            finishAttempt(
+                guid, status: .taskTimeout,
+                result: .error(
+                    .with {
+                        $0.type = .timeout; $0.message = "no report within \(taskRun.timeoutSeconds) s"
+                    }), log: nil)
         }
     }
 }

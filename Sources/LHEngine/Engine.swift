@@ -46,13 +46,15 @@ package enum WorkflowEngine {
     ) throws -> (WfRunState, [LHEffect]) {
         let spec = context.spec
         guard let entry = spec.threadSpecs[spec.entrypointThreadName] else {
-            throw LHEngineError.invalid("WfSpec '\(spec.id.name)' has no entrypoint ThreadSpec '\(spec.entrypointThreadName)'")
+            throw LHEngineError.invalid(
+                "WfSpec '\(spec.id.name)' has no entrypoint ThreadSpec '\(spec.entrypointThreadName)'")
         }
         let declared = Dictionary(entry.variableDefs.map { ($0.varDef.name, $0) }, uniquingKeysWith: { a, _ in a })
         var inputs: [String: Value] = [:]
         for (name, value) in request.variables.sorted(by: { $0.key < $1.key }) {
             guard let def = declared[name] else {
-                throw LHEngineError.invalid("variable '\(name)' is not declared by the entrypoint thread of WfSpec '\(spec.id.name)'")
+                throw LHEngineError.invalid(
+                    "variable '\(name)' is not declared by the entrypoint thread of WfSpec '\(spec.id.name)'")
             }
             let type = def.varDef.declaredType
             do {
@@ -62,7 +64,8 @@ package enum WorkflowEngine {
             }
         }
         for def in entry.variableDefs where def.required && (inputs[def.varDef.name]?.isNull ?? true) {
-            throw LHEngineError.invalid("variable '\(def.varDef.name)' is required by WfSpec '\(spec.id.name)' but was not given")
+            throw LHEngineError.invalid(
+                "variable '\(def.varDef.name)' is required by WfSpec '\(spec.id.name)' but was not given")
         }
         var wfRun = Littlehorse_WfRun()
         wfRun.id.id = id

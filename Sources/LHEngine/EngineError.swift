@@ -5,7 +5,12 @@ import LHProto
 /// are ``Failure``s recorded on NodeRuns.
 package struct LHEngineError: Error, Sendable, Equatable, CustomStringConvertible {
     package struct Code: Sendable, Hashable, CustomStringConvertible {
-        fileprivate enum Base: String { case invalidArgument = "INVALID_ARGUMENT", notFound = "NOT_FOUND", alreadyExists = "ALREADY_EXISTS", failedPrecondition = "FAILED_PRECONDITION" }
+        fileprivate enum Base: String {
+            case invalidArgument = "INVALID_ARGUMENT"
+            case notFound = "NOT_FOUND"
+            case alreadyExists = "ALREADY_EXISTS"
+            case failedPrecondition = "FAILED_PRECONDITION"
+        }
         fileprivate let base: Base
         package static let invalidArgument = Code(base: .invalidArgument)
         package static let notFound = Code(base: .notFound)

@@ -33,7 +33,8 @@ extension Run {
         // HALTED only when the current NodeRun has halted and every child it
         // must wait for is HALTED (or over); a child asked to halt later
         // (a manual stop reaching a handler) makes it HALTING again.
-        let nodeHalted = currentNode(n).map { $0.status != .halting && $0.status != .running && $0.status != .starting } ?? true
+        let nodeHalted =
+            currentNode(n).map { $0.status != .halting && $0.status != .running && $0.status != .starting } ?? true
         let childrenHalted = mustHalt.allSatisfy { thread($0).status == .halted || thread($0).status.isTerminal }
         let target: Littlehorse_LHStatus = nodeHalted && childrenHalted ? .halted : .halting
         if thread(n).status != target {
@@ -50,7 +51,9 @@ extension Run {
     /// is in a worker's hands, which halts when the worker reports.
     mutating func requestNodeHalt(_ key: NodeRunKey) {
         guard let node = state.nodeRuns[key], node.status == .running || node.status == .starting else { return }
-        if case .task = node.nodeType, let guid = taskGuid(of: node), let taskRun = state.taskRuns[guid], let attempt = taskRun.attempts.last {
+        if case .task = node.nodeType, let guid = taskGuid(of: node), let taskRun = state.taskRuns[guid],
+            let attempt = taskRun.attempts.last
+        {
             switch attempt.status {
             case .taskRunning:
                 updateNode(key) { $0.status = .halting }
@@ -72,14 +75,18 @@ extension Run {
     }
 
     func taskInFlight(_ key: NodeRunKey) -> Bool {
-        guard let node = state.nodeRuns[key], let guid = taskGuid(of: node), let attempt = state.taskRuns[guid]?.attempts.last else { return false }
+        guard let node = state.nodeRuns[key], let guid = taskGuid(of: node),
+            let attempt = state.taskRuns[guid]?.attempts.last
+        else { return false }
         return attempt.status == .taskRunning
     }
 
     /// A TaskRun still queued (not handed to a worker) is taken out of its
     /// queue.
     mutating func withdrawIfQueued(_ key: NodeRunKey) {
-        guard let node = state.nodeRuns[key], let guid = taskGuid(of: node), let taskRun = state.taskRuns[guid], let attempt = taskRun.attempts.last else { return }
+        guard let node = state.nodeRuns[key], let guid = taskGuid(of: node), let taskRun = state.taskRuns[guid],
+            let attempt = taskRun.attempts.last
+        else { return }
         if attempt.status == .taskScheduled && (node.status == .running || node.status == .starting) {
             effects.append(.withdrawTask(taskGuid: guid, taskDef: taskRun.taskDefID.name))
         } else if attempt.status == .taskPending && (node.status == .running || node.status == .starting) {
@@ -95,25 +102,34 @@ extension Run {
         for reason in thread(n).haltReasons {
             switch reason.reason {
             case .pendingInterrupt(let p):
-                guard let index = state.wfRun.pendingInterrupts.firstIndex(where: { $0.externalEventID == p.externalEventID && $0.interruptedThreadID == n }) else {
+                guard
+                    let index = state.wfRun.pendingInterrupts.firstIndex(where: {
+                        $0.externalEventID == p.externalEventID && $0.interruptedThreadID == n
+                    })
+                else {
                     removeHaltReason(n) { $0 == reason }
                     continue
                 }
                 let pending = state.wfRun.pendingInterrupts.remove(at: index)
                 let event = state.externalEvents.first { $0.id == p.externalEventID }
-                startHandler(n, replacing: reason, specName: pending.handlerSpecName, type: .interrupt,
-                             input: event?.content ?? .null, trigger: p.externalEventID, what: "ExternalEvent '\(p.externalEventID.externalEventDefID.name)'")
+                startHandler(
+                    n, replacing: reason, specName: pending.handlerSpecName, type: .interrupt,
+                    input: event?.content ?? .null, trigger: p.externalEventID,
+                    what: "ExternalEvent '\(p.externalEventID.externalEventDefID.name)'")
                 progress = true
             case .pendingFailure(let p):
                 let key = NodeRunKey(thread: n, position: p.nodeRunPosition)
                 guard let index = state.wfRun.pendingFailures.firstIndex(where: { $0.failedThreadRun == n }),
-                      let failure = state.nodeRuns[key]?.failures.last else {
+                    let failure = state.nodeRuns[key]?.failures.last
+                else {
                     removeHaltReason(n) { $0 == reason }
                     continue
                 }
                 let pending = state.wfRun.pendingFailures.remove(at: index)
-                let handler = startHandler(n, replacing: reason, specName: pending.handlerSpecName, type: .failureHandler,
-                                           input: failure.hasContent ? failure.content : .null, trigger: nil, what: "failure \(failure.failureName)")
+                let handler = startHandler(
+                    n, replacing: reason, specName: pending.handlerSpecName, type: .failureHandler,
+                    input: failure.hasContent ? failure.content : .null, trigger: nil,
+                    what: "failure \(failure.failureName)")
                 if let handler {
                     updateNode(key) {
                         let last = $0.failures.count - 1
@@ -150,13 +166,22 @@ extension Run {
                 t.haltReasons[i] = .with { $0.handlingFailure.handlerThreadID = number }
             }
         }
-        guard let handler = startThread(specName: specName, type: type, parent: n, inputs: declaresInput ? ["INPUT": input] : [:], interruptTrigger: trigger) else {
+        guard
+            let handler = startThread(
+                specName: specName, type: type, parent: n, inputs: declaresInput ? ["INPUT": input] : [:],
+                interruptTrigger: trigger)
+        else {
             removeHaltReason(n) { r in
                 if case .interrupted(let i)? = r.reason { return i.interruptThreadID == number }
                 if case .handlingFailure(let h)? = r.reason { return h.handlerThreadID == number }
                 return false
             }
-            failNode(nodeRunKey(n), .error(.internalError, "cannot start handler '\(specName)' for \(what): the WfRun reached its limit of \(context.limits.maxThreadRuns) ThreadRuns"))
+            failNode(
+                nodeRunKey(n),
+                .error(
+                    .internalError,
+                    "cannot start handler '\(specName)' for \(what): the WfRun reached its limit of \(context.limits.maxThreadRuns) ThreadRuns"
+                ))
             return nil
         }
         return handler
@@ -173,7 +198,9 @@ extension Run {
         let key = nodeRunKey(n)
         guard let node = state.nodeRuns[key], node.status == .halted || node.status == .halting else { return }
         updateNode(key) { $0.status = .running }
-        if case .task = node.nodeType, let guid = taskGuid(of: node), let taskRun = state.taskRuns[guid], let attempt = taskRun.attempts.last {
+        if case .task = node.nodeType, let guid = taskGuid(of: node), let taskRun = state.taskRuns[guid],
+            let attempt = taskRun.attempts.last
+        {
             let number = Int32(taskRun.attempts.count - 1)
             switch attempt.status {
             case .taskScheduled:
@@ -183,7 +210,9 @@ extension Run {
                     updateAttempt(guid) { $0.status = .taskScheduled }
                     effects.append(.dispatchTask(taskGuid: guid, taskDef: taskRun.taskDefID.name, attempt: number))
                 } else {
-                    effects.append(.scheduleTimer(at: attempt.scheduleTime.date, key: .retryBackoff(taskGuid: guid, attempt: number)))
+                    effects.append(
+                        .scheduleTimer(
+                            at: attempt.scheduleTime.date, key: .retryBackoff(taskGuid: guid, attempt: number)))
                 }
             default:
                 break

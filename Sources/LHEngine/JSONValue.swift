@@ -119,7 +119,9 @@ struct JSONParser {
             if index < bytes.count, bytes[index] == UInt8(ascii: "}") { index += 1; return .object(dict) }
             while true {
                 skipSpace()
-                guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { throw Error(message: "expected a key at offset \(index)") }
+                guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else {
+                    throw Error(message: "expected a key at offset \(index)")
+                }
                 let key = try parseString()
                 skipSpace()
                 try expect(":")
@@ -151,7 +153,9 @@ struct JSONParser {
     }
 
     private mutating func expect(_ c: Character) throws {
-        guard index < bytes.count, bytes[index] == c.asciiValue! else { throw Error(message: "expected '\(c)' at offset \(index)") }
+        guard index < bytes.count, bytes[index] == c.asciiValue! else {
+            throw Error(message: "expected '\(c)' at offset \(index)")
+        }
         index += 1
     }
 
@@ -198,7 +202,9 @@ struct JSONParser {
         var scalars = String.UnicodeScalarView()
         var run: [UInt8] = []
         func flush() {
-            if !run.isEmpty { scalars.append(contentsOf: String(decoding: run, as: UTF8.self).unicodeScalars); run.removeAll() }
+            if !run.isEmpty {
+                scalars.append(contentsOf: String(decoding: run, as: UTF8.self).unicodeScalars); run.removeAll()
+            }
         }
         while index < bytes.count {
             let c = bytes[index]
@@ -223,7 +229,9 @@ struct JSONParser {
                 case UInt8(ascii: "t"): scalars.append("\t")
                 case UInt8(ascii: "u"):
                     var code = try hex4()
-                    if (0xD800...0xDBFF).contains(code), index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"), bytes[index + 1] == UInt8(ascii: "u") {
+                    if (0xD800...0xDBFF).contains(code), index + 1 < bytes.count, bytes[index] == UInt8(ascii: "\\"),
+                        bytes[index + 1] == UInt8(ascii: "u")
+                    {
                         index += 2
                         let low = try hex4()
                         code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
@@ -242,7 +250,9 @@ struct JSONParser {
     }
 
     private mutating func hex4() throws -> UInt32 {
-        guard index + 4 <= bytes.count, let v = UInt32(String(decoding: bytes[index..<index + 4], as: UTF8.self), radix: 16) else {
+        guard index + 4 <= bytes.count,
+            let v = UInt32(String(decoding: bytes[index..<index + 4], as: UTF8.self), radix: 16)
+        else {
             throw Error(message: "invalid \\u escape at offset \(index)")
         }
         index += 4
@@ -252,7 +262,10 @@ struct JSONParser {
 
 /// A JSONPath subset: `$`, `.key`, `['key']`, `[index]`.
 struct JSONPath: Equatable {
-    enum Step: Equatable { case key(String), index(Int) }
+    enum Step: Equatable {
+        case key(String)
+        case index(Int)
+    }
     let steps: [Step]
     let text: String
 
@@ -273,11 +286,15 @@ struct JSONPath: Equatable {
                 i += 1
                 var inner = ""
                 while i < chars.count, chars[i] != "]" { inner.append(chars[i]); i += 1 }
-                guard i < chars.count else { throw JSONParser.Error(message: "json_path '\(text)' has an unclosed '['") }
+                guard i < chars.count else {
+                    throw JSONParser.Error(message: "json_path '\(text)' has an unclosed '['")
+                }
                 i += 1
                 if let n = Int(inner) {
                     steps.append(.index(n))
-                } else if inner.count >= 2, (inner.first == "'" && inner.last == "'") || (inner.first == "\"" && inner.last == "\"") {
+                } else if inner.count >= 2,
+                    (inner.first == "'" && inner.last == "'") || (inner.first == "\"" && inner.last == "\"")
+                {
                     steps.append(.key(String(inner.dropFirst().dropLast())))
                 } else {
                     throw JSONParser.Error(message: "json_path '\(text)' has an unsupported selector [\(inner)]")
@@ -298,10 +315,14 @@ struct JSONPath: Equatable {
                 current = next
             case (.index(let n), .array(let items)):
                 let idx = n < 0 ? items.count + n : n
-                guard items.indices.contains(idx) else { throw JSONParser.Error(message: "json_path '\(text)': index \(n) out of range (\(items.count) items)") }
+                guard items.indices.contains(idx) else {
+                    throw JSONParser.Error(
+                        message: "json_path '\(text)': index \(n) out of range (\(items.count) items)")
+                }
                 current = items[idx]
             default:
-                throw JSONParser.Error(message: "json_path '\(text)': cannot select \(step) in a JSON \(current.typeName)")
+                throw JSONParser.Error(
+                    message: "json_path '\(text)': cannot select \(step) in a JSON \(current.typeName)")
             }
         }
         return current
@@ -311,7 +332,9 @@ struct JSONPath: Equatable {
         try JSONPath.set(value, steps: steps[...], in: root, text: text)
     }
 
-    private static func set(_ value: JSONValue, steps: ArraySlice<Step>, in node: JSONValue, text: String) throws -> JSONValue {
+    private static func set(_ value: JSONValue, steps: ArraySlice<Step>, in node: JSONValue, text: String) throws
+        -> JSONValue
+    {
         guard let step = steps.first else { return value }
         switch (step, node) {
         case (.key(let k), .object(var dict)):
@@ -321,7 +344,9 @@ struct JSONPath: Equatable {
             return .object([k: value])
         case (.index(let n), .array(var items)):
             let idx = n < 0 ? items.count + n : n
-            guard items.indices.contains(idx) else { throw JSONParser.Error(message: "json_path '\(text)': index \(n) out of range") }
+            guard items.indices.contains(idx) else {
+                throw JSONParser.Error(message: "json_path '\(text)': index \(n) out of range")
+            }
             items[idx] = try set(value, steps: steps.dropFirst(), in: items[idx], text: text)
             return .array(items)
         default:

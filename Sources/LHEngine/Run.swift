@@ -85,7 +85,12 @@ struct Run {
                     do {
                         value = try given.cast(to: declared)
                     } catch {
-                        castFailure = castFailure ?? .error(.varSubError, "variable '\(def.varDef.name)' of thread \(number) (\(specName)) is declared \(declared.name) but was given \(given.typeName): \(error)")
+                        castFailure =
+                            castFailure
+                            ?? .error(
+                                .varSubError,
+                                "variable '\(def.varDef.name)' of thread \(number) (\(specName)) is declared \(declared.name) but was given \(given.typeName): \(error)"
+                            )
                     }
                 } else {
                     value = given
@@ -103,7 +108,11 @@ struct Run {
             variable.masked = def.varDef.maskedValue
             state.variables[VariableKey(thread: number, name: def.varDef.name)] = variable
         }
-        guard let entry = spec.nodes.first(where: { if case .entrypoint? = $0.value.node { return true } else { return false } }) else {
+        guard
+            let entry = spec.nodes.first(where: {
+                if case .entrypoint? = $0.value.node { return true } else { return false }
+            })
+        else {
             failThread(number, .error(.internalError, "ThreadSpec '\(specName)' has no ENTRYPOINT node"))
             return number
         }
@@ -177,7 +186,9 @@ struct Run {
             do {
                 holds = try edgeHolds(n, edge)
             } catch {
-                refail(key, .error(.varSubError, "edge \(i) of node '\(node.nodeName)' to '\(edge.sinkNodeName)': \(error)"))
+                refail(
+                    key,
+                    .error(.varSubError, "edge \(i) of node '\(node.nodeName)' to '\(edge.sinkNodeName)': \(error)"))
                 return
             }
             guard holds else { continue }
@@ -185,7 +196,11 @@ struct Run {
                 do {
                     try mutate(n, mutation, nodeOutput: output)
                 } catch {
-                    refail(key, .error(.varMutationError, "mutating '\(mutation.lhsName)' after node '\(node.nodeName)': \(error)"))
+                    refail(
+                        key,
+                        .error(
+                            .varMutationError, "mutating '\(mutation.lhsName)' after node '\(node.nodeName)': \(error)")
+                    )
                     return
                 }
             }
@@ -219,7 +234,12 @@ struct Run {
     mutating func activate(_ n: Int32, nodeName: String) {
         nodeRunsStarted += 1
         if nodeRunsStarted > context.limits.maxNodeRunsPerCommand {
-            failThread(n, .error(.internalError, "thread \(n) started more than \(context.limits.maxNodeRunsPerCommand) NodeRuns in one step; stopped as a runaway loop at node '\(nodeName)'"))
+            failThread(
+                n,
+                .error(
+                    .internalError,
+                    "thread \(n) started more than \(context.limits.maxNodeRunsPerCommand) NodeRuns in one step; stopped as a runaway loop at node '\(nodeName)'"
+                ))
             return
         }
         let position = thread(n).currentNodePosition + 1
@@ -259,7 +279,8 @@ struct Run {
                 do {
                     let seconds = try evaluate(n, e.timeoutSeconds).cast(to: .int)
                     if case .int(let s) = seconds.value, s > 0 {
-                        effects.append(.scheduleTimer(at: now.addingTimeInterval(Double(s)), key: .externalEventTimeout(key)))
+                        effects.append(
+                            .scheduleTimer(at: now.addingTimeInterval(Double(s)), key: .externalEventTimeout(key)))
                     }
                 } catch {
                     failNode(key, .error(.varSubError, "timeout of EXTERNAL_EVENT node '\(nodeName)': \(error)"))
@@ -278,7 +299,9 @@ struct Run {
                 return
             }
             guard let child = startThread(specName: s.threadSpecName, type: .child, parent: n, inputs: inputs) else {
-                failNode(key, .error(.internalError, "the WfRun reached its limit of \(context.limits.maxThreadRuns) ThreadRuns"))
+                failNode(
+                    key,
+                    .error(.internalError, "the WfRun reached its limit of \(context.limits.maxThreadRuns) ThreadRuns"))
                 return
             }
             updateNode(key) { $0.startThread.childThreadID = child }
@@ -288,7 +311,10 @@ struct Run {
                 let numbers = try threadsToWaitFor(n, w)
                 updateNode(key) { node in
                     node.waitForThreads.threads = numbers.map { number in
-                        .with { $0.threadRunNumber = number; $0.threadStatus = .running; $0.waitingStatus = .threadInProgress }
+                        .with {
+                            $0.threadRunNumber = number; $0.threadStatus = .running;
+                            $0.waitingStatus = .threadInProgress
+                        }
                     }
                 }
             } catch {
@@ -305,13 +331,19 @@ struct Run {
         switch w.threadsToWaitFor {
         case .threads(let list):
             return try list.threads.map { item in
-                guard case .int(let i) = try evaluate(n, item.threadRunNumber).cast(to: .int).value else { throw ValueError("thread number is not an INT") }
+                guard case .int(let i) = try evaluate(n, item.threadRunNumber).cast(to: .int).value else {
+                    throw ValueError("thread number is not an INT")
+                }
                 return Int32(i)
             }
         case .threadList(let assignment):
-            guard case .array(let items) = try evaluate(n, assignment).json() else { throw ValueError("thread_list is not a JSON_ARR") }
+            guard case .array(let items) = try evaluate(n, assignment).json() else {
+                throw ValueError("thread_list is not a JSON_ARR")
+            }
             return try items.map { item in
-                guard case .int(let i) = item else { throw ValueError("thread_list holds \(item.typeName), not thread numbers") }
+                guard case .int(let i) = item else {
+                    throw ValueError("thread_list holds \(item.typeName), not thread numbers")
+                }
                 return Int32(i)
             }
         case nil:
@@ -325,7 +357,9 @@ struct Run {
         do {
             switch s.sleepLength {
             case .rawSeconds(let a):
-                guard let secs = try evaluate(n, a).cast(to: .double).number else { throw ValueError("raw_seconds is not a number") }
+                guard let secs = try evaluate(n, a).cast(to: .double).number else {
+                    throw ValueError("raw_seconds is not a number")
+                }
                 maturation = now.addingTimeInterval(secs)
             case .timestamp(let a):
                 let v = try evaluate(n, a)
@@ -337,13 +371,16 @@ struct Run {
                     throw ValueError("timestamp is \(v.typeName)")
                 }
             case .isoDate(let a):
-                guard case .utcTimestamp(let t) = try evaluate(n, a).cast(to: .timestamp).value else { throw ValueError("iso_date is not a date") }
+                guard case .utcTimestamp(let t) = try evaluate(n, a).cast(to: .timestamp).value else {
+                    throw ValueError("iso_date is not a date")
+                }
                 maturation = t.date
             case nil:
                 throw ValueError("SLEEP node has no length")
             }
         } catch {
-            failNode(key, .error(.varSubError, "length of SLEEP node '\(state.nodeRuns[key]?.nodeName ?? "")': \(error)"))
+            failNode(
+                key, .error(.varSubError, "length of SLEEP node '\(state.nodeRuns[key]?.nodeName ?? "")': \(error)"))
             return
         }
         updateNode(key) { $0.sleep.maturationTime = Google_Protobuf_Timestamp(date: maturation) }
@@ -369,7 +406,9 @@ struct Run {
                 var failure = Failure(name: def.failureName, message: def.message, content: nil)
                 if def.hasContent {
                     do { failure.content = try evaluate(n, def.content) } catch {
-                        failNode(key, .error(.varSubError, "content of the failure of EXIT node '\(node.nodeName)': \(error)"))
+                        failNode(
+                            key,
+                            .error(.varSubError, "content of the failure of EXIT node '\(node.nodeName)': \(error)"))
                         return true
                     }
                 }
@@ -391,12 +430,20 @@ struct Run {
             return true
         case .externalEvent(let run):
             if run.timedOut {
-                failNode(key, .error(.timeout, "no ExternalEvent '\(run.externalEventDefID.name)' arrived before the timeout of node '\(node.nodeName)'"))
+                failNode(
+                    key,
+                    .error(
+                        .timeout,
+                        "no ExternalEvent '\(run.externalEventDefID.name)' arrived before the timeout of node '\(node.nodeName)'"
+                    ))
                 return true
             }
-            guard let index = state.externalEvents.firstIndex(where: { e in
-                !e.claimed && e.id.externalEventDefID.name == run.externalEventDefID.name && (!e.hasThreadRunNumber || e.threadRunNumber == n)
-            }) else { return false }
+            guard
+                let index = state.externalEvents.firstIndex(where: { e in
+                    !e.claimed && e.id.externalEventDefID.name == run.externalEventDefID.name
+                        && (!e.hasThreadRunNumber || e.threadRunNumber == n)
+                })
+            else { return false }
             state.externalEvents[index].claimed = true
             state.externalEvents[index].threadRunNumber = n
             state.externalEvents[index].nodeRunPosition = key.position
@@ -436,13 +483,18 @@ struct Run {
                 if child.status == .completed {
                     run.threads[i].waitingStatus = .threadCompletedOrFailureHandled
                 } else if let failure = lastFailure(of: number),
-                          let handler = failureHandler(for: failure, in: Littlehorse_Node.with { $0.failureHandlers = nodeSpec.perThreadFailureHandlers }) {
+                    let handler = failureHandler(
+                        for: failure,
+                        in: Littlehorse_Node.with { $0.failureHandlers = nodeSpec.perThreadFailureHandlers })
+                {
                     // A per-thread failure handler runs as a child of the waiting thread.
                     let spec = context.spec.threadSpecs[handler] ?? Littlehorse_ThreadSpec()
                     let declaresInput = spec.variableDefs.contains { $0.varDef.name == "INPUT" }
                     update(key.thread) { $0.handledFailedChildren.append(number) }
-                    if let h = startThread(specName: handler, type: .failureHandler, parent: key.thread,
-                                           inputs: declaresInput ? ["INPUT": failure.content ?? .null] : [:]) {
+                    if let h = startThread(
+                        specName: handler, type: .failureHandler, parent: key.thread,
+                        inputs: declaresInput ? ["INPUT": failure.content ?? .null] : [:])
+                    {
                         run.threads[i].waitingStatus = .threadHandlingFailure
                         run.threads[i].failureHandlerThreadRunID = h
                     } else {
@@ -473,7 +525,11 @@ struct Run {
             if child.status == .exception, let failure = lastFailure(of: item.threadRunNumber) {
                 failNode(key, failure)
             } else {
-                failNode(key, .error(.childFailure, "child thread \(item.threadRunNumber) (\(child.threadSpecName)) failed: \(child.errorMessage)"))
+                failNode(
+                    key,
+                    .error(
+                        .childFailure,
+                        "child thread \(item.threadRunNumber) (\(child.threadSpecName)) failed: \(child.errorMessage)"))
             }
         }
         switch strategy {
@@ -481,8 +537,14 @@ struct Run {
             if let bad = failed.first { failWith(bad); return true }
             if done.count == total { completeNode(key); return true }
         case .waitForFirst:
-            if let first = run.threads.filter({ $0.waitingStatus != .threadInProgress }).min(by: { $0.threadEndTime.date < $1.threadEndTime.date }) {
-                if first.waitingStatus == .threadCompletedOrFailureHandled { completeNode(key) } else { failWith(first) }
+            if let first = run.threads.filter({ $0.waitingStatus != .threadInProgress }).min(by: {
+                $0.threadEndTime.date < $1.threadEndTime.date
+            }) {
+                if first.waitingStatus == .threadCompletedOrFailureHandled {
+                    completeNode(key)
+                } else {
+                    failWith(first)
+                }
                 return true
             }
             if total == 0 { completeNode(key); return true }
@@ -496,7 +558,9 @@ struct Run {
     /// The failure that ended a thread (from its last failed NodeRun).
     func lastFailure(of n: Int32) -> Failure? {
         let position = thread(n).currentNodePosition
-        guard let node = state.nodeRuns[NodeRunKey(thread: n, position: position)], let f = node.failures.last else { return nil }
+        guard let node = state.nodeRuns[NodeRunKey(thread: n, position: position)], let f = node.failures.last else {
+            return nil
+        }
         return Failure(f)
     }
 
@@ -601,12 +665,18 @@ struct Run {
         let parent = t.parentThreadID
         switch t.type {
         case .interrupt:
-            removeHaltReason(parent) { if case .interrupted(let i)? = $0.reason { return i.interruptThreadID == n } else { return false } }
+            removeHaltReason(parent) {
+                if case .interrupted(let i)? = $0.reason { return i.interruptThreadID == n } else { return false }
+            }
             if t.status != .completed, !thread(parent).status.isTerminal {
                 let failure = lastFailure(of: n) ?? .error(.internalError, t.errorMessage)
                 let key = nodeRunKey(parent)
-                let propagated = failure.isError
-                    ? Failure.error(.childFailure, "interrupt handler thread \(n) (\(t.threadSpecName)) failed: \(failure.name): \(failure.message)")
+                let propagated =
+                    failure.isError
+                    ? Failure.error(
+                        .childFailure,
+                        "interrupt handler thread \(n) (\(t.threadSpecName)) failed: \(failure.name): \(failure.message)"
+                    )
                     : failure
                 failInterruptedNode(key, propagated)
             }
@@ -617,7 +687,9 @@ struct Run {
                 if case .handlingFailure(let h)? = $0.reason { return h.handlerThreadID == n } else { return false }
             }
             guard handlesNodeFailure else { break }
-            removeHaltReason(parent) { if case .handlingFailure(let h)? = $0.reason { return h.handlerThreadID == n } else { return false } }
+            removeHaltReason(parent) {
+                if case .handlingFailure(let h)? = $0.reason { return h.handlerThreadID == n } else { return false }
+            }
             if t.status == .completed {
                 markFailureHandled(parent, handler: n)
             } else if !thread(parent).status.isTerminal {
@@ -638,7 +710,11 @@ struct Run {
 
     mutating func markFailureHandled(_ n: Int32, handler: Int32) {
         for (key, node) in state.nodeRuns where key.thread == n {
-            guard let i = node.failures.lastIndex(where: { $0.hasFailureHandlerThreadrunID && $0.failureHandlerThreadrunID == handler }) else { continue }
+            guard
+                let i = node.failures.lastIndex(where: {
+                    $0.hasFailureHandlerThreadrunID && $0.failureHandlerThreadrunID == handler
+                })
+            else { continue }
             updateNode(key) { $0.failures[i].wasProperlyHandled = true }
         }
     }

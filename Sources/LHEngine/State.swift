@@ -106,10 +106,14 @@ package enum LHTimerKey: Hashable, Sendable, CustomStringConvertible {
         case "sleep", "event-timeout":
             let rest = parts[1...].joined(separator: ":").split(separator: ":")
             guard rest.count == 2, let t = Int32(rest[0]), let p = Int32(rest[1]) else { return nil }
-            self = parts[0] == "sleep" ? .sleep(.init(thread: t, position: p)) : .externalEventTimeout(.init(thread: t, position: p))
+            self =
+                parts[0] == "sleep"
+                ? .sleep(.init(thread: t, position: p)) : .externalEventTimeout(.init(thread: t, position: p))
         case "retry", "attempt-timeout":
             guard let a = Int32(parts[1]) else { return nil }
-            self = parts[0] == "retry" ? .retryBackoff(taskGuid: parts[2], attempt: a) : .attemptTimeout(taskGuid: parts[2], attempt: a)
+            self =
+                parts[0] == "retry"
+                ? .retryBackoff(taskGuid: parts[2], attempt: a) : .attemptTimeout(taskGuid: parts[2], attempt: a)
         default:
             return nil
         }

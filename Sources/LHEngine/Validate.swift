@@ -26,7 +26,9 @@ extension WorkflowEngine {
     /// LittleHorse's SDKs name the variable that holds a node's output after
     /// the node (`8-child-thread-START_THREAD`): kebab-case, then the node kind.
     static func isSDKNodeVariableName(_ name: String) -> Bool {
-        let kinds = ["START_THREAD", "START_MULTIPLE_THREADS", "TASK", "EXTERNAL_EVENT", "WAIT_FOR_THREADS", "RUN_CHILD_WF"]
+        let kinds = [
+            "START_THREAD", "START_MULTIPLE_THREADS", "TASK", "EXTERNAL_EVENT", "WAIT_FOR_THREADS", "RUN_CHILD_WF",
+        ]
         for kind in kinds where name.hasSuffix("-" + kind) {
             return isKebabCase(String(name.dropLast(kind.count + 1)))
         }
@@ -36,7 +38,9 @@ extension WorkflowEngine {
     /// Checks a PutWfSpecRequest and returns the WfSpec body it describes (id
     /// version fields left for the caller). Every refusal is INVALID_ARGUMENT
     /// naming the thread, node, edge or variable.
-    package static func validate(_ request: Littlehorse_PutWfSpecRequest, metadata: LHMetadataLookup) throws -> Littlehorse_WfSpec {
+    package static func validate(_ request: Littlehorse_PutWfSpecRequest, metadata: LHMetadataLookup) throws
+        -> Littlehorse_WfSpec
+    {
         var v = Validator(request: request, metadata: metadata)
         try v.run()
         var spec = Littlehorse_WfSpec()
@@ -64,7 +68,11 @@ private struct Validator {
         for thread in request.threadSpecs.values {
             for def in thread.variableDefs {
                 let t = def.varDef.declaredType
-                if let existing = types[def.varDef.name], existing != t { types[def.varDef.name] = .some(nil) } else { types[def.varDef.name] = t }
+                if let existing = types[def.varDef.name], existing != t {
+                    types[def.varDef.name] = .some(nil)
+                } else {
+                    types[def.varDef.name] = t
+                }
             }
         }
         variableTypes = types
@@ -84,7 +92,9 @@ private struct Validator {
         }
         guard !request.threadSpecs.isEmpty else { throw fail("WfSpec '\(request.name)' has no ThreadSpecs") }
         guard request.threadSpecs[request.entrypointThreadName] != nil else {
-            throw fail("entrypoint thread '\(request.entrypointThreadName)' is not one of the ThreadSpecs (\(request.threadSpecs.keys.sorted().joined(separator: ", ")))")
+            throw fail(
+                "entrypoint thread '\(request.entrypointThreadName)' is not one of the ThreadSpecs (\(request.threadSpecs.keys.sorted().joined(separator: ", ")))"
+            )
         }
         if request.hasParentWfSpec { throw fail("parent_wf_spec is not implemented by this engine") }
         for name in request.threadSpecs.keys.sorted() {
@@ -95,16 +105,24 @@ private struct Validator {
     }
 
     func checkThread(_ name: String, _ thread: Littlehorse_ThreadSpec) throws {
-        let entrypoints = thread.nodes.filter { if case .entrypoint? = $0.value.node { return true } else { return false } }
+        let entrypoints = thread.nodes.filter {
+            if case .entrypoint? = $0.value.node { return true } else { return false }
+        }
         guard entrypoints.count == 1 else {
             throw fail("thread '\(name)' must have exactly one ENTRYPOINT node, has \(entrypoints.count)")
         }
-        if thread.hasRetentionPolicy { throw fail("thread '\(name)': retention_policy is not implemented by this engine") }
+        if thread.hasRetentionPolicy {
+            throw fail("thread '\(name)': retention_policy is not implemented by this engine")
+        }
         var seen = Set<String>()
         for def in thread.variableDefs {
             let v = def.varDef.name
-            if !(WorkflowEngine.isKebabCase(v) || WorkflowEngine.systemVariableNames.contains(v) || WorkflowEngine.isSDKNodeVariableName(v)) {
-                throw fail("variable '\(v)' of thread '\(name)' must be kebab-case (system names such as INPUT are UPPER_UNDERSCORE)")
+            if !(WorkflowEngine.isKebabCase(v) || WorkflowEngine.systemVariableNames.contains(v)
+                || WorkflowEngine.isSDKNodeVariableName(v))
+            {
+                throw fail(
+                    "variable '\(v)' of thread '\(name)' must be kebab-case (system names such as INPUT are UPPER_UNDERSCORE)"
+                )
             }
             guard seen.insert(v).inserted else { throw fail("variable '\(v)' is declared twice in thread '\(name)'") }
             guard def.varDef.declaredType != nil else { throw fail("variable '\(v)' of thread '\(name)' has no type") }
@@ -113,10 +131,14 @@ private struct Validator {
             }
             if def.varDef.hasDefaultValue, !def.varDef.defaultValue.isNull, let t = def.varDef.declaredType {
                 do { _ = try def.varDef.defaultValue.cast(to: t) } catch {
-                    throw fail("default value of variable '\(v)' in thread '\(name)' does not fit its type \(t.name): \(error)")
+                    throw fail(
+                        "default value of variable '\(v)' in thread '\(name)' does not fit its type \(t.name): \(error)"
+                    )
                 }
             }
-            if !def.jsonIndexes.isEmpty { throw fail("variable '\(v)' of thread '\(name)': json_indexes are not implemented by this engine") }
+            if !def.jsonIndexes.isEmpty {
+                throw fail("variable '\(v)' of thread '\(name)': json_indexes are not implemented by this engine")
+            }
         }
         for nodeName in thread.nodes.keys.sorted() {
             let node = thread.nodes[nodeName]!
@@ -149,7 +171,9 @@ private struct Validator {
                 }
             case .waitForThreads(let w):
                 for handler in w.perThreadFailureHandlers where request.threadSpecs[handler.handlerSpecName] == nil {
-                    throw fail("per-thread failure handler of \(at) names thread '\(handler.handlerSpecName)', which is not a ThreadSpec of this WfSpec")
+                    throw fail(
+                        "per-thread failure handler of \(at) names thread '\(handler.handlerSpecName)', which is not a ThreadSpec of this WfSpec"
+                    )
                 }
             case .exit(let e):
                 if case .failureDef(let f)? = e.result {
@@ -170,16 +194,22 @@ private struct Validator {
             }
             for (i, edge) in node.outgoingEdges.enumerated() {
                 guard thread.nodes[edge.sinkNodeName] != nil else {
-                    throw fail("edge \(i) of \(at) goes to node '\(edge.sinkNodeName)', which does not exist in thread '\(name)'")
+                    throw fail(
+                        "edge \(i) of \(at) goes to node '\(edge.sinkNodeName)', which does not exist in thread '\(name)'"
+                    )
                 }
             }
             for handler in node.failureHandlers {
                 guard request.threadSpecs[handler.handlerSpecName] != nil else {
-                    throw fail("failure handler of \(at) names thread '\(handler.handlerSpecName)', which is not a ThreadSpec of this WfSpec")
+                    throw fail(
+                        "failure handler of \(at) names thread '\(handler.handlerSpecName)', which is not a ThreadSpec of this WfSpec"
+                    )
                 }
                 if case .specificFailure(let f)? = handler.failureToCatch,
-                   !(WorkflowEngine.isKebabCase(f) || Failure.systemErrorNames.contains(f)) {
-                    throw fail("failure handler of \(at) catches '\(f)', which is neither kebab-case nor a system error")
+                    !(WorkflowEngine.isKebabCase(f) || Failure.systemErrorNames.contains(f))
+                {
+                    throw fail(
+                        "failure handler of \(at) catches '\(f)', which is neither kebab-case nor a system error")
                 }
             }
         }
@@ -193,18 +223,25 @@ private struct Validator {
             throw fail("\(at) runs TaskDef '\(id.name)', which does not exist")
         }
         guard task.variables.count == def.inputVars.count else {
-            throw fail("\(at) passes \(task.variables.count) input(s) to TaskDef '\(id.name)', which takes \(def.inputVars.count) (\(def.inputVars.map(\.name).joined(separator: ", ")))")
+            throw fail(
+                "\(at) passes \(task.variables.count) input(s) to TaskDef '\(id.name)', which takes \(def.inputVars.count) (\(def.inputVars.map(\.name).joined(separator: ", ")))"
+            )
         }
         for (i, a) in task.variables.enumerated() {
             guard let t = def.inputVars[i].declaredType else { continue }
             if case .literalValue(let v)? = a.source, !v.isNull {
                 do { _ = try v.cast(to: t) } catch {
-                    throw fail("\(at): input \(i) ('\(def.inputVars[i].name)') of TaskDef '\(id.name)' is \(t.name) but the literal is \(v.typeName)")
+                    throw fail(
+                        "\(at): input \(i) ('\(def.inputVars[i].name)') of TaskDef '\(id.name)' is \(t.name) but the literal is \(v.typeName)"
+                    )
                 }
             }
             if case .variableName(let name)? = a.source, a.path == nil, !a.hasTargetType,
-               let declared = variableTypes[name], let vt = declared, !Validator.assignable(vt, to: t) {
-                throw fail("\(at): input \(i) ('\(def.inputVars[i].name)') of TaskDef '\(id.name)' is \(t.name) but variable '\(name)' is \(vt.name)")
+                let declared = variableTypes[name], let vt = declared, !Validator.assignable(vt, to: t)
+            {
+                throw fail(
+                    "\(at): input \(i) ('\(def.inputVars[i].name)') of TaskDef '\(id.name)' is \(t.name) but variable '\(name)' is \(vt.name)"
+                )
             }
         }
         if task.retries < 0 { throw fail("\(at): retries must not be negative") }
@@ -216,28 +253,40 @@ private struct Validator {
         var waited: [String: (thread: String, node: String)] = [:]
         for (threadName, thread) in request.threadSpecs {
             for (nodeName, node) in thread.nodes {
-                if case .externalEvent(let e)? = node.node { waited[e.externalEventDefID.name] = (threadName, nodeName) }
+                if case .externalEvent(let e)? = node.node {
+                    waited[e.externalEventDefID.name] = (threadName, nodeName)
+                }
             }
         }
         for threadName in request.threadSpecs.keys.sorted() {
             for def in request.threadSpecs[threadName]!.interruptDefs {
                 let event = def.externalEventDefID.name
                 guard metadata.externalEventDefs.contains(event) else {
-                    throw fail("thread '\(threadName)' registers an interrupt for ExternalEventDef '\(event)', which does not exist")
+                    throw fail(
+                        "thread '\(threadName)' registers an interrupt for ExternalEventDef '\(event)', which does not exist"
+                    )
                 }
                 if let other = owners[event] {
-                    throw fail("threads '\(other)' and '\(threadName)' both register an interrupt for ExternalEventDef '\(event)'; only one ThreadSpec may")
+                    throw fail(
+                        "threads '\(other)' and '\(threadName)' both register an interrupt for ExternalEventDef '\(event)'; only one ThreadSpec may"
+                    )
                 }
                 owners[event] = threadName
                 if let w = waited[event] {
-                    throw fail("ExternalEventDef '\(event)' triggers an interrupt of thread '\(threadName)' and is also waited for by EXTERNAL_EVENT node '\(w.node)' of thread '\(w.thread)'")
+                    throw fail(
+                        "ExternalEventDef '\(event)' triggers an interrupt of thread '\(threadName)' and is also waited for by EXTERNAL_EVENT node '\(w.node)' of thread '\(w.thread)'"
+                    )
                 }
                 guard let handler = request.threadSpecs[def.handlerSpecName] else {
-                    throw fail("interrupt of thread '\(threadName)' for '\(event)' names handler thread '\(def.handlerSpecName)', which is not a ThreadSpec of this WfSpec")
+                    throw fail(
+                        "interrupt of thread '\(threadName)' for '\(event)' names handler thread '\(def.handlerSpecName)', which is not a ThreadSpec of this WfSpec"
+                    )
                 }
                 let own = handler.variableDefs.map(\.varDef.name).filter { $0 != "INPUT" }
                 if !own.isEmpty {
-                    throw fail("interrupt handler thread '\(def.handlerSpecName)' (for '\(event)') may declare no variable but INPUT, declares \(own.joined(separator: ", "))")
+                    throw fail(
+                        "interrupt handler thread '\(def.handlerSpecName)' (for '\(event)') may declare no variable but INPUT, declares \(own.joined(separator: ", "))"
+                    )
                 }
             }
         }
@@ -279,11 +328,14 @@ private struct Validator {
                 var used: [String] = []
                 collect(node, into: &used)
                 for name in used where !scope.contains(name) {
-                    throw fail("\(at) uses variable '\(name)', which is not declared in scope of thread '\(threadName)'")
+                    throw fail(
+                        "\(at) uses variable '\(name)', which is not declared in scope of thread '\(threadName)'")
                 }
                 for (i, edge) in node.outgoingEdges.enumerated() {
                     for m in edge.variableMutations where !scope.contains(m.lhsName) {
-                        throw fail("edge \(i) of \(at) mutates variable '\(m.lhsName)', which is not declared in scope of thread '\(threadName)'")
+                        throw fail(
+                            "edge \(i) of \(at) mutates variable '\(m.lhsName)', which is not declared in scope of thread '\(threadName)'"
+                        )
                     }
                 }
             }

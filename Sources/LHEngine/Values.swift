@@ -30,7 +30,9 @@ extension Littlehorse_VariableValue {
         switch value {
         case nil: return .null
         case .jsonObj(let s), .jsonArr(let s):
-            do { return try JSONValue.parse(s) } catch { throw ValueError("\(typeName) value is not valid JSON: \(error)") }
+            do { return try JSONValue.parse(s) } catch {
+                throw ValueError("\(typeName) value is not valid JSON: \(error)")
+            }
         case .double(let d): return .double(d)
         case .bool(let b): return .bool(b)
         case .str(let s): return .string(s)
@@ -81,7 +83,9 @@ extension Littlehorse_VariableValue {
         if isNull || self.type == type {
             if type == .jsonObj || type == .jsonArr, !isNull {
                 let parsed = try json()
-                if type == .jsonObj, case .object = parsed {} else if type == .jsonArr, case .array = parsed {} else {
+                if type == .jsonObj, case .object = parsed {
+                } else if type == .jsonArr, case .array = parsed {
+                } else {
                     throw ValueError("\(typeName) value is not a JSON \(type == .jsonObj ? "object" : "array")")
                 }
             }
@@ -126,7 +130,9 @@ extension Littlehorse_VariableValue {
             guard let date = formatter.date(from: s) ?? plain.date(from: s) else { throw fail }
             return .with { $0.utcTimestamp = Google_Protobuf_Timestamp(date: date) }
         case (.int(let ms), .timestamp):
-            return .with { $0.utcTimestamp = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: Double(ms) / 1000)) }
+            return .with {
+                $0.utcTimestamp = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: Double(ms) / 1000))
+            }
         default:
             throw fail
         }
@@ -202,7 +208,9 @@ enum Compare {
 
 /// VariableMutationType applied to a current value, by LittleHorse's rules.
 enum Mutate {
-    static func apply(_ op: Littlehorse_VariableMutationType, to lhs: Value, with rhs: Value, declared: Littlehorse_VariableType?) throws -> Value {
+    static func apply(
+        _ op: Littlehorse_VariableMutationType, to lhs: Value, with rhs: Value, declared: Littlehorse_VariableType?
+    ) throws -> Value {
         switch op {
         case .assign:
             guard let declared else { return rhs }
@@ -211,15 +219,21 @@ enum Mutate {
             switch lhs.value {
             case .int(let a):
                 if case .double(let b) = rhs.value { return .int(a &+ Int64(b)) }
-                guard let b = try? rhs.cast(to: .int), case .int(let bi) = b.value else { throw ValueError("cannot ADD \(rhs.typeName) to INT") }
+                guard let b = try? rhs.cast(to: .int), case .int(let bi) = b.value else {
+                    throw ValueError("cannot ADD \(rhs.typeName) to INT")
+                }
                 return .int(a &+ bi)
             case .double(let a):
-                guard let b = rhs.number ?? (try? rhs.cast(to: .double))?.number else { throw ValueError("cannot ADD \(rhs.typeName) to DOUBLE") }
+                guard let b = rhs.number ?? (try? rhs.cast(to: .double))?.number else {
+                    throw ValueError("cannot ADD \(rhs.typeName) to DOUBLE")
+                }
                 return .double(a + b)
             case .str(let a):
                 return .str(a + rhs.displayString)
             case .jsonArr:
-                guard case .array(var items) = try lhs.json() else { throw ValueError("JSON_ARR value is not an array") }
+                guard case .array(var items) = try lhs.json() else {
+                    throw ValueError("JSON_ARR value is not an array")
+                }
                 items.append(try rhs.json())
                 return .jsonArr(JSONValue.array(items).text)
             case nil:
@@ -233,16 +247,25 @@ enum Mutate {
             switch lhs.value {
             case .str(let a):
                 return .str(a + rhs.displayString)
-            case .jsonArr, nil where declared == .jsonArr:
+            case .jsonArr,
+                nil where declared == .jsonArr:
                 var items: [JSONValue] = []
-                if !lhs.isNull { guard case .array(let existing) = try lhs.json() else { throw ValueError("JSON_ARR value is not an array") }; items = existing }
-                guard case .array(let more) = try rhs.json() else { throw ValueError("EXTEND needs a JSON_ARR on the right, got \(rhs.typeName)") }
+                if !lhs.isNull {
+                    guard case .array(let existing) = try lhs.json() else {
+                        throw ValueError("JSON_ARR value is not an array")
+                    }; items = existing
+                }
+                guard case .array(let more) = try rhs.json() else {
+                    throw ValueError("EXTEND needs a JSON_ARR on the right, got \(rhs.typeName)")
+                }
                 return .jsonArr(JSONValue.array(items + more).text)
             default:
                 throw ValueError("EXTEND is not defined for \(lhs.typeName)")
             }
         case .subtract, .multiply, .divide, .pow:
-            guard let b = rhs.number ?? (try? rhs.cast(to: .double))?.number else { throw ValueError("\(op) needs a number on the right, got \(rhs.typeName)") }
+            guard let b = rhs.number ?? (try? rhs.cast(to: .double))?.number else {
+                throw ValueError("\(op) needs a number on the right, got \(rhs.typeName)")
+            }
             switch lhs.value {
             case .int(let a):
                 let bi = Int64(b)
@@ -283,14 +306,22 @@ enum Mutate {
                 throw ValueError("REMOVE_IF_PRESENT is not defined for \(lhs.typeName)")
             }
         case .removeIndex:
-            guard case .array(var items) = try lhs.json() else { throw ValueError("REMOVE_INDEX needs a JSON_ARR, got \(lhs.typeName)") }
-            guard case .int(let i) = (try rhs.cast(to: .int)).value else { throw ValueError("REMOVE_INDEX needs an INT index") }
+            guard case .array(var items) = try lhs.json() else {
+                throw ValueError("REMOVE_INDEX needs a JSON_ARR, got \(lhs.typeName)")
+            }
+            guard case .int(let i) = (try rhs.cast(to: .int)).value else {
+                throw ValueError("REMOVE_INDEX needs an INT index")
+            }
             let idx = i < 0 ? items.count + Int(i) : Int(i)
-            guard items.indices.contains(idx) else { throw ValueError("REMOVE_INDEX: index \(i) out of range (\(items.count) items)") }
+            guard items.indices.contains(idx) else {
+                throw ValueError("REMOVE_INDEX: index \(i) out of range (\(items.count) items)")
+            }
             items.remove(at: idx)
             return .jsonArr(JSONValue.array(items).text)
         case .removeKey:
-            guard case .object(var dict) = try lhs.json() else { throw ValueError("REMOVE_KEY needs a JSON_OBJ, got \(lhs.typeName)") }
+            guard case .object(var dict) = try lhs.json() else {
+                throw ValueError("REMOVE_KEY needs a JSON_OBJ, got \(lhs.typeName)")
+            }
             dict[rhs.displayString] = nil
             return .jsonObj(JSONValue.object(dict).text)
         case .UNRECOGNIZED(let n):

@@ -44,7 +44,12 @@ package final class LHCore: Service, Sendable {
         for q in queued { dispatcher.enqueue(q) }
         let stored = try store.timers()
         for t in stored { await timers.schedule(t) }
-        logger.notice("store opened", metadata: ["lh.store": "\((store as? SQLiteStore)?.path ?? "\(type(of: store))")", "lh.queued": "\(queued.count)", "lh.timers": "\(stored.count)"])
+        logger.notice(
+            "store opened",
+            metadata: [
+                "lh.store": "\((store as? SQLiteStore)?.path ?? "\(type(of: store))")", "lh.queued": "\(queued.count)",
+                "lh.timers": "\(stored.count)",
+            ])
     }
 
     package func run() async throws {

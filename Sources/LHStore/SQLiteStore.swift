@@ -65,29 +65,30 @@ package final class SQLiteStore: LHStorage, Sendable {
     static func migrator() -> DatabaseMigrator {
         var m = DatabaseMigrator()
         m.registerMigration("v1-initial") { db in
-            try db.execute(sql: """
-                CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                CREATE TABLE task_defs (name TEXT PRIMARY KEY, body BLOB NOT NULL);
-                CREATE TABLE external_event_defs (name TEXT PRIMARY KEY, body BLOB NOT NULL);
-                CREATE TABLE wf_specs (name TEXT NOT NULL, major INTEGER NOT NULL, revision INTEGER NOT NULL, body BLOB NOT NULL,
-                    PRIMARY KEY (name, major, revision));
-                CREATE TABLE wf_runs (id TEXT PRIMARY KEY, wf_spec_name TEXT NOT NULL, major INTEGER NOT NULL, revision INTEGER NOT NULL,
-                    status INTEGER NOT NULL, start_time REAL NOT NULL, body BLOB NOT NULL);
-                CREATE INDEX wf_runs_by_spec ON wf_runs (wf_spec_name, status, start_time, id);
-                CREATE TABLE task_runs (wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, task_def TEXT NOT NULL, status INTEGER NOT NULL,
-                    scheduled_at REAL NOT NULL, PRIMARY KEY (wf_run_id, guid));
-                CREATE INDEX task_runs_by_def ON task_runs (task_def, status, scheduled_at);
-                CREATE TABLE variables (wf_run_id TEXT NOT NULL, thread INTEGER NOT NULL, name TEXT NOT NULL, wf_spec_name TEXT NOT NULL,
-                    value_key TEXT, PRIMARY KEY (wf_run_id, thread, name));
-                CREATE INDEX variables_by_value ON variables (name, value_key, wf_spec_name);
-                CREATE TABLE orphan_events (wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL,
-                    PRIMARY KEY (wf_run_id, guid));
-                CREATE TABLE task_queue (wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, task_def TEXT NOT NULL, attempt INTEGER NOT NULL,
-                    seq INTEGER NOT NULL, PRIMARY KEY (wf_run_id, guid));
-                CREATE INDEX task_queue_by_seq ON task_queue (seq);
-                CREATE TABLE timers (wf_run_id TEXT NOT NULL, key TEXT NOT NULL, due REAL NOT NULL, PRIMARY KEY (wf_run_id, key));
-                CREATE INDEX timers_by_due ON timers (due);
-                """)
+            try db.execute(
+                sql: """
+                    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                    CREATE TABLE task_defs (name TEXT PRIMARY KEY, body BLOB NOT NULL);
+                    CREATE TABLE external_event_defs (name TEXT PRIMARY KEY, body BLOB NOT NULL);
+                    CREATE TABLE wf_specs (name TEXT NOT NULL, major INTEGER NOT NULL, revision INTEGER NOT NULL, body BLOB NOT NULL,
+                        PRIMARY KEY (name, major, revision));
+                    CREATE TABLE wf_runs (id TEXT PRIMARY KEY, wf_spec_name TEXT NOT NULL, major INTEGER NOT NULL, revision INTEGER NOT NULL,
+                        status INTEGER NOT NULL, start_time REAL NOT NULL, body BLOB NOT NULL);
+                    CREATE INDEX wf_runs_by_spec ON wf_runs (wf_spec_name, status, start_time, id);
+                    CREATE TABLE task_runs (wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, task_def TEXT NOT NULL, status INTEGER NOT NULL,
+                        scheduled_at REAL NOT NULL, PRIMARY KEY (wf_run_id, guid));
+                    CREATE INDEX task_runs_by_def ON task_runs (task_def, status, scheduled_at);
+                    CREATE TABLE variables (wf_run_id TEXT NOT NULL, thread INTEGER NOT NULL, name TEXT NOT NULL, wf_spec_name TEXT NOT NULL,
+                        value_key TEXT, PRIMARY KEY (wf_run_id, thread, name));
+                    CREATE INDEX variables_by_value ON variables (name, value_key, wf_spec_name);
+                    CREATE TABLE orphan_events (wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, seq INTEGER NOT NULL, body BLOB NOT NULL,
+                        PRIMARY KEY (wf_run_id, guid));
+                    CREATE TABLE task_queue (wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, task_def TEXT NOT NULL, attempt INTEGER NOT NULL,
+                        seq INTEGER NOT NULL, PRIMARY KEY (wf_run_id, guid));
+                    CREATE INDEX task_queue_by_seq ON task_queue (seq);
+                    CREATE TABLE timers (wf_run_id TEXT NOT NULL, key TEXT NOT NULL, due REAL NOT NULL, PRIMARY KEY (wf_run_id, key));
+                    CREATE INDEX timers_by_due ON timers (due);
+                    """)
             try db.execute(sql: "INSERT INTO meta (key, value) VALUES ('format', ?)", arguments: ["\(formatVersion)"])
         }
         // Attempt timeouts are derived from the TaskRuns (`timers()`), no
@@ -103,13 +104,14 @@ package final class SQLiteStore: LHStorage, Sendable {
         // rows are copied once, at the first start of a build with this.
         m.registerMigration("v3-small-tables-without-rowid") { db in
             for table in Self.withoutRowidTables {
-                try db.execute(sql: """
-                    CREATE TABLE \(table.name)_v3 (\(table.columns)) WITHOUT ROWID;
-                    INSERT INTO \(table.name)_v3 SELECT * FROM \(table.name);
-                    DROP TABLE \(table.name);
-                    ALTER TABLE \(table.name)_v3 RENAME TO \(table.name);
-                    \(table.indexes)
-                    """)
+                try db.execute(
+                    sql: """
+                        CREATE TABLE \(table.name)_v3 (\(table.columns)) WITHOUT ROWID;
+                        INSERT INTO \(table.name)_v3 SELECT * FROM \(table.name);
+                        DROP TABLE \(table.name);
+                        ALTER TABLE \(table.name)_v3 RENAME TO \(table.name);
+                        \(table.indexes)
+                        """)
             }
         }
         return m
@@ -118,18 +120,26 @@ package final class SQLiteStore: LHStorage, Sendable {
     /// The tables `v3-small-tables-without-rowid` rebuilds: columns (in the
     /// order of v1, which `SELECT *` copies) and secondary indexes.
     static let withoutRowidTables: [(name: String, columns: String, indexes: String)] = [
-        ("task_runs",
-         "wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, task_def TEXT NOT NULL, status INTEGER NOT NULL, scheduled_at REAL NOT NULL, PRIMARY KEY (wf_run_id, guid)",
-         "CREATE INDEX task_runs_by_def ON task_runs (task_def, status, scheduled_at);"),
-        ("variables",
-         "wf_run_id TEXT NOT NULL, thread INTEGER NOT NULL, name TEXT NOT NULL, wf_spec_name TEXT NOT NULL, value_key TEXT, PRIMARY KEY (wf_run_id, thread, name)",
-         "CREATE INDEX variables_by_value ON variables (name, value_key, wf_spec_name);"),
-        ("task_queue",
-         "wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, task_def TEXT NOT NULL, attempt INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (wf_run_id, guid)",
-         "CREATE INDEX task_queue_by_seq ON task_queue (seq);"),
-        ("timers",
-         "wf_run_id TEXT NOT NULL, key TEXT NOT NULL, due REAL NOT NULL, PRIMARY KEY (wf_run_id, key)",
-         "CREATE INDEX timers_by_due ON timers (due);"),
+        (
+            "task_runs",
+            "wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, task_def TEXT NOT NULL, status INTEGER NOT NULL, scheduled_at REAL NOT NULL, PRIMARY KEY (wf_run_id, guid)",
+            "CREATE INDEX task_runs_by_def ON task_runs (task_def, status, scheduled_at);"
+        ),
+        (
+            "variables",
+            "wf_run_id TEXT NOT NULL, thread INTEGER NOT NULL, name TEXT NOT NULL, wf_spec_name TEXT NOT NULL, value_key TEXT, PRIMARY KEY (wf_run_id, thread, name)",
+            "CREATE INDEX variables_by_value ON variables (name, value_key, wf_spec_name);"
+        ),
+        (
+            "task_queue",
+            "wf_run_id TEXT NOT NULL, guid TEXT NOT NULL, task_def TEXT NOT NULL, attempt INTEGER NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (wf_run_id, guid)",
+            "CREATE INDEX task_queue_by_seq ON task_queue (seq);"
+        ),
+        (
+            "timers",
+            "wf_run_id TEXT NOT NULL, key TEXT NOT NULL, due REAL NOT NULL, PRIMARY KEY (wf_run_id, key)",
+            "CREATE INDEX timers_by_due ON timers (due);"
+        ),
     ]
 
     static func migrate(_ pool: DatabasePool, path: String) throws {
@@ -140,52 +150,83 @@ package final class SQLiteStore: LHStorage, Sendable {
                 return !applied.isSubset(of: Set(migrator.migrations))
             }
             if superseded {
-                throw StoreError(.newerFormat, "the database \(path) was written by a newer lh-server (unknown migrations); refusing to start so as not to damage it")
+                throw StoreError(
+                    .newerFormat,
+                    "the database \(path) was written by a newer lh-server (unknown migrations); refusing to start so as not to damage it"
+                )
             }
             try migrator.migrate(pool)
-            let format = try pool.read { db in try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'format'") }
+            let format = try pool.read { db in
+                try String.fetchOne(db, sql: "SELECT value FROM meta WHERE key = 'format'")
+            }
             guard format == "\(formatVersion)" else {
-                throw StoreError(.newerFormat, "the database \(path) has format \(format ?? "none"), this lh-server reads format \(formatVersion); refusing to start")
+                throw StoreError(
+                    .newerFormat,
+                    "the database \(path) has format \(format ?? "none"), this lh-server reads format \(formatVersion); refusing to start"
+                )
             }
             // A quick integrity check so that a damaged file is refused, not used.
             let check = try pool.read { db in try String.fetchOne(db, sql: "PRAGMA quick_check") }
-            guard check == "ok" else { throw StoreError(.damaged, "the database \(path) is damaged (quick_check: \(check ?? "?")); refusing to start") }
+            guard check == "ok" else {
+                throw StoreError(
+                    .damaged, "the database \(path) is damaged (quick_check: \(check ?? "?")); refusing to start")
+            }
         } catch let error as StoreError {
             throw error
         } catch {
-            throw StoreError(.unreadable, "the database \(path) cannot be read (\(error)); refusing to start rather than overwrite it")
+            throw StoreError(
+                .unreadable,
+                "the database \(path) cannot be read (\(error)); refusing to start rather than overwrite it")
         }
     }
 
     // MARK: - Metadata
 
     package func taskDefs() throws -> [Littlehorse_TaskDef] {
-        try pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM task_defs").map { try Littlehorse_TaskDef(serializedBytes: $0) } }
+        try pool.read { db in
+            try Data.fetchAll(db, sql: "SELECT body FROM task_defs").map {
+                try Littlehorse_TaskDef(serializedBytes: $0)
+            }
+        }
     }
 
     package func externalEventDefs() throws -> [Littlehorse_ExternalEventDef] {
-        try pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM external_event_defs").map { try Littlehorse_ExternalEventDef(serializedBytes: $0) } }
+        try pool.read { db in
+            try Data.fetchAll(db, sql: "SELECT body FROM external_event_defs").map {
+                try Littlehorse_ExternalEventDef(serializedBytes: $0)
+            }
+        }
     }
 
     package func wfSpecs() throws -> [Littlehorse_WfSpec] {
-        try pool.read { db in try Data.fetchAll(db, sql: "SELECT body FROM wf_specs").map { try Littlehorse_WfSpec(serializedBytes: $0) } }
+        try pool.read { db in
+            try Data.fetchAll(db, sql: "SELECT body FROM wf_specs").map { try Littlehorse_WfSpec(serializedBytes: $0) }
+        }
     }
 
     package func put(taskDef: Littlehorse_TaskDef) throws {
         let body: Data = try taskDef.serializedBytes()
-        try pool.write { db in try db.execute(sql: "INSERT OR REPLACE INTO task_defs (name, body) VALUES (?, ?)", arguments: [taskDef.id.name, body]) }
+        try pool.write { db in
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO task_defs (name, body) VALUES (?, ?)", arguments: [taskDef.id.name, body])
+        }
     }
 
     package func put(externalEventDef: Littlehorse_ExternalEventDef) throws {
         let body: Data = try externalEventDef.serializedBytes()
-        try pool.write { db in try db.execute(sql: "INSERT OR REPLACE INTO external_event_defs (name, body) VALUES (?, ?)", arguments: [externalEventDef.id.name, body]) }
+        try pool.write { db in
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO external_event_defs (name, body) VALUES (?, ?)",
+                arguments: [externalEventDef.id.name, body])
+        }
     }
 
     package func put(wfSpec: Littlehorse_WfSpec) throws {
         let body: Data = try wfSpec.serializedBytes()
         try pool.write { db in
-            try db.execute(sql: "INSERT OR REPLACE INTO wf_specs (name, major, revision, body) VALUES (?, ?, ?, ?)",
-                           arguments: [wfSpec.id.name, wfSpec.id.majorVersion, wfSpec.id.revision, body])
+            try db.execute(
+                sql: "INSERT OR REPLACE INTO wf_specs (name, major, revision, body) VALUES (?, ?, ?, ?)",
+                arguments: [wfSpec.id.name, wfSpec.id.majorVersion, wfSpec.id.revision, body])
         }
     }
 
@@ -193,15 +234,21 @@ package final class SQLiteStore: LHStorage, Sendable {
 
     package func wfRun(_ id: String) throws -> WfRunState? {
         guard wfRunIds.withLock({ $0.mayContain(id) }) else { return nil }
-        guard let body = try pool.read({ db in try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM wf_runs WHERE id = ?"), arguments: [id]) }) else { return nil }
+        guard
+            let body = try pool.read({ db in
+                try Data.fetchOne(db.cachedStatement(sql: "SELECT body FROM wf_runs WHERE id = ?"), arguments: [id])
+            })
+        else { return nil }
         return Self.decode(try Lhstore_StoredWfRun(serializedBytes: body))
     }
 
     package func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent] {
         guard orphanIds.withLock({ $0.contains(wfRunId) }) else { return [] }
         return try pool.read { db in
-            try Data.fetchAll(db, sql: "SELECT body FROM orphan_events WHERE wf_run_id = ? ORDER BY seq", arguments: [wfRunId])
-                .map { try Littlehorse_ExternalEvent(serializedBytes: $0) }
+            try Data.fetchAll(
+                db, sql: "SELECT body FROM orphan_events WHERE wf_run_id = ? ORDER BY seq", arguments: [wfRunId]
+            )
+            .map { try Littlehorse_ExternalEvent(serializedBytes: $0) }
         }
     }
 
@@ -261,14 +308,20 @@ package final class SQLiteStore: LHStorage, Sendable {
     static func prepare(_ id: String, _ state: WfRunState, in batch: LHWriteBatch) throws -> PreparedWfRun {
         let w = state.wfRun
         let body = try LHFastEncoding.serializedData(Self.encode(state))
-        var out = PreparedWfRun(wfRun: [id, w.wfSpecID.name, w.wfSpecID.majorVersion, w.wfSpecID.revision, w.status.rawValue,
-                                        w.startTime.date.timeIntervalSince1970, body])
+        var out = PreparedWfRun(wfRun: [
+            id, w.wfSpecID.name, w.wfSpecID.majorVersion, w.wfSpecID.revision, w.status.rawValue,
+            w.startTime.date.timeIntervalSince1970, body,
+        ])
         // Rows of a WfRun that is stored are written only where they changed.
         let stored = batch.deletedWfRuns.contains(id) ? nil : batch.stored[id]
         if let stored, stored.wfRun.status == w.status { out.statusChanged = false }
         for t in state.taskRuns.values {
-            if let old = stored?.taskRuns[t.id.taskGuid], old.status == t.status, old.scheduledAt == t.scheduledAt { continue }
-            out.taskRuns.append([id, t.id.taskGuid, t.taskDefID.name, t.status.rawValue, t.scheduledAt.date.timeIntervalSince1970])
+            if let old = stored?.taskRuns[t.id.taskGuid], old.status == t.status, old.scheduledAt == t.scheduledAt {
+                continue
+            }
+            out.taskRuns.append([
+                id, t.id.taskGuid, t.taskDefID.name, t.status.rawValue, t.scheduledAt.date.timeIntervalSince1970,
+            ])
         }
         for (key, v) in state.variables {
             if let old = stored?.variables[key], old.value == v.value { continue }
@@ -281,11 +334,13 @@ package final class SQLiteStore: LHStorage, Sendable {
         let batches = batches.filter { !$0.isEmpty }
         guard !batches.isEmpty else { return }
         let prepared = try batches.map { batch in
-            (batch,
-             try batch.wfRuns.map { id, state -> PreparedWfRun in
-                 try batch.prepared[id] as? PreparedWfRun ?? Self.prepare(id, state, in: batch)
-             },
-             try batch.orphanEvents.map { e -> (Littlehorse_ExternalEvent, Data) in (e, try e.serializedBytes()) })
+            (
+                batch,
+                try batch.wfRuns.map { id, state -> PreparedWfRun in
+                    try batch.prepared[id] as? PreparedWfRun ?? Self.prepare(id, state, in: batch)
+                },
+                try batch.orphanEvents.map { e -> (Littlehorse_ExternalEvent, Data) in (e, try e.serializedBytes()) }
+            )
         }
         // Before the transaction: once it is durable, a lookup must find these.
         wfRunIds.withLock { filter in
@@ -297,7 +352,8 @@ package final class SQLiteStore: LHStorage, Sendable {
                 try Self.apply(batch, encoded: encoded, orphanBodies: orphanBodies, in: db)
             }
         }
-        for batch in batches where !batch.orphanEvents.isEmpty || !batch.claimedOrphansOf.isEmpty || !batch.deletedWfRuns.isEmpty {
+        for batch in batches
+        where !batch.orphanEvents.isEmpty || !batch.claimedOrphansOf.isEmpty || !batch.deletedWfRuns.isEmpty {
             orphanIds.withLock { ids in
                 ids.subtract(batch.claimedOrphansOf)
                 ids.subtract(batch.deletedWfRuns)
@@ -310,65 +366,91 @@ package final class SQLiteStore: LHStorage, Sendable {
     /// second leaves a status that is not new alone, so that its
     /// `wf_runs_by_spec` entry (and page) stays untouched.
     static let upsertWfRun = {
-        let insert = "INSERT INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-        return (settingStatus: "\(insert) status = excluded.status, body = excluded.body",
-                keepingStatus: "\(insert) body = excluded.body")
+        let insert =
+            "INSERT INTO wf_runs (id, wf_spec_name, major, revision, status, start_time, body) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+        return (
+            settingStatus: "\(insert) status = excluded.status, body = excluded.body",
+            keepingStatus: "\(insert) body = excluded.body"
+        )
     }()
 
-    private static func apply(_ batch: LHWriteBatch, encoded: [PreparedWfRun], orphanBodies: [(Littlehorse_ExternalEvent, Data)],
-                              in db: Database) throws {
+    private static func apply(
+        _ batch: LHWriteBatch, encoded: [PreparedWfRun], orphanBodies: [(Littlehorse_ExternalEvent, Data)],
+        in db: Database
+    ) throws {
         for p in encoded {
-            try db.cachedStatement(sql: p.statusChanged ? Self.upsertWfRun.settingStatus : Self.upsertWfRun.keepingStatus)
-                .execute(arguments: p.wfRun)
+            try db.cachedStatement(
+                sql: p.statusChanged ? Self.upsertWfRun.settingStatus : Self.upsertWfRun.keepingStatus
+            )
+            .execute(arguments: p.wfRun)
             for arguments in p.taskRuns {
-                try db.cachedStatement(sql: """
-                INSERT INTO task_runs (wf_run_id, guid, task_def, status, scheduled_at) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (wf_run_id, guid) DO UPDATE SET status = excluded.status, scheduled_at = excluded.scheduled_at
-                WHERE status != excluded.status OR scheduled_at != excluded.scheduled_at
-                """).execute(arguments: arguments)
+                try db.cachedStatement(
+                    sql: """
+                        INSERT INTO task_runs (wf_run_id, guid, task_def, status, scheduled_at) VALUES (?, ?, ?, ?, ?)
+                        ON CONFLICT (wf_run_id, guid) DO UPDATE SET status = excluded.status, scheduled_at = excluded.scheduled_at
+                        WHERE status != excluded.status OR scheduled_at != excluded.scheduled_at
+                        """
+                ).execute(arguments: arguments)
             }
             for arguments in p.variables {
-                try db.cachedStatement(sql: """
-                INSERT INTO variables (wf_run_id, thread, name, wf_spec_name, value_key) VALUES (?, ?, ?, ?, ?)
-                ON CONFLICT (wf_run_id, thread, name) DO UPDATE SET value_key = excluded.value_key
-                WHERE value_key IS NOT excluded.value_key
-                """).execute(arguments: arguments)
+                try db.cachedStatement(
+                    sql: """
+                        INSERT INTO variables (wf_run_id, thread, name, wf_spec_name, value_key) VALUES (?, ?, ?, ?, ?)
+                        ON CONFLICT (wf_run_id, thread, name) DO UPDATE SET value_key = excluded.value_key
+                        WHERE value_key IS NOT excluded.value_key
+                        """
+                ).execute(arguments: arguments)
             }
         }
         for id in batch.deletedWfRuns {
-            for table in ["wf_runs WHERE id", "task_runs WHERE wf_run_id", "variables WHERE wf_run_id", "task_queue WHERE wf_run_id", "timers WHERE wf_run_id", "orphan_events WHERE wf_run_id"] {
+            for table in [
+                "wf_runs WHERE id", "task_runs WHERE wf_run_id", "variables WHERE wf_run_id",
+                "task_queue WHERE wf_run_id", "timers WHERE wf_run_id", "orphan_events WHERE wf_run_id",
+            ] {
                 try db.cachedStatement(sql: "DELETE FROM \(table) = ?").execute(arguments: [id])
             }
         }
         for q in batch.dequeued {
-            try db.cachedStatement(sql: "DELETE FROM task_queue WHERE wf_run_id = ? AND guid = ?").execute(arguments: [q.wfRunId, q.taskGuid])
+            try db.cachedStatement(sql: "DELETE FROM task_queue WHERE wf_run_id = ? AND guid = ?").execute(arguments: [
+                q.wfRunId, q.taskGuid,
+            ])
         }
         for q in batch.enqueued {
-            try db.cachedStatement(sql: "INSERT OR REPLACE INTO task_queue (wf_run_id, guid, task_def, attempt, seq) VALUES (?, ?, ?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM task_queue))").execute(
-                           arguments: [q.wfRunId, q.taskGuid, q.taskDef, q.attempt])
+            try db.cachedStatement(
+                sql:
+                    "INSERT OR REPLACE INTO task_queue (wf_run_id, guid, task_def, attempt, seq) VALUES (?, ?, ?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM task_queue))"
+            ).execute(
+                arguments: [q.wfRunId, q.taskGuid, q.taskDef, q.attempt])
         }
         // Attempt timeouts get no rows: `timers()` derives them from the
         // TASK_RUNNING TaskRuns (a row per TaskRun written at its start and
         // deleted at its report cost more than everything else it stores).
         for t in batch.timersCancelled where t.key.isStoredAsRow {
-            try db.cachedStatement(sql: "DELETE FROM timers WHERE wf_run_id = ? AND key = ?").execute(arguments: [t.wfRunId, t.key.description])
+            try db.cachedStatement(sql: "DELETE FROM timers WHERE wf_run_id = ? AND key = ?").execute(arguments: [
+                t.wfRunId, t.key.description,
+            ])
         }
         for t in batch.timersSet where t.key.isStoredAsRow {
-            try db.cachedStatement(sql: "INSERT OR REPLACE INTO timers (wf_run_id, key, due) VALUES (?, ?, ?)").execute(arguments: [t.wfRunId, t.key.description, t.due.timeIntervalSince1970])
+            try db.cachedStatement(sql: "INSERT OR REPLACE INTO timers (wf_run_id, key, due) VALUES (?, ?, ?)").execute(
+                arguments: [t.wfRunId, t.key.description, t.due.timeIntervalSince1970])
         }
         for id in batch.claimedOrphansOf {
             try db.cachedStatement(sql: "DELETE FROM orphan_events WHERE wf_run_id = ?").execute(arguments: [id])
         }
         for (e, body) in orphanBodies {
-            try db.cachedStatement(sql: "INSERT OR REPLACE INTO orphan_events (wf_run_id, guid, seq, body) VALUES (?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM orphan_events), ?)").execute(
-                           arguments: [e.id.wfRunID.id, e.id.guid, body])
+            try db.cachedStatement(
+                sql:
+                    "INSERT OR REPLACE INTO orphan_events (wf_run_id, guid, seq, body) VALUES (?, ?, (SELECT IFNULL(MAX(seq), 0) + 1 FROM orphan_events), ?)"
+            ).execute(
+                arguments: [e.id.wfRunID.id, e.id.guid, body])
         }
     }
 
     package func queuedTasks() throws -> [QueuedTask] {
         try pool.read { db in
             try Row.fetchAll(db, sql: "SELECT wf_run_id, guid, task_def, attempt FROM task_queue ORDER BY seq").map {
-                QueuedTask(wfRunId: $0["wf_run_id"], taskGuid: $0["guid"], taskDef: $0["task_def"], attempt: $0["attempt"])
+                QueuedTask(
+                    wfRunId: $0["wf_run_id"], taskGuid: $0["guid"], taskDef: $0["task_def"], attempt: $0["attempt"])
             }
         }
     }
@@ -378,23 +460,29 @@ package final class SQLiteStore: LHStorage, Sendable {
     /// follow from the attempt's start time and the TaskRun's timeout.
     package func timers() throws -> [StoredTimer] {
         var timers = try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT wf_run_id, key, due FROM timers ORDER BY due").compactMap { row -> StoredTimer? in
+            try Row.fetchAll(db, sql: "SELECT wf_run_id, key, due FROM timers ORDER BY due").compactMap {
+                row -> StoredTimer? in
                 guard let key = LHTimerKey(row["key"] as String) else { return nil }
                 return StoredTimer(wfRunId: row["wf_run_id"], key: key, due: Date(timeIntervalSince1970: row["due"]))
             }
         }
         let running = try pool.read { db in
-            try Row.fetchAll(db, sql: "SELECT wf_run_id, guid FROM task_runs WHERE status = ?",
-                             arguments: [Littlehorse_TaskStatus.taskRunning.rawValue]).map { ($0["wf_run_id"] as String, $0["guid"] as String) }
+            try Row.fetchAll(
+                db, sql: "SELECT wf_run_id, guid FROM task_runs WHERE status = ?",
+                arguments: [Littlehorse_TaskStatus.taskRunning.rawValue]
+            ).map { ($0["wf_run_id"] as String, $0["guid"] as String) }
         }
         var states: [String: WfRunState] = [:]
         for (wfRunId, guid) in running {
             if states[wfRunId] == nil { states[wfRunId] = try wfRun(wfRunId) }
             guard let taskRun = states[wfRunId]?.taskRuns[guid], taskRun.status == .taskRunning,
-                  let attempt = taskRun.attempts.last, attempt.status == .taskRunning
+                let attempt = taskRun.attempts.last, attempt.status == .taskRunning
             else { continue }
             let due = attempt.startTime.date.addingTimeInterval(Double(taskRun.timeoutSeconds))
-            timers.append(StoredTimer(wfRunId: wfRunId, key: .attemptTimeout(taskGuid: guid, attempt: Int32(taskRun.attempts.count - 1)), due: due))
+            timers.append(
+                StoredTimer(
+                    wfRunId: wfRunId, key: .attemptTimeout(taskGuid: guid, attempt: Int32(taskRun.attempts.count - 1)),
+                    due: due))
         }
         return timers
     }
@@ -434,13 +522,19 @@ package final class SQLiteStore: LHStorage, Sendable {
         var sql = "SELECT wf_run_id, guid FROM task_runs WHERE task_def = ?"
         var args: [any DatabaseValueConvertible] = [r.taskDefName]
         if r.hasStatus { sql += " AND status = ?"; args.append(r.status.rawValue) }
-        if r.hasEarliestStart { sql += " AND scheduled_at >= ?"; args.append(r.earliestStart.date.timeIntervalSince1970) }
+        if r.hasEarliestStart {
+            sql += " AND scheduled_at >= ?"; args.append(r.earliestStart.date.timeIntervalSince1970)
+        }
         if r.hasLatestStart { sql += " AND scheduled_at <= ?"; args.append(r.latestStart.date.timeIntervalSince1970) }
         sql += " ORDER BY scheduled_at, wf_run_id, guid LIMIT ? OFFSET ?"
         args.append(limit + 1)
         args.append(offset)
         let rows = try pool.read { db in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)) }
-        let ids = rows.map { row in Littlehorse_TaskRunId.with { $0.wfRunID.id = row["wf_run_id"]; $0.taskGuid = row["guid"] } }
+        let ids = rows.map { row in
+            Littlehorse_TaskRunId.with {
+                $0.wfRunID.id = row["wf_run_id"]; $0.taskGuid = row["guid"]
+            }
+        }
         return Self.page(ids, limit: limit, offset: offset)
     }
 
@@ -458,7 +552,9 @@ package final class SQLiteStore: LHStorage, Sendable {
         args.append(offset)
         let rows = try pool.read { db in try Row.fetchAll(db, sql: sql, arguments: StatementArguments(args)) }
         let ids = rows.map { row in
-            Littlehorse_VariableId.with { $0.wfRunID.id = row["wf_run_id"]; $0.threadRunNumber = row["thread"]; $0.name = row["name"] }
+            Littlehorse_VariableId.with {
+                $0.wfRunID.id = row["wf_run_id"]; $0.threadRunNumber = row["thread"]; $0.name = row["name"]
+            }
         }
         return Self.page(ids, limit: limit, offset: offset)
     }

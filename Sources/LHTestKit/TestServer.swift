@@ -40,21 +40,25 @@ package struct TestServer: Sendable {
         configure: (inout LHServerConfiguration) -> Void = { _ in },
         _ body: (TestServer) async throws -> T
     ) async throws -> T {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-test-\(UUID().uuidString.prefix(8))")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "lh-test-\(UUID().uuidString.prefix(8))")
         defer { try? FileManager.default.removeItem(at: dir) }
         var logger = Logger(label: "lh.test-server")
-        logger.logLevel = ProcessInfo.processInfo.environment["LH_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
+        logger.logLevel =
+            ProcessInfo.processInfo.environment["LH_TEST_LOG"].flatMap { Logger.Level(rawValue: $0) } ?? .warning
         var configuration = LHServerConfiguration(host: "127.0.0.1", port: 0, dataDirectory: dir, tls: .developmentCA)
         configure(&configuration)
         let core = try await LHCore(dataDirectory: dir, logger: logger)
         let server = WireServer(configuration: configuration, router: LHAdminRouter(core: core), logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [.init(service: core), .init(service: server)], logger: logger))
+        let group = ServiceGroup(
+            configuration: .init(services: [.init(service: core), .init(service: server)], logger: logger))
         return try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             let outcome: Result<T, Error>
             do {
                 let port = try await server.boundPort()
-                outcome = .success(try await body(TestServer(port: port, caPath: server.developmentCAPath, dataDir: dir)))
+                outcome = .success(
+                    try await body(TestServer(port: port, caPath: server.developmentCAPath, dataDir: dir)))
             } catch {
                 outcome = .failure(error)
             }

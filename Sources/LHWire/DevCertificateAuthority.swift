@@ -1,6 +1,6 @@
-import LHProto
 import Crypto
 import Foundation
+import LHProto
 import SwiftASN1
 import X509
 
@@ -38,13 +38,17 @@ package enum DevCertificateAuthority {
         let present = all.filter { fm.fileExists(atPath: $0) }
         if present.count == all.count { return files }
         if !present.isEmpty {
-            throw LHError(.failedPrecondition, "the TLS directory \(directory.path) holds only some of the development CA's files (\(present.joined(separator: ", "))); remove them or configure a certificate")
+            throw LHError(
+                .failedPrecondition,
+                "the TLS directory \(directory.path) holds only some of the development CA's files (\(present.joined(separator: ", "))); remove them or configure a certificate"
+            )
         }
         try fm.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
 
         let ca = try makeCA(commonName: "lh-server development CA")
         let server = try issue(
-            commonName: hostnames.first ?? "localhost", dnsNames: hostnames, ipAddresses: [[127, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]],
+            commonName: hostnames.first ?? "localhost", dnsNames: hostnames,
+            ipAddresses: [[127, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]],
             usages: [.serverAuth, .clientAuth], by: ca
         )
         try write(ca.certificatePEM, to: files.caCertPath, mode: 0o644)
@@ -66,7 +70,9 @@ package enum DevCertificateAuthority {
     /// Makes a self-signed CA (ECDSA P-256, valid ten years).
     package static func makeCA(commonName: String) throws -> Issued {
         let key = P256.Signing.PrivateKey()
-        let name = try DistinguishedName { CommonName(commonName); OrganizationName("littlehorse-swift") }
+        let name = try DistinguishedName {
+            CommonName(commonName); OrganizationName("littlehorse-swift")
+        }
         let now = Date()
         let cert = try Certificate(
             version: .v3,
@@ -83,7 +89,9 @@ package enum DevCertificateAuthority {
             },
             issuerPrivateKey: .init(key)
         )
-        return Issued(certificatePEM: try cert.serializeAsPEM().pemString, keyPEM: key.pemRepresentation, certificate: cert, key: key)
+        return Issued(
+            certificatePEM: try cert.serializeAsPEM().pemString, keyPEM: key.pemRepresentation, certificate: cert,
+            key: key)
     }
 
     /// Issues a leaf certificate signed by `ca` (valid two years): for a
@@ -96,8 +104,11 @@ package enum DevCertificateAuthority {
         by ca: Issued
     ) throws -> Issued {
         let key = P256.Signing.PrivateKey()
-        let subject = try DistinguishedName { CommonName(commonName); OrganizationName("littlehorse-swift") }
-        let names: [GeneralName] = dnsNames.map { .dnsName($0) }
+        let subject = try DistinguishedName {
+            CommonName(commonName); OrganizationName("littlehorse-swift")
+        }
+        let names: [GeneralName] =
+            dnsNames.map { .dnsName($0) }
             + ipAddresses.map { .ipAddress(ASN1OctetString(contentBytes: ArraySlice($0))) }
         let now = Date()
         let cert = try Certificate(
@@ -117,7 +128,9 @@ package enum DevCertificateAuthority {
             },
             issuerPrivateKey: .init(ca.key)
         )
-        return Issued(certificatePEM: try cert.serializeAsPEM().pemString, keyPEM: key.pemRepresentation, certificate: cert, key: key)
+        return Issued(
+            certificatePEM: try cert.serializeAsPEM().pemString, keyPEM: key.pemRepresentation, certificate: cert,
+            key: key)
     }
 
     /// Loads a CA written by ``ensure(in:hostnames:)`` (to issue client
@@ -131,7 +144,10 @@ package enum DevCertificateAuthority {
     }
 
     private static func write(_ text: String, to path: String, mode: Int) throws {
-        guard FileManager.default.createFile(atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode]) else {
+        guard
+            FileManager.default.createFile(
+                atPath: path, contents: Data(text.utf8), attributes: [.posixPermissions: mode])
+        else {
             throw LHError(.internal, "cannot write \(path)")
         }
     }

@@ -66,11 +66,18 @@ package enum LHListener {
         welcome.heartbeatIntervalSeconds = UInt32(max(1, config.heartbeatInterval.nanoseconds / 1_000_000_000))
         let finalWelcome = welcome
         do {
-            return try await bindSocket(config, group: group, sslContext: sslContext, welcome: finalWelcome, logger: logger, finish: finish)
+            return try await bindSocket(
+                config, group: group, sslContext: sslContext, welcome: finalWelcome, logger: logger, finish: finish)
         } catch let error as IOError {
-            throw LHError(.unavailable, "cannot listen on \(config.host):\(config.port): \(String(cString: strerror(error.errnoCode)))\(Self.hint(errno: error.errnoCode))", cause: error)
+            throw LHError(
+                .unavailable,
+                "cannot listen on \(config.host):\(config.port): \(String(cString: strerror(error.errnoCode)))\(Self.hint(errno: error.errnoCode))",
+                cause: error)
         } catch let error as SocketAddressError.UnknownHost {
-            throw LHError(.invalidArgument, "cannot listen on \(config.host):\(config.port): the host name does not resolve (\(error.errorDescription))", cause: error)
+            throw LHError(
+                .invalidArgument,
+                "cannot listen on \(config.host):\(config.port): the host name does not resolve (\(error.errorDescription))",
+                cause: error)
         } catch let error as SocketAddressError {
             throw LHError(.invalidArgument, "cannot listen on \(config.host):\(config.port): \(error)", cause: error)
         }
@@ -87,7 +94,8 @@ package enum LHListener {
     }
 
     private static func bindSocket<Accepted: Sendable>(
-        _ config: Configuration, group: EventLoopGroup, sslContext: NIOSSLContext?, welcome finalWelcome: Lhwire_Welcome,
+        _ config: Configuration, group: EventLoopGroup, sslContext: NIOSSLContext?,
+        welcome finalWelcome: Lhwire_Welcome,
         logger: Logger, finish: @escaping @Sendable (Channel) throws -> Accepted
     ) async throws -> NIOAsyncChannel<Accepted, Never> {
         try await ServerBootstrap(group: group)
@@ -104,7 +112,8 @@ package enum LHListener {
                     try sync.addHandler(ByteToMessageHandler(LHFrameDecoder(maxFrameBytes: config.maxFrameBytes)))
                     try sync.addHandler(MessageToByteHandler(LHFrameEncoder()))
                     try sync.addHandler(LHProtocolErrorHandler(logger: logger))
-                    try sync.addHandlers(LHHeartbeatHandler.handlers(interval: config.heartbeatInterval, logger: logger))
+                    try sync.addHandlers(
+                        LHHeartbeatHandler.handlers(interval: config.heartbeatInterval, logger: logger))
                     try sync.addHandler(LHServerHelloHandler(welcome: finalWelcome))
                     return try finish(channel)
                 }

@@ -22,20 +22,24 @@ package final class LHProtocolErrorHandler: ChannelInboundHandler, RemovableChan
         guard !closing else { return }
         closing = true
         if let lhError = error as? LHError {
-            logger.warning("closing connection after a protocol error", metadata: [
-                LHLog.remote: "\(context.remoteAddress.map { "\($0)" } ?? "?")",
-                LHLog.error: "\(lhError)",
-            ])
+            logger.warning(
+                "closing connection after a protocol error",
+                metadata: [
+                    LHLog.remote: "\(context.remoteAddress.map { "\($0)" } ?? "?")",
+                    LHLog.error: "\(lhError)",
+                ])
             let frame = Lhwire_Envelope(id: 0, .error(lhError.wire))
             let bound = NIOLoopBound(context, eventLoop: context.eventLoop)
             context.writeAndFlush(NIOAny(frame)).whenComplete { _ in
                 bound.value.close(promise: nil)
             }
         } else {
-            logger.debug("closing connection after an error", metadata: [
-                LHLog.remote: "\(context.remoteAddress.map { "\($0)" } ?? "?")",
-                LHLog.error: "\(error)",
-            ])
+            logger.debug(
+                "closing connection after an error",
+                metadata: [
+                    LHLog.remote: "\(context.remoteAddress.map { "\($0)" } ?? "?")",
+                    LHLog.error: "\(error)",
+                ])
             context.close(promise: nil)
         }
         context.fireErrorCaught(error)
@@ -70,14 +74,18 @@ package final class LHServerHelloHandler: ChannelInboundHandler, RemovableChanne
             return
         }
         guard case .hello(let hello) = envelope.kind else {
-            refuse(context, id: envelope.id, LHError(.helloRequired, "the first frame must be a hello, got \(envelope.kindName)"))
+            refuse(
+                context, id: envelope.id,
+                LHError(.helloRequired, "the first frame must be a hello, got \(envelope.kindName)"))
             return
         }
         guard hello.protocolVersion == LHProtocol.version else {
-            refuse(context, id: envelope.id, LHError(
-                .protocolVersionMismatch,
-                "client speaks protocol version \(hello.protocolVersion), this server speaks version \(LHProtocol.version)"
-            ))
+            refuse(
+                context, id: envelope.id,
+                LHError(
+                    .protocolVersionMismatch,
+                    "client speaks protocol version \(hello.protocolVersion), this server speaks version \(LHProtocol.version)"
+                ))
             return
         }
         greeted = true
@@ -134,10 +142,12 @@ package final class LHHeartbeatHandler: ChannelDuplexHandler, RemovableChannelHa
             beat.sentAtUnixMicros = UInt64(NIODeadline.now().uptimeNanoseconds / 1000)
             context.writeAndFlush(wrapOutboundOut(Lhwire_Envelope(id: 0, .heartbeat(beat))), promise: nil)
         case .read:
-            logger.warning("peer silent, closing the connection", metadata: [
-                LHLog.remote: "\(context.remoteAddress.map { "\($0)" } ?? "?")",
-                "lh.silentForMs": "\(deadAfter.nanoseconds / 1_000_000)",
-            ])
+            logger.warning(
+                "peer silent, closing the connection",
+                metadata: [
+                    LHLog.remote: "\(context.remoteAddress.map { "\($0)" } ?? "?")",
+                    "lh.silentForMs": "\(deadAfter.nanoseconds / 1_000_000)",
+                ])
             context.close(promise: nil)
         case .all:
             break

@@ -1,5 +1,5 @@
-import LHProto
 import Foundation
+import LHProto
 import NIOCore
 import NIOSSL
 
@@ -59,7 +59,9 @@ package enum LHTLS {
         case (nil, nil):
             return try NIOSSLContext(configuration: tls)
         case (let cert?, let key?):
-            tls.certificateChain = try certificates(at: cert, what: "the client certificate", setting: "LHC_CLIENT_CERT").map { .certificate($0) }
+            tls.certificateChain = try certificates(
+                at: cert, what: "the client certificate", setting: "LHC_CLIENT_CERT"
+            ).map { .certificate($0) }
             tls.privateKey = .privateKey(try privateKey(at: key, what: "the client key", setting: "LHC_CLIENT_KEY"))
             return try context(tls, certificate: cert, key: key)
         default:
@@ -69,14 +71,19 @@ package enum LHTLS {
 
     /// The certificates of a PEM file; an error names the file and what is
     /// wrong with it (missing, unreadable, a key instead, not PEM).
-    package static func certificates(at file: String, what: String, setting: String? = nil) throws -> [NIOSSLCertificate] {
+    package static func certificates(at file: String, what: String, setting: String? = nil) throws
+        -> [NIOSSLCertificate]
+    {
         let path = setting.map { "\(file) (\($0))" } ?? file
         let text = try pemText(at: file, named: path, what: what)
         guard text.contains("-----BEGIN CERTIFICATE-----") else {
             if text.contains("PRIVATE KEY-----") {
-                throw LHError(.invalidArgument, "\(what) \(path) holds a private key, not a certificate (are the certificate and the key swapped?)")
+                throw LHError(
+                    .invalidArgument,
+                    "\(what) \(path) holds a private key, not a certificate (are the certificate and the key swapped?)")
             }
-            throw LHError(.invalidArgument, "\(what) \(path) holds no PEM certificate (no '-----BEGIN CERTIFICATE-----' line)")
+            throw LHError(
+                .invalidArgument, "\(what) \(path) holds no PEM certificate (no '-----BEGIN CERTIFICATE-----' line)")
         }
         do {
             return try NIOSSLCertificate.fromPEMBytes(Array(text.utf8))
@@ -95,9 +102,13 @@ package enum LHTLS {
         }
         guard text.contains("PRIVATE KEY-----") else {
             if text.contains("-----BEGIN CERTIFICATE-----") {
-                throw LHError(.invalidArgument, "\(what) \(path) holds a certificate, not a private key (are the certificate and the key swapped?)")
+                throw LHError(
+                    .invalidArgument,
+                    "\(what) \(path) holds a certificate, not a private key (are the certificate and the key swapped?)")
             }
-            throw LHError(.invalidArgument, "\(what) \(path) holds no PEM private key (no '-----BEGIN ... PRIVATE KEY-----' line)")
+            throw LHError(
+                .invalidArgument, "\(what) \(path) holds no PEM private key (no '-----BEGIN ... PRIVATE KEY-----' line)"
+            )
         }
         do {
             return try NIOSSLPrivateKey(bytes: Array(text.utf8), format: .pem)
@@ -124,7 +135,9 @@ package enum LHTLS {
             }
             if n == 0 { break }
             bytes.append(contentsOf: chunk[..<n])
-            if bytes.count > 16 << 20 { throw LHError(.invalidArgument, "\(what) \(path) is larger than 16 MB; not a PEM file") }
+            if bytes.count > 16 << 20 {
+                throw LHError(.invalidArgument, "\(what) \(path) is larger than 16 MB; not a PEM file")
+            }
         }
         return String(decoding: bytes, as: UTF8.self)
     }

@@ -60,7 +60,10 @@ package final class LHWireConnection: Sendable {
     private let handler: NIOLoopBound<LHClientRequestHandler>
     private let stats: LHClientRequestHandler.Stats
 
-    private init(channel: Channel, welcome: Lhwire_Welcome, handler: NIOLoopBound<LHClientRequestHandler>, stats: LHClientRequestHandler.Stats) {
+    private init(
+        channel: Channel, welcome: Lhwire_Welcome, handler: NIOLoopBound<LHClientRequestHandler>,
+        stats: LHClientRequestHandler.Stats
+    ) {
         self.channel = channel
         self.welcome = welcome
         self.handler = handler
@@ -86,13 +89,19 @@ package final class LHWireConnection: Sendable {
                     channel.eventLoop.makeCompletedFuture {
                         let sync = channel.pipeline.syncOperations
                         if let sslContext {
-                            try sync.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: LHTLS.serverHostname(for: config.host)))
+                            try sync.addHandler(
+                                NIOSSLClientHandler(
+                                    context: sslContext, serverHostname: LHTLS.serverHostname(for: config.host)))
                         }
                         try sync.addHandler(LHFlushCoalescingHandler())
                         try sync.addHandler(ByteToMessageHandler(LHFrameDecoder(maxFrameBytes: config.maxFrameBytes)))
                         try sync.addHandler(MessageToByteHandler(LHFrameEncoder()))
-                        try sync.addHandlers(LHHeartbeatHandler.handlers(interval: config.heartbeatInterval, logger: logger))
-                        try sync.addHandler(LHClientRequestHandler(endpoint: endpoint, stats: stats, logger: logger, requestTimeout: config.requestTimeout, onPush: onPush))
+                        try sync.addHandlers(
+                            LHHeartbeatHandler.handlers(interval: config.heartbeatInterval, logger: logger))
+                        try sync.addHandler(
+                            LHClientRequestHandler(
+                                endpoint: endpoint, stats: stats, logger: logger, requestTimeout: config.requestTimeout,
+                                onPush: onPush))
                     }
                 }
                 .connect(host: config.host, port: config.port).get()
@@ -102,11 +111,14 @@ package final class LHWireConnection: Sendable {
         let handler: NIOLoopBound<LHClientRequestHandler>
         do {
             handler = try await channel.eventLoop.submit {
-                NIOLoopBound(try channel.pipeline.syncOperations.handler(type: LHClientRequestHandler.self), eventLoop: channel.eventLoop)
+                NIOLoopBound(
+                    try channel.pipeline.syncOperations.handler(type: LHClientRequestHandler.self),
+                    eventLoop: channel.eventLoop)
             }.get()
         } catch {
             // The connection closed before it was set up (e.g. a failed TLS handshake).
-            throw stats.closeReason.withLockedValue { $0 } ?? LHError(.unavailable, "connection to \(endpoint) closed while connecting: \(error)", cause: error)
+            throw stats.closeReason.withLockedValue { $0 }
+                ?? LHError(.unavailable, "connection to \(endpoint) closed while connecting: \(error)", cause: error)
         }
 
         var hello = Lhwire_Hello()
@@ -123,7 +135,9 @@ package final class LHWireConnection: Sendable {
         }
         guard case .welcome(let welcome) = reply else {
             channel.close(promise: nil)
-            throw LHError(.malformedFrame, "server at \(endpoint) answered the hello with \(Lhwire_Envelope(id: 0, reply).kindName)")
+            throw LHError(
+                .malformedFrame,
+                "server at \(endpoint) answered the hello with \(Lhwire_Envelope(id: 0, reply).kindName)")
         }
         return LHWireConnection(channel: channel, welcome: welcome, handler: handler, stats: stats)
     }
@@ -136,25 +150,33 @@ package final class LHWireConnection: Sendable {
 
     /// Sends one request; `completion` gets its response (an error response
     /// as ``LHError``) on the connection's event loop: no task waits for it.
-    package func request(_ kind: Lhwire_Envelope.OneOf_Kind,
-                        completion: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind, Error>) -> Void) {
+    package func request(
+        _ kind: Lhwire_Envelope.OneOf_Kind,
+        completion: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind, Error>) -> Void
+    ) {
         Self.response(to: kind, on: channel, stats: stats).whenComplete { result in
             completion(result.flatMap(Self.unwrap))
         }
     }
 
-    private static func send(_ kind: Lhwire_Envelope.OneOf_Kind, on channel: Channel, stats: LHClientRequestHandler.Stats) async throws -> Lhwire_Envelope.OneOf_Kind {
+    private static func send(
+        _ kind: Lhwire_Envelope.OneOf_Kind, on channel: Channel, stats: LHClientRequestHandler.Stats
+    ) async throws -> Lhwire_Envelope.OneOf_Kind {
         try unwrap(try await response(to: kind, on: channel, stats: stats).get()).get()
     }
 
-    private static func response(to kind: Lhwire_Envelope.OneOf_Kind, on channel: Channel,
-                                 stats: LHClientRequestHandler.Stats) -> EventLoopFuture<Lhwire_Envelope> {
+    private static func response(
+        to kind: Lhwire_Envelope.OneOf_Kind, on channel: Channel,
+        stats: LHClientRequestHandler.Stats
+    ) -> EventLoopFuture<Lhwire_Envelope> {
         let promise = channel.eventLoop.makePromise(of: Lhwire_Envelope.self)
         // A write that never reaches the handler (the channel closed already)
         // must still fail the request; failing a completed promise is a no-op.
         channel.writeAndFlush(LHClientRequestHandler.Outbound(kind: kind, promise: promise)).whenFailure { error in
-            promise.fail(stats.closeReason.withLockedValue { $0 }
-                ?? LHError(.connectionClosed, "connection closed before the request was sent: \(error)", cause: error))
+            promise.fail(
+                stats.closeReason.withLockedValue { $0 }
+                    ?? LHError(
+                        .connectionClosed, "connection closed before the request was sent: \(error)", cause: error))
         }
         return promise.futureResult
     }
@@ -218,7 +240,10 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
     /// kept a 30 s backlog of timers in a busy worker's event loop.)
     private var sweep: RepeatedTask?
 
-    init(endpoint: String, stats: Stats, logger: Logger, requestTimeout: TimeAmount, onPush: LHWireConnection.PushHandler?) {
+    init(
+        endpoint: String, stats: Stats, logger: Logger, requestTimeout: TimeAmount,
+        onPush: LHWireConnection.PushHandler?
+    ) {
         self.requestTimeout = requestTimeout
         self.endpoint = endpoint
         self.stats = stats
@@ -255,7 +280,8 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
         let overdue = pending.filter { $0.value.deadline <= now }
         for (id, entry) in overdue {
             pending[id] = nil
-            entry.promise.fail(LHError(.unavailable, "no answer from \(endpoint) within \(Self.describe(requestTimeout))"))
+            entry.promise.fail(
+                LHError(.unavailable, "no answer from \(endpoint) within \(Self.describe(requestTimeout))"))
         }
         if pending.isEmpty {
             sweep?.cancel()
@@ -283,9 +309,11 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
         }
         guard let promise = pending.removeValue(forKey: envelope.id)?.promise else {
             stats.unmatched.withLockedValue { $0 += 1 }
-            logger.warning("dropped a response whose id matches no request in flight", metadata: [
-                LHLog.requestId: "\(envelope.id)", "lh.kind": "\(envelope.kindName)",
-            ])
+            logger.warning(
+                "dropped a response whose id matches no request in flight",
+                metadata: [
+                    LHLog.requestId: "\(envelope.id)", "lh.kind": "\(envelope.kindName)",
+                ])
             return
         }
         promise.succeed(envelope)
@@ -297,10 +325,12 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
                 closeReason = lhError
             } else {
                 // NIOSSL names a certificate the client does not trust only in BoringSSL's words.
-                let untrusted = "\(error)".contains("CERTIFICATE_VERIFY_FAILED")
+                let untrusted =
+                    "\(error)".contains("CERTIFICATE_VERIFY_FAILED")
                     ? " (the server's certificate is not signed by a CA this client trusts: set LHC_CA_CERT to the CA that signed it; lh-server prints the path of its development CA)"
                     : ""
-                closeReason = LHError(.unavailable, "connection to \(endpoint) failed\(untrusted): \(error)", cause: error)
+                closeReason = LHError(
+                    .unavailable, "connection to \(endpoint) failed\(untrusted): \(error)", cause: error)
             }
             let reason = closeReason
             stats.closeReason.withLockedValue { $0 = reason }

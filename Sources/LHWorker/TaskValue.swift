@@ -62,7 +62,9 @@ extension Double: LHTaskValue {
 extension Bool: LHTaskValue {
     public static var lhType: Littlehorse_VariableType { .bool }
     public init(lhValue v: Littlehorse_VariableValue) throws {
-        guard case .bool(let b) = v.value else { throw LHConversionError(message: "cannot read \(typeName(v)) as Bool") }
+        guard case .bool(let b) = v.value else {
+            throw LHConversionError(message: "cannot read \(typeName(v)) as Bool")
+        }
         self = b
     }
     public func lhValue() throws -> Littlehorse_VariableValue { .with { $0.bool = self } }
@@ -71,7 +73,9 @@ extension Bool: LHTaskValue {
 extension Data: LHTaskValue {
     public static var lhType: Littlehorse_VariableType { .bytes }
     public init(lhValue v: Littlehorse_VariableValue) throws {
-        guard case .bytes(let b) = v.value else { throw LHConversionError(message: "cannot read \(typeName(v)) as Data") }
+        guard case .bytes(let b) = v.value else {
+            throw LHConversionError(message: "cannot read \(typeName(v)) as Data")
+        }
         self = b
     }
     public func lhValue() throws -> Littlehorse_VariableValue { .with { $0.bytes = self } }

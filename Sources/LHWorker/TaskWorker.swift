@@ -54,7 +54,8 @@ public final class WorkerContext: Sendable {
 /// try await collect.run()
 /// ```
 public final class LHTaskWorker: Service, Sendable {
-    public typealias Handler = @Sendable (WorkerContext, [Littlehorse_VariableValue]) async throws -> Littlehorse_VariableValue?
+    public typealias Handler =
+        @Sendable (WorkerContext, [Littlehorse_VariableValue]) async throws -> Littlehorse_VariableValue?
 
     public let config: LHConfig
     public let taskDefName: String
@@ -73,9 +74,13 @@ public final class LHTaskWorker: Service, Sendable {
     }
 
     /// The erased initialiser the typed overloads call.
-    public init(config: LHConfig, taskDefName: String, inputs: [String], inputTypes: [Littlehorse_VariableType],
-                outputType: Littlehorse_VariableType?, logger: Logger? = nil, handler: @escaping Handler) {
-        precondition(inputs.count == inputTypes.count, "LHTaskWorker '\(taskDefName)': \(inputs.count) input names for \(inputTypes.count) closure parameters")
+    public init(
+        config: LHConfig, taskDefName: String, inputs: [String], inputTypes: [Littlehorse_VariableType],
+        outputType: Littlehorse_VariableType?, logger: Logger? = nil, handler: @escaping Handler
+    ) {
+        precondition(
+            inputs.count == inputTypes.count,
+            "LHTaskWorker '\(taskDefName)': \(inputs.count) input names for \(inputTypes.count) closure parameters")
         self.config = config
         self.taskDefName = taskDefName
         self.inputNames = inputs
@@ -92,8 +97,16 @@ public final class LHTaskWorker: Service, Sendable {
     public var putTaskDefRequest: Littlehorse_PutTaskDefRequest {
         var r = Littlehorse_PutTaskDefRequest()
         r.name = taskDefName
-        r.inputVars = zip(inputNames, inputTypes).map { name, type in .with { $0.name = name; $0.typeDef.primitiveType = type } }
-        if let outputType { r.returnType = .with { $0.returnType = .with { $0.primitiveType = outputType } } } else { r.returnType = .init() }
+        r.inputVars = zip(inputNames, inputTypes).map { name, type in
+            .with {
+                $0.name = name; $0.typeDef.primitiveType = type
+            }
+        }
+        if let outputType {
+            r.returnType = .with { $0.returnType = .with { $0.primitiveType = outputType } }
+        } else {
+            r.returnType = .init()
+        }
         return r
     }
 
@@ -126,10 +139,15 @@ public final class LHTaskWorker: Service, Sendable {
                     // there yet, or the settings (address, CA file) are wrong,
                     // which the error names; a file made later is picked up.
                     let missing = (error as? LHError)?.code == .notFound
-                    self.logger.warning(missing ? "the server has no TaskDef of this name; register it (registerTaskDef). Trying again"
-                                                : subscribed ? "connection to the server lost; reconnecting"
-                                                : "cannot connect to the server; trying again",
-                                        metadata: [LHLog.taskDef: "\(self.taskDefName)", "lh.error": "\(error)", "lh.retryIn": "\(backoff)s"])
+                    self.logger.warning(
+                        missing
+                            ? "the server has no TaskDef of this name; register it (registerTaskDef). Trying again"
+                            : subscribed
+                                ? "connection to the server lost; reconnecting"
+                                : "cannot connect to the server; trying again",
+                        metadata: [
+                            LHLog.taskDef: "\(self.taskDefName)", "lh.error": "\(error)", "lh.retryIn": "\(backoff)s",
+                        ])
                 }
                 try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
                 backoff = min(backoff * 2, 5)
@@ -145,8 +163,12 @@ public final class LHTaskWorker: Service, Sendable {
         // latency.
         let running = RunningTasks()
         let current = NIOLockedValueBox<LHWireConnection?>(nil)
-        let connection = try await LHWireConnection.connect(config.connectionConfiguration(role: .worker), logger: logger) { envelope in
-            guard case .scheduledTask(let task) = envelope.kind, let connection = current.withLockedValue({ $0 }) else { return }
+        let connection = try await LHWireConnection.connect(
+            config.connectionConfiguration(role: .worker), logger: logger
+        ) { envelope in
+            guard case .scheduledTask(let task) = envelope.kind, let connection = current.withLockedValue({ $0 }) else {
+                return
+            }
             running.start { settled in
                 let report = await self.execute(task)
                 self.report(report, on: connection, running: running, settled: settled)
@@ -156,8 +178,12 @@ public final class LHTaskWorker: Service, Sendable {
         defer { Task { await connection.close() } }
         // Results that finished while the server was away go first; one
         // that fails again is kept for the next connection.
-        let unsent = state.withLockedValue { s in defer { s.unsent = [] }; return s.unsent }
-        for report in unsent { running.start { settled in self.report(report, on: connection, running: running, settled: settled) } }
+        let unsent = state.withLockedValue { s in
+            defer { s.unsent = [] }; return s.unsent
+        }
+        for report in unsent {
+            running.start { settled in self.report(report, on: connection, running: running, settled: settled) }
+        }
         var subscribe = Lhwire_Subscribe()
         subscribe.taskDefID.name = taskDefName
         subscribe.taskWorkerID = config.taskWorkerId
@@ -171,7 +197,8 @@ public final class LHTaskWorker: Service, Sendable {
             throw error
         }
         subscribed = true
-        logger.info("subscribed", metadata: [LHLog.taskDef: "\(taskDefName)", "lh.capacity": "\(config.numWorkerThreads)"])
+        logger.info(
+            "subscribed", metadata: [LHLog.taskDef: "\(taskDefName)", "lh.capacity": "\(config.numWorkerThreads)"])
         await Self.closedOrCancelled(connection)
         // Cancelled (shutting down): the running tasks are told so; either
         // way each ends with its report answered, failed (kept in `unsent`
@@ -199,8 +226,10 @@ public final class LHTaskWorker: Service, Sendable {
     /// stays up (the server's storage failed, or no answer in time) is sent
     /// again on it after a pause; one whose connection is gone is kept for
     /// the next connection.
-    private func report(_ report: Littlehorse_ReportTaskRun, on connection: LHWireConnection, running: RunningTasks,
-                        retryIn delay: TimeAmount = .milliseconds(100), settled: @escaping @Sendable () -> Void) {
+    private func report(
+        _ report: Littlehorse_ReportTaskRun, on connection: LHWireConnection, running: RunningTasks,
+        retryIn delay: TimeAmount = .milliseconds(100), settled: @escaping @Sendable () -> Void
+    ) {
         connection.request(.reportTask(report)) { result in
             switch result {
             case .success:
@@ -209,13 +238,16 @@ public final class LHTaskWorker: Service, Sendable {
                 // The TaskRun is gone (its WfRun deleted): nothing to retry.
                 self.logger.warning("report refused", metadata: ["lh.error": "\(e)"])
             case .failure(let error) where connection.channel.isActive && !running.isCancelled:
-                self.logger.warning("report failed; sending it again", metadata: [
-                    LHLog.taskRunId: "\(report.taskRunID.wfRunID.id)/\(report.taskRunID.taskGuid)",
-                    "lh.error": "\(error)", "lh.retryIn": "\(delay.nanoseconds / 1_000_000)ms",
-                ])
+                self.logger.warning(
+                    "report failed; sending it again",
+                    metadata: [
+                        LHLog.taskRunId: "\(report.taskRunID.wfRunID.id)/\(report.taskRunID.taskGuid)",
+                        "lh.error": "\(error)", "lh.retryIn": "\(delay.nanoseconds / 1_000_000)ms",
+                    ])
                 connection.channel.eventLoop.scheduleTask(in: delay) {
-                    self.report(report, on: connection, running: running,
-                                retryIn: min(delay * 2, .seconds(5)), settled: settled)
+                    self.report(
+                        report, on: connection, running: running,
+                        retryIn: min(delay * 2, .seconds(5)), settled: settled)
                 }
                 return
             case .failure:
@@ -234,17 +266,23 @@ public final class LHTaskWorker: Service, Sendable {
         let values = task.variables.map(\.value)
         do {
             guard values.count == inputTypes.count else {
-                throw InputError(message: "TaskDef '\(taskDefName)' takes \(inputTypes.count) input(s), the TaskRun has \(values.count)")
+                throw InputError(
+                    message:
+                        "TaskDef '\(taskDefName)' takes \(inputTypes.count) input(s), the TaskRun has \(values.count)")
             }
             let output = try await handler(context, values)
             report.status = .taskSuccess
             if let output { report.output = output }
         } catch let e as InputError {
             report.status = .taskInputVarSubError
-            report.error = .with { $0.type = .varSubError; $0.message = e.message }
+            report.error = .with {
+                $0.type = .varSubError; $0.message = e.message
+            }
         } catch let e as OutputError {
             report.status = .taskOutputSerdeError
-            report.error = .with { $0.type = .taskError; $0.message = e.message }
+            report.error = .with {
+                $0.type = .taskError; $0.message = e.message
+            }
         } catch let e as LHTaskException {
             report.status = .taskException
             report.exception = .with { x in
@@ -254,7 +292,9 @@ public final class LHTaskWorker: Service, Sendable {
             }
         } catch {
             report.status = .taskFailed
-            report.error = .with { $0.type = .taskFailure; $0.message = "\(error)" }
+            report.error = .with {
+                $0.type = .taskFailure; $0.message = "\(error)"
+            }
         }
         report.time = Google_Protobuf_Timestamp(date: Date())
         if let log = context.logOutput { report.logOutput = .with { $0.str = log } }
@@ -264,7 +304,9 @@ public final class LHTaskWorker: Service, Sendable {
     struct InputError: Error { var message: String }
     struct OutputError: Error { var message: String }
 
-    static func input<T: LHTaskValue>(_ values: [Littlehorse_VariableValue], _ i: Int, _ names: [String], as: T.Type) throws -> T {
+    static func input<T: LHTaskValue>(_ values: [Littlehorse_VariableValue], _ i: Int, _ names: [String], as: T.Type)
+        throws -> T
+    {
         do {
             return try T(lhValue: values[i])
         } catch {

@@ -113,15 +113,27 @@ public protocol WorkflowValue {
 
 extension WfRunVariable: WorkflowValue {
     public var assignment: Littlehorse_VariableAssignment {
-        .with { $0.variableName = name; if let jsonPath { $0.jsonPath = jsonPath } }
+        .with {
+            $0.variableName = name; if let jsonPath { $0.jsonPath = jsonPath }
+        }
     }
 }
 extension NodeOutput: WorkflowValue {
     public var assignment: Littlehorse_VariableAssignment {
-        .with { $0.nodeOutput.nodeName = nodeName; if let jsonPath { $0.jsonPath = jsonPath } }
+        .with {
+            $0.nodeOutput.nodeName = nodeName; if let jsonPath { $0.jsonPath = jsonPath }
+        }
     }
 }
-extension String: WorkflowValue { public var assignment: Littlehorse_VariableAssignment { .with { $0.literalValue.str = self } } }
-extension Int: WorkflowValue { public var assignment: Littlehorse_VariableAssignment { .with { $0.literalValue.int = Int64(self) } } }
-extension Double: WorkflowValue { public var assignment: Littlehorse_VariableAssignment { .with { $0.literalValue.double = self } } }
-extension Bool: WorkflowValue { public var assignment: Littlehorse_VariableAssignment { .with { $0.literalValue.bool = self } } }
+extension String: WorkflowValue {
+    public var assignment: Littlehorse_VariableAssignment { .with { $0.literalValue.str = self } }
+}
+extension Int: WorkflowValue {
+    public var assignment: Littlehorse_VariableAssignment { .with { $0.literalValue.int = Int64(self) } }
+}
+extension Double: WorkflowValue {
+    public var assignment: Littlehorse_VariableAssignment { .with { $0.literalValue.double = self } }
+}
+extension Bool: WorkflowValue {
+    public var assignment: Littlehorse_VariableAssignment { .with { $0.literalValue.bool = self } }
+}

@@ -54,7 +54,10 @@ public final class WorkflowThread {
 
     // MARK: Variables
 
-    public func declare(_ name: String, _ type: Littlehorse_VariableType, default value: Littlehorse_VariableValue? = nil, required: Bool = false) -> WfRunVariable {
+    public func declare(
+        _ name: String, _ type: Littlehorse_VariableType, default value: Littlehorse_VariableValue? = nil,
+        required: Bool = false
+    ) -> WfRunVariable {
         var def = Littlehorse_ThreadVarDef()
         def.varDef.name = name
         def.varDef.typeDef.primitiveType = type
@@ -76,14 +79,17 @@ public final class WorkflowThread {
 
     /// A TASK node running TaskDef `taskDef` with `inputs`.
     @discardableResult
-    public func execute(_ taskDef: String, _ inputs: any WorkflowValue..., options: TaskOptions = .init()) -> NodeOutput {
+    public func execute(_ taskDef: String, _ inputs: any WorkflowValue..., options: TaskOptions = .init()) -> NodeOutput
+    {
         var task = Littlehorse_TaskNode()
         task.taskDefID.name = taskDef
         task.variables = inputs.map(\.assignment)
         task.retries = options.retries
         task.timeoutSeconds = options.timeoutSeconds
         if let b = options.exponentialBackoff {
-            task.exponentialBackoff = .with { $0.baseIntervalMs = b.0; $0.multiplier = b.1; $0.maxDelayMs = b.2 }
+            task.exponentialBackoff = .with {
+                $0.baseIntervalMs = b.0; $0.multiplier = b.1; $0.maxDelayMs = b.2
+            }
         }
         return NodeOutput(nodeName: addNode(taskDef, "TASK", .task(task)))
     }
@@ -103,7 +109,9 @@ public final class WorkflowThread {
     }
 
     /// Changes a variable when the thread leaves the current node.
-    public func mutate(_ variable: WfRunVariable, _ operation: Littlehorse_VariableMutationType, _ value: any WorkflowValue) {
+    public func mutate(
+        _ variable: WfRunVariable, _ operation: Littlehorse_VariableMutationType, _ value: any WorkflowValue
+    ) {
         var m = Littlehorse_VariableMutation()
         m.lhsName = variable.name
         if let path = variable.jsonPath { m.lhsJsonPath = path }
@@ -115,12 +123,22 @@ public final class WorkflowThread {
     /// Registers `handler` as this thread's interrupt handler for `eventDef`.
     public func registerInterruptHandler(_ eventDef: String, _ handler: @escaping (WorkflowThread) -> Void) {
         let threadName = workflow.addThread("interrupt-\(eventDef)", handler)
-        spec.interruptDefs.append(.with { $0.externalEventDefID.name = eventDef; $0.handlerSpecName = threadName })
+        spec.interruptDefs.append(
+            .with {
+                $0.externalEventDefID.name = eventDef; $0.handlerSpecName = threadName
+            })
     }
 
     /// Ends the thread with a business EXCEPTION (kebab-case name).
     public func fail(_ failureName: String, _ message: String) {
-        addNode("exit", "EXIT", .exit(.with { $0.failureDef = .with { $0.failureName = failureName; $0.message = message } }))
+        addNode(
+            "exit", "EXIT",
+            .exit(
+                .with {
+                    $0.failureDef = .with {
+                        $0.failureName = failureName; $0.message = message
+                    }
+                }))
     }
 
     /// Ends the thread successfully here.
@@ -128,12 +146,20 @@ public final class WorkflowThread {
         addNode("complete", "EXIT", .exit(.init()))
     }
 
-    public func condition(_ lhs: any WorkflowValue, _ comparator: Littlehorse_Comparator, _ rhs: any WorkflowValue) -> WorkflowCondition {
-        WorkflowCondition(condition: .with { $0.comparator = comparator; $0.left = lhs.assignment; $0.right = rhs.assignment })
+    public func condition(_ lhs: any WorkflowValue, _ comparator: Littlehorse_Comparator, _ rhs: any WorkflowValue)
+        -> WorkflowCondition
+    {
+        WorkflowCondition(
+            condition: .with {
+                $0.comparator = comparator; $0.left = lhs.assignment; $0.right = rhs.assignment
+            })
     }
 
     /// Runs `then` when `condition` holds, else `otherwise` (if any).
-    public func doIf(_ condition: WorkflowCondition, _ then: (WorkflowThread) -> Void, else otherwise: ((WorkflowThread) -> Void)? = nil) {
+    public func doIf(
+        _ condition: WorkflowCondition, _ then: (WorkflowThread) -> Void,
+        else otherwise: ((WorkflowThread) -> Void)? = nil
+    ) {
         let start = addNode("nop", "NOP", .nop(.init()))
         pendingCondition = condition.condition
         then(self)
@@ -147,13 +173,17 @@ public final class WorkflowThread {
         otherwise?(self)
         let join = addNode("nop", "NOP", .nop(.init()))
         if thenEnd == start {
-            spec.nodes[start]!.outgoingEdges.append(.with {
-                $0.sinkNodeName = join
-                $0.variableMutations = thenMutations
-                if let thenCondition { $0.legacyCondition = thenCondition }
-            })
+            spec.nodes[start]!.outgoingEdges.append(
+                .with {
+                    $0.sinkNodeName = join
+                    $0.variableMutations = thenMutations
+                    if let thenCondition { $0.legacyCondition = thenCondition }
+                })
         } else if spec.nodes[thenEnd].map({ if case .exit? = $0.node { false } else { true } }) == true {
-            spec.nodes[thenEnd]!.outgoingEdges.append(.with { $0.sinkNodeName = join; $0.variableMutations = thenMutations })
+            spec.nodes[thenEnd]!.outgoingEdges.append(
+                .with {
+                    $0.sinkNodeName = join; $0.variableMutations = thenMutations
+                })
         }
     }
 
@@ -163,7 +193,10 @@ public final class WorkflowThread {
         pendingCondition = condition.condition
         body(self)
         let end = addNode("nop", "NOP", .nop(.init()))
-        spec.nodes[end]!.outgoingEdges.append(.with { $0.sinkNodeName = start; $0.variableMutations = pendingMutations })
+        spec.nodes[end]!.outgoingEdges.append(
+            .with {
+                $0.sinkNodeName = start; $0.variableMutations = pendingMutations
+            })
         pendingMutations = []
         lastNode = start
         pendingCondition = condition.negated.condition
@@ -171,12 +204,17 @@ public final class WorkflowThread {
     }
 
     /// Starts a child thread; its number lands in an INT variable.
-    public func spawnThread(_ threadName: String, inputs: [String: any WorkflowValue] = [:], _ body: @escaping (WorkflowThread) -> Void) -> WfRunVariable {
+    public func spawnThread(
+        _ threadName: String, inputs: [String: any WorkflowValue] = [:], _ body: @escaping (WorkflowThread) -> Void
+    ) -> WfRunVariable {
         let name = workflow.addThread(threadName, body)
-        let node = addNode(threadName, "START_THREAD", .startThread(.with { s in
-            s.threadSpecName = name
-            s.variables = inputs.mapValues(\.assignment)
-        }))
+        let node = addNode(
+            threadName, "START_THREAD",
+            .startThread(
+                .with { s in
+                    s.threadSpecName = name
+                    s.variables = inputs.mapValues(\.assignment)
+                }))
         let v = declare(node, .int)
         var m = Littlehorse_VariableMutation()
         m.lhsName = v.name
@@ -188,7 +226,9 @@ public final class WorkflowThread {
 
     /// Waits for child threads.
     @discardableResult
-    public func waitForThreads(_ threads: WfRunVariable..., strategy: Littlehorse_WaitForThreadsStrategy = .waitForAll) -> NodeOutput {
+    public func waitForThreads(_ threads: WfRunVariable..., strategy: Littlehorse_WaitForThreadsStrategy = .waitForAll)
+        -> NodeOutput
+    {
         let node = Littlehorse_WaitForThreadsNode.with { w in
             w.threads.threads = threads.map { t in .with { $0.threadRunNumber = t.assignment } }
             w.strategy = strategy
@@ -197,14 +237,22 @@ public final class WorkflowThread {
     }
 
     /// Handles a named exception of `node` with a handler thread.
-    public func handleException(_ node: NodeOutput, _ exceptionName: String? = nil, _ handler: @escaping (WorkflowThread) -> Void) {
+    public func handleException(
+        _ node: NodeOutput, _ exceptionName: String? = nil, _ handler: @escaping (WorkflowThread) -> Void
+    ) {
         addHandler(node, handler) { h in
-            if let exceptionName { h.specificFailure = exceptionName } else { h.anyFailureOfType = .failureTypeException }
+            if let exceptionName {
+                h.specificFailure = exceptionName
+            } else {
+                h.anyFailureOfType = .failureTypeException
+            }
         }
     }
 
     /// Handles an ERROR (a system failure) of `node`.
-    public func handleError(_ node: NodeOutput, _ errorName: String? = nil, _ handler: @escaping (WorkflowThread) -> Void) {
+    public func handleError(
+        _ node: NodeOutput, _ errorName: String? = nil, _ handler: @escaping (WorkflowThread) -> Void
+    ) {
         addHandler(node, handler) { h in
             if let errorName { h.specificFailure = errorName } else { h.anyFailureOfType = .failureTypeError }
         }
@@ -215,8 +263,12 @@ public final class WorkflowThread {
         addHandler(node, handler) { _ in }
     }
 
-    private func addHandler(_ node: NodeOutput, _ handler: @escaping (WorkflowThread) -> Void, _ configure: (inout Littlehorse_FailureHandlerDef) -> Void) {
-        let threadName = workflow.addThread("exn-handler-\(node.nodeName)-\(spec.nodes[node.nodeName]?.failureHandlers.count ?? 0)", handler)
+    private func addHandler(
+        _ node: NodeOutput, _ handler: @escaping (WorkflowThread) -> Void,
+        _ configure: (inout Littlehorse_FailureHandlerDef) -> Void
+    ) {
+        let threadName = workflow.addThread(
+            "exn-handler-\(node.nodeName)-\(spec.nodes[node.nodeName]?.failureHandlers.count ?? 0)", handler)
         var def = Littlehorse_FailureHandlerDef()
         def.handlerSpecName = threadName
         configure(&def)

@@ -24,26 +24,31 @@ struct DriveOutcome {
     var ackRate: Double { Double(windowEnd.acks - windowStart.acks) / seconds }
     var tasksInWindow: Int { windowEnd.tasks - windowStart.tasks }
     func cpuPer1000(_ path: KeyPath<Reading, Double>) -> Double {
-        tasksInWindow > 0 ? (windowEnd[keyPath: path] - windowStart[keyPath: path]) / Double(tasksInWindow) * 1000 : .nan
+        tasksInWindow > 0
+            ? (windowEnd[keyPath: path] - windowStart[keyPath: path]) / Double(tasksInWindow) * 1000 : .nan
     }
 }
 
 extension Bench {
     func reading(acks: Int) -> Reading {
-        Reading(tasks: workers.completed, acks: acks, serverCPU: serverCPU,
-                workerCPU: workers.pids.reduce(0) { $0 + cpuSeconds(pid: $1) }, driverCPU: cpuSeconds(pid: getpid()))
+        Reading(
+            tasks: workers.completed, acks: acks, serverCPU: serverCPU,
+            workerCPU: workers.pids.reduce(0) { $0 + cpuSeconds(pid: $1) }, driverCPU: cpuSeconds(pid: getpid()))
     }
 
     /// Starts WfRuns of `spec` as fast as the server takes them, with at most
     /// `inFlight` RunWf requests and `maxOutstanding` unfinished tasks at once.
     /// Stops after `duration` seconds (the window is the part after `warmup`)
     /// or after `count` WfRuns (the window is all of it).
-    func saturate(_ spec: String, prefix: String, tasksPerWf: Int, duration: Double? = nil, count: Int? = nil,
-                  warmup: Double = 0, inFlight: Int, maxOutstanding: Int, label: String) async throws -> DriveOutcome
-    {
+    func saturate(
+        _ spec: String, prefix: String, tasksPerWf: Int, duration: Double? = nil, count: Int? = nil,
+        warmup: Double = 0, inFlight: Int, maxOutstanding: Int, label: String
+    ) async throws -> DriveOutcome {
         let acks = NIOLockedValueBox(0)
         let errors = ErrorTally()
-        let progress = duration.map { Progress(label, total: $0 + warmup, unit: "s") } ?? Progress(label, total: Double(count ?? 0), unit: "WfRuns")
+        let progress =
+            duration.map { Progress(label, total: $0 + warmup, unit: "s") }
+            ?? Progress(label, total: Double(count ?? 0), unit: "WfRuns")
         let begin = monoSeconds()
         var windowStart = count == nil ? nil : reading(acks: 0)
         var started = 0
@@ -55,7 +60,9 @@ extension Bench {
                 let now = monoSeconds()
                 if let duration, now - begin >= duration + warmup { break }
                 if let count, started >= count { break }
-                if windowStart == nil && now - begin >= warmup { windowStart = reading(acks: acks.withLockedValue { $0 }) }
+                if windowStart == nil && now - begin >= warmup {
+                    windowStart = reading(acks: acks.withLockedValue { $0 })
+                }
                 if now - lastShown.t >= 0.5 {
                     let c = workers.completed
                     rateText = String(format: "%6.0f TaskRuns/s", Double(c - lastShown.tasks) / (now - lastShown.t))

@@ -37,13 +37,17 @@ struct CommonOptions: ParsableArguments {
     @Option(help: "Tasks each worker process runs at once (LHW_NUM_WORKER_THREADS).")
     var capacity: Int = 512
 
-    @Option(help: ArgumentHelp("Extra arguments for the started lh-server.", discussion: "Give them with =, e.g. --server-args=\"--sync normal\"."))
+    @Option(
+        help: ArgumentHelp(
+            "Extra arguments for the started lh-server.",
+            discussion: "Give them with =, e.g. --server-args=\"--sync normal\"."))
     var serverArgs: String = ""
 
     @Flag(help: "Keep the temporary directory (data, server and worker logs).")
     var keep = false
 
-    @Option(help: "Label for the JSON line's commit field (default: git rev-parse --short HEAD of the current directory).")
+    @Option(
+        help: "Label for the JSON line's commit field (default: git rev-parse --short HEAD of the current directory).")
     var commit: String?
 
     func validate() throws {
@@ -64,7 +68,10 @@ final class Bench: @unchecked Sendable {
     /// The started server's malloc (nil for --server).
     let serverAllocator: String?
 
-    private init(server: BenchServer, workers: BenchWorkers, client: LittleHorseClient, workDir: URL, options: CommonOptions, startup: Double) {
+    private init(
+        server: BenchServer, workers: BenchWorkers, client: LittleHorseClient, workDir: URL, options: CommonOptions,
+        startup: Double
+    ) {
         self.server = server
         self.workers = workers
         self.client = client
@@ -75,11 +82,13 @@ final class Bench: @unchecked Sendable {
     }
 
     /// Starts everything, runs `body`, and stops everything on every path.
-    static func run(_ options: CommonOptions, tasks: [String], holdMs: Int = 200,
-                    _ body: (Bench) async throws -> Results) async throws
-    {
+    static func run(
+        _ options: CommonOptions, tasks: [String], holdMs: Int = 200,
+        _ body: (Bench) async throws -> Results
+    ) async throws {
         installSignalCleanup()
-        let workDir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-bench-\(UUID().uuidString.prefix(8))")
+        let workDir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "lh-bench-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: workDir, withIntermediateDirectories: true)
         var server: BenchServer?
         var workers: BenchWorkers?
@@ -100,21 +109,26 @@ final class Bench: @unchecked Sendable {
                 server = try BenchServer(existing: address, caPath: options.ca, workDir: workDir)
             } else {
                 let args = options.serverArgs.split(separator: " ").map(String.init)
-                let (s, seconds) = try await BenchServer.start(binDir: executableDirectory(), workDir: workDir, arguments: args)
+                let (s, seconds) = try await BenchServer.start(
+                    binDir: executableDirectory(), workDir: workDir, arguments: args)
                 server = s
                 startup = seconds
                 say("lh-server pid \(s.pid ?? 0) on 127.0.0.1:\(s.port), data in \(workDir.path)/data")
             }
             client = try await LittleHorseClient.connect(server!.config(clientId: "lh-bench"))
-            workers = try await BenchWorkers(count: options.workers, tasks: tasks, capacity: options.capacity, holdMs: holdMs, server: server!)
-            let bench = Bench(server: server!, workers: workers!, client: client!, workDir: workDir, options: options, startup: startup)
+            workers = try await BenchWorkers(
+                count: options.workers, tasks: tasks, capacity: options.capacity, holdMs: holdMs, server: server!)
+            let bench = Bench(
+                server: server!, workers: workers!, client: client!, workDir: workDir, options: options,
+                startup: startup)
             let ticksBefore = machineCPUTicks()
             var results = try await body(bench)
             let ticksAfter = machineCPUTicks()
             if ticksAfter.total > ticksBefore.total {
                 // This machine is a VM: what its neighbours took is part of the figures.
                 let steal = 100 * (ticksAfter.steal - ticksBefore.steal) / (ticksAfter.total - ticksBefore.total)
-                results.add("CPU stolen (whole run)", String(format: "%.1f %%", steal), key: "cpu_steal_percent", round3(steal))
+                results.add(
+                    "CPU stolen (whole run)", String(format: "%.1f %%", steal), key: "cpu_steal_percent", round3(steal))
             }
             await cleanup()
             results.print(extra: bench.environmentFields())
@@ -170,9 +184,10 @@ final class Bench: @unchecked Sendable {
 
     /// Runs `count` operations with at most `inFlight` at once, showing progress;
     /// returns their failures.
-    func concurrently(_ label: String, count: Int, inFlight: Int,
-                      _ op: @escaping @Sendable (Int) async throws -> Void) async throws -> ErrorTally
-    {
+    func concurrently(
+        _ label: String, count: Int, inFlight: Int,
+        _ op: @escaping @Sendable (Int) async throws -> Void
+    ) async throws -> ErrorTally {
         let progress = Progress(label, total: Double(count), unit: "")
         let errors = ErrorTally()
         let done = NIOLockedValueBox(0)

@@ -50,8 +50,10 @@ final class Child: @unchecked Sendable {
     let logPath: String
     private let buffer = NIOLockedValueBox(Data())
 
-    init(name: String, executable: URL, arguments: [String], environment: [String: String]? = nil,
-         logPath: String, onLine: @escaping @Sendable (Substring) -> Void) throws {
+    init(
+        name: String, executable: URL, arguments: [String], environment: [String: String]? = nil,
+        logPath: String, onLine: @escaping @Sendable (Substring) -> Void
+    ) throws {
         self.name = name
         self.logPath = logPath
         process.executableURL = executable
@@ -124,7 +126,8 @@ func residentBytes(pid: Int32) -> (rss: Int64, peak: Int64) {
     guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return (0, 0) }
     func field(_ name: String) -> Int64 {
         guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix(name + ":") }) else { return 0 }
-        let kb = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int64($0) } ?? 0
+        let kb =
+            line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { Int64($0) } ?? 0
         return kb * 1024
     }
     return (field("VmRSS"), field("VmHWM"))
@@ -184,9 +187,11 @@ final class BenchServer: @unchecked Sendable {
     /// Starts `lh-server` on a free port of 127.0.0.1 with a data directory in `workDir`.
     static func start(binDir: URL, workDir: URL, arguments: [String]) async throws -> (BenchServer, Double) {
         let dataDir = workDir.appendingPathComponent("data")
-        let (child, port, ca, seconds) = try await launch(binDir: binDir, workDir: workDir, dataDir: dataDir, port: 0, arguments: arguments)
-        let server = BenchServer(host: "127.0.0.1", port: port, caPath: ca, child: child, dataDir: dataDir, workDir: workDir,
-                                 arguments: arguments, binDir: binDir)
+        let (child, port, ca, seconds) = try await launch(
+            binDir: binDir, workDir: workDir, dataDir: dataDir, port: 0, arguments: arguments)
+        let server = BenchServer(
+            host: "127.0.0.1", port: port, caPath: ca, child: child, dataDir: dataDir, workDir: workDir,
+            arguments: arguments, binDir: binDir)
         return (server, seconds)
     }
 
@@ -205,7 +210,10 @@ final class BenchServer: @unchecked Sendable {
         binDir = executableDirectory()
     }
 
-    private init(host: String, port: Int, caPath: String?, child: Child, dataDir: URL, workDir: URL, arguments: [String], binDir: URL) {
+    private init(
+        host: String, port: Int, caPath: String?, child: Child, dataDir: URL, workDir: URL, arguments: [String],
+        binDir: URL
+    ) {
         self.host = host
         self.port = port
         self.caPath = caPath
@@ -229,7 +237,8 @@ final class BenchServer: @unchecked Sendable {
         let started = monoSeconds()
         let child = try Child(
             name: "lh-server", executable: exe,
-            arguments: ["--data-dir", dataDir.path, "--listen", "127.0.0.1:\(port)", "--log-level", "warning"] + arguments,
+            arguments: ["--data-dir", dataDir.path, "--listen", "127.0.0.1:\(port)", "--log-level", "warning"]
+                + arguments,
             logPath: workDir.appendingPathComponent("lh-server.log").path
         ) { line in
             if line.hasPrefix("lh-server listening on") { announced.withLockedValue { $0 = String(line) } }
@@ -246,7 +255,8 @@ final class BenchServer: @unchecked Sendable {
                 return (child, port, ca, seconds)
             }
             if !child.isRunning {
-                throw BenchError("lh-server exited with \(child.process.terminationStatus) before listening:\n\(child.logTail)")
+                throw BenchError(
+                    "lh-server exited with \(child.process.terminationStatus) before listening:\n\(child.logTail)")
             }
             try await Task.sleep(for: .milliseconds(2))
         }
@@ -266,8 +276,9 @@ final class BenchServer: @unchecked Sendable {
     /// returns the seconds from spawn to "listening".
     func restart() async throws -> Double {
         guard let dataDir else { throw BenchError("cannot restart a server lh-bench did not start") }
-        let (child, _, _, seconds) = try await BenchServer.launch(binDir: binDir, workDir: workDir, dataDir: dataDir, port: port,
-                                                                  arguments: serverArguments)
+        let (child, _, _, seconds) = try await BenchServer.launch(
+            binDir: binDir, workDir: workDir, dataDir: dataDir, port: port,
+            arguments: serverArguments)
         self.child = child
         return seconds
     }

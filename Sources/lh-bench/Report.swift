@@ -76,11 +76,16 @@ struct Distribution {
     }
 
     var json: [String: Any] {
-        ["count": count, "p50_ms": round3(p50), "p90_ms": round3(p90), "p99_ms": round3(p99), "max_ms": round3(max), "mean_ms": round3(mean)]
+        [
+            "count": count, "p50_ms": round3(p50), "p90_ms": round3(p90), "p99_ms": round3(p99), "max_ms": round3(max),
+            "mean_ms": round3(mean),
+        ]
     }
 
     var text: String {
-        count == 0 ? "no samples" : String(format: "p50 %.3f  p90 %.3f  p99 %.3f  max %.3f ms  (n=%d)", p50, p90, p99, max, count)
+        count == 0
+            ? "no samples"
+            : String(format: "p50 %.3f  p90 %.3f  p99 %.3f  max %.3f ms  (n=%d)", p50, p90, p99, max, count)
     }
 }
 
@@ -125,7 +130,11 @@ func megabytes(_ bytes: Int64) -> String { String(format: "%.1f MB", Double(byte
 final class ErrorTally: Sendable {
     private let box = NIOLockedValueBox<(count: Int, first: String?)>((0, nil))
 
-    func record(_ error: Error) { box.withLockedValue { if $0.first == nil { $0.first = "\(error)" }; $0.count += 1 } }
+    func record(_ error: Error) {
+        box.withLockedValue {
+            if $0.first == nil { $0.first = "\(error)" }; $0.count += 1
+        }
+    }
 
     var count: Int { box.withLockedValue { $0.count } }
 

@@ -11,7 +11,8 @@ import NIOConcurrencyHelpers
 /// nanoseconds), "end", and exits.
 struct WorkerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "worker", abstract: "Runs the bench's task workers (started by the scenarios).", shouldDisplay: false
+        commandName: "worker", abstract: "Runs the bench's task workers (started by the scenarios).",
+        shouldDisplay: false
     )
 
     @Option(help: "Comma-separated TaskDefs to serve: bench-one, bench-step, bench-hold.")
@@ -29,20 +30,29 @@ struct WorkerCommand: AsyncParsableCommand {
         for name in tasks.split(separator: ",").map(String.init) {
             switch name {
             case BenchTask.one:
-                workers.append(LHTaskWorker(config: config, taskDefName: name, inputs: ["i"]) { (i: Int) async throws -> Int in i + 1 })
+                workers.append(
+                    LHTaskWorker(config: config, taskDefName: name, inputs: ["i"]) { (i: Int) async throws -> Int in
+                        i + 1
+                    })
             case BenchTask.step:
                 // Input: when the previous task of the chain was reported (0 for the first).
-                workers.append(LHTaskWorker(config: config, taskDefName: name, inputs: ["previous-report-nanos"]) {
-                    (previous: Int) async throws -> Int in
-                    let now = wallNanos()
-                    if previous > 0 { samples.withLockedValue { $0.append(now); $0.append(now - Int64(previous)) } }
-                    return Int(wallNanos())
-                })
+                workers.append(
+                    LHTaskWorker(config: config, taskDefName: name, inputs: ["previous-report-nanos"]) {
+                        (previous: Int) async throws -> Int in
+                        let now = wallNanos()
+                        if previous > 0 {
+                            samples.withLockedValue {
+                                $0.append(now); $0.append(now - Int64(previous))
+                            }
+                        }
+                        return Int(wallNanos())
+                    })
             case BenchTask.hold:
-                workers.append(LHTaskWorker(config: config, taskDefName: name, inputs: ["i"]) { (i: Int) async throws -> Int in
-                    try await Task.sleep(for: .milliseconds(hold))
-                    return Int(wallNanos())
-                })
+                workers.append(
+                    LHTaskWorker(config: config, taskDefName: name, inputs: ["i"]) { (i: Int) async throws -> Int in
+                        try await Task.sleep(for: .milliseconds(hold))
+                        return Int(wallNanos())
+                    })
             default:
                 throw ValidationError("unknown bench task '\(name)'")
             }

@@ -24,13 +24,19 @@ struct LHServerCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on, HOST:PORT; port 0 picks a free one (env LHS_LISTEN).")
     var listen: String = env["LHS_LISTEN"] ?? "127.0.0.1:2023"
 
-    @Option(help: "PEM certificate chain of the server (env LHS_TLS_CERT); without it a development CA is made in DATA_DIR/tls.")
+    @Option(
+        help:
+            "PEM certificate chain of the server (env LHS_TLS_CERT); without it a development CA is made in DATA_DIR/tls."
+    )
     var tlsCert: String? = env["LHS_TLS_CERT"]
 
     @Option(help: "PEM private key of the server (env LHS_TLS_KEY).")
     var tlsKey: String? = env["LHS_TLS_KEY"]
 
-    @Option(help: "Comma-separated names the development server certificate is made for, on first start (env LHS_TLS_HOSTNAMES).")
+    @Option(
+        help:
+            "Comma-separated names the development server certificate is made for, on first start (env LHS_TLS_HOSTNAMES)."
+    )
     var tlsHostnames: String = env["LHS_TLS_HOSTNAMES"] ?? "localhost"
 
     @Option(help: "PEM CA of client certificates: turns on mutual TLS (env LHS_CLIENT_CA).")
@@ -42,7 +48,10 @@ struct LHServerCommand: AsyncParsableCommand {
     @Option(help: "Largest frame accepted, in bytes (env LHS_MAX_FRAME_BYTES).")
     var maxFrameBytes: Int = Int(env["LHS_MAX_FRAME_BYTES"] ?? "") ?? LHFrame.defaultMaxFrameBytes
 
-    @Option(help: "SQLite durability: full (survives power loss, default) or normal (survives process crashes) (env LHS_SYNC).")
+    @Option(
+        help:
+            "SQLite durability: full (survives power loss, default) or normal (survives process crashes) (env LHS_SYNC)."
+    )
     var sync: String = env["LHS_SYNC"] ?? "full"
 
     @Option(help: "Log level: trace, debug, info, notice, warning, error (env LHS_LOG_LEVEL).")
@@ -63,7 +72,8 @@ struct LHServerCommand: AsyncParsableCommand {
             throw ValidationError("--sync must be full or normal, got '\(sync)'")
         }
         guard Logger.Level(rawValue: logLevel) != nil else {
-            throw ValidationError("--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'")
+            throw ValidationError(
+                "--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'")
         }
     }
 
@@ -110,16 +120,20 @@ struct LHServerCommand: AsyncParsableCommand {
         do {
             try FileManager.default.createDirectory(at: dataDirectory, withIntermediateDirectories: true)
         } catch {
-            Self.fail("cannot create the data directory \(dataDirectory.path): \(Self.reason(creating: dataDirectory, error))")
+            Self.fail(
+                "cannot create the data directory \(dataDirectory.path): \(Self.reason(creating: dataDirectory, error))"
+            )
         }
         var config = LHServerConfiguration(
             host: host, port: port, dataDirectory: dataDirectory, tls: tls, clientCAPath: clientCa,
             maxFrameBytes: maxFrameBytes
         )
-        config.tlsHostnames = tlsHostnames.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        config.tlsHostnames = tlsHostnames.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter
+        { !$0.isEmpty }
         let core: LHCore
         do {
-            core = try await LHCore(dataDirectory: dataDirectory, sync: sync.lowercased() == "normal" ? .normal : .full, logger: logger)
+            core = try await LHCore(
+                dataDirectory: dataDirectory, sync: sync.lowercased() == "normal" ? .normal : .full, logger: logger)
         } catch {
             Self.fail("\(error)")
         }
@@ -134,7 +148,9 @@ struct LHServerCommand: AsyncParsableCommand {
         async let announce: Void = {
             guard let bound = try? await server.boundPort() else { return }
             var line = "lh-server listening on \(host):\(bound) (\(plaintext ? "PLAINTEXT" : "TLS"))"
-            if let ca = server.developmentCAPath { line += "; clients trust the CA at \(ca) (export LHC_CA_CERT=\(ca))" }
+            if let ca = server.developmentCAPath {
+                line += "; clients trust the CA at \(ca) (export LHC_CA_CERT=\(ca))"
+            }
             FileHandle.standardOutput.write(Data((line + "\n").utf8))
         }()
         do {

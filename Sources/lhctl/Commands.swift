@@ -13,12 +13,15 @@ func withClient(_ connection: ConnectionOptions, _ body: (LittleHorseClient) asy
 }
 
 struct Deploy: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Deploys metadata from a protobuf JSON file.",
-                                                    subcommands: [DeployWfSpec.self, DeployTaskDef.self, DeployExternalEventDef.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Deploys metadata from a protobuf JSON file.",
+        subcommands: [DeployWfSpec.self, DeployTaskDef.self, DeployExternalEventDef.self])
 }
 
 func readFile(_ path: String) throws -> Data {
-    guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read file '\(path)'") }
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw ValidationError("cannot read file '\(path)'")
+    }
     return data
 }
 
@@ -33,7 +36,8 @@ func parseJSON<M: SwiftProtobuf.Message>(_ type: M.Type, _ path: String) throws 
 }
 
 struct DeployWfSpec: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "wfSpec", abstract: "Deploys a PutWfSpecRequest (protobuf JSON).")
+    static let configuration = CommandConfiguration(
+        commandName: "wfSpec", abstract: "Deploys a PutWfSpecRequest (protobuf JSON).")
     @Argument var file: String
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
@@ -43,7 +47,8 @@ struct DeployWfSpec: AsyncParsableCommand {
 }
 
 struct DeployTaskDef: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "taskDef", abstract: "Deploys a PutTaskDefRequest (protobuf JSON).")
+    static let configuration = CommandConfiguration(
+        commandName: "taskDef", abstract: "Deploys a PutTaskDefRequest (protobuf JSON).")
     @Argument var file: String
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
@@ -53,7 +58,8 @@ struct DeployTaskDef: AsyncParsableCommand {
 }
 
 struct DeployExternalEventDef: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "externalEventDef", abstract: "Deploys a PutExternalEventDefRequest (protobuf JSON).")
+    static let configuration = CommandConfiguration(
+        commandName: "externalEventDef", abstract: "Deploys a PutExternalEventDefRequest (protobuf JSON).")
     @Argument var file: String
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
@@ -68,7 +74,8 @@ struct Run: AsyncParsableCommand {
     @Option(name: .customLong("wfRunId"), help: "The WfRun's id (default: generated).") var wfRunId: String?
     @Option(name: .customLong("majorVersion")) var majorVersion: Int32?
     @Option(name: .customLong("revision")) var revision: Int32?
-    @Argument(help: "Variables as NAME VALUE pairs, VALUE parsed as the variable's declared type.") var variables: [String] = []
+    @Argument(help: "Variables as NAME VALUE pairs, VALUE parsed as the variable's declared type.") var variables:
+        [String] = []
     @OptionGroup var connection: ConnectionOptions
 
     func validate() throws {
@@ -89,7 +96,9 @@ struct Run: AsyncParsableCommand {
             for i in stride(from: 0, to: variables.count, by: 2) {
                 let name = variables[i]
                 guard let def = defs.first(where: { $0.varDef.name == name }) else {
-                    throw ValidationError("WfSpec '\(wfSpecName)' declares no variable '\(name)' (it has: \(defs.map(\.varDef.name).joined(separator: ", ")))")
+                    throw ValidationError(
+                        "WfSpec '\(wfSpecName)' declares no variable '\(name)' (it has: \(defs.map(\.varDef.name).joined(separator: ", ")))"
+                    )
                 }
                 let type = def.varDef.declaredType ?? Littlehorse_VariableType()
                 request.variables[name] = try parseValue(variables[i + 1], as: type, what: "variable '\(name)'")
@@ -100,7 +109,8 @@ struct Run: AsyncParsableCommand {
 }
 
 struct PostEvent: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "postEvent", abstract: "Posts an ExternalEvent: postEvent WFRUNID EVENTDEF [TYPE VALUE]")
+    static let configuration = CommandConfiguration(
+        commandName: "postEvent", abstract: "Posts an ExternalEvent: postEvent WFRUNID EVENTDEF [TYPE VALUE]")
     @Argument var wfRunId: String
     @Argument var externalEventDefName: String
     @Argument(help: "STR, INT, DOUBLE, BOOL, JSON_OBJ, JSON_ARR, BYTES (base64) or NULL.") var type: String?
@@ -117,7 +127,8 @@ struct PostEvent: AsyncParsableCommand {
         if let threadRunNumber { request.threadRunNumber = threadRunNumber }
         if let type, type.uppercased() != "NULL" {
             guard let t = Littlehorse_VariableType(name: type) else {
-                throw ValidationError("unknown type '\(type)': use STR, INT, DOUBLE, BOOL, JSON_OBJ, JSON_ARR, BYTES or NULL")
+                throw ValidationError(
+                    "unknown type '\(type)': use STR, INT, DOUBLE, BOOL, JSON_OBJ, JSON_ARR, BYTES or NULL")
             }
             guard let value else { throw ValidationError("type \(type) needs a VALUE") }
             request.content = try parseValue(value, as: t, what: "event content")
@@ -127,9 +138,12 @@ struct PostEvent: AsyncParsableCommand {
 }
 
 struct Get: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Shows one object.", subcommands: [
-        GetWfRun.self, GetNodeRun.self, GetTaskRun.self, GetVariable.self, GetExternalEvent.self, GetWfSpec.self, GetTaskDef.self, GetExternalEventDef.self,
-    ])
+    static let configuration = CommandConfiguration(
+        abstract: "Shows one object.",
+        subcommands: [
+            GetWfRun.self, GetNodeRun.self, GetTaskRun.self, GetVariable.self, GetExternalEvent.self, GetWfSpec.self,
+            GetTaskDef.self, GetExternalEventDef.self,
+        ])
 }
 
 struct GetWfRun: AsyncParsableCommand {
@@ -140,14 +154,19 @@ struct GetWfRun: AsyncParsableCommand {
 }
 
 struct GetNodeRun: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "nodeRun", abstract: "get nodeRun WFRUNID THREADRUNNUMBER POSITION")
+    static let configuration = CommandConfiguration(
+        commandName: "nodeRun", abstract: "get nodeRun WFRUNID THREADRUNNUMBER POSITION")
     @Argument var wfRunId: String
     @Argument var threadRunNumber: Int32
     @Argument var position: Int32
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
         await withClient(connection) {
-            try printJSON(try await $0.getNodeRun(.with { $0.wfRunID.id = wfRunId; $0.threadRunNumber = threadRunNumber; $0.position = position }))
+            try printJSON(
+                try await $0.getNodeRun(
+                    .with {
+                        $0.wfRunID.id = wfRunId; $0.threadRunNumber = threadRunNumber; $0.position = position
+                    }))
         }
     }
 }
@@ -158,32 +177,48 @@ struct GetTaskRun: AsyncParsableCommand {
     @Argument var taskGuid: String
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
-        await withClient(connection) { try printJSON(try await $0.getTaskRun(.with { $0.wfRunID.id = wfRunId; $0.taskGuid = taskGuid })) }
+        await withClient(connection) {
+            try printJSON(
+                try await $0.getTaskRun(
+                    .with {
+                        $0.wfRunID.id = wfRunId; $0.taskGuid = taskGuid
+                    }))
+        }
     }
 }
 
 struct GetVariable: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "variable", abstract: "get variable WFRUNID THREADRUNNUMBER NAME")
+    static let configuration = CommandConfiguration(
+        commandName: "variable", abstract: "get variable WFRUNID THREADRUNNUMBER NAME")
     @Argument var wfRunId: String
     @Argument var threadRunNumber: Int32
     @Argument var name: String
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
         await withClient(connection) {
-            try printJSON(try await $0.getVariable(.with { $0.wfRunID.id = wfRunId; $0.threadRunNumber = threadRunNumber; $0.name = name }))
+            try printJSON(
+                try await $0.getVariable(
+                    .with {
+                        $0.wfRunID.id = wfRunId; $0.threadRunNumber = threadRunNumber; $0.name = name
+                    }))
         }
     }
 }
 
 struct GetExternalEvent: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "externalEvent", abstract: "get externalEvent WFRUNID EVENTDEF GUID")
+    static let configuration = CommandConfiguration(
+        commandName: "externalEvent", abstract: "get externalEvent WFRUNID EVENTDEF GUID")
     @Argument var wfRunId: String
     @Argument var externalEventDefName: String
     @Argument var guid: String
     @OptionGroup var connection: ConnectionOptions
     func run() async throws {
         await withClient(connection) {
-            try printJSON(try await $0.getExternalEvent(.with { $0.wfRunID.id = wfRunId; $0.externalEventDefID.name = externalEventDefName; $0.guid = guid }))
+            try printJSON(
+                try await $0.getExternalEvent(
+                    .with {
+                        $0.wfRunID.id = wfRunId; $0.externalEventDefID.name = externalEventDefName; $0.guid = guid
+                    }))
         }
     }
 }
@@ -197,7 +232,11 @@ struct GetWfSpec: AsyncParsableCommand {
     func run() async throws {
         await withClient(connection) { client in
             if let majorVersion, let revision {
-                try printJSON(try await client.getWfSpec(.with { $0.name = name; $0.majorVersion = majorVersion; $0.revision = revision }))
+                try printJSON(
+                    try await client.getWfSpec(
+                        .with {
+                            $0.name = name; $0.majorVersion = majorVersion; $0.revision = revision
+                        }))
             } else {
                 try printJSON(try await client.getLatestWfSpec(name, majorVersion: majorVersion))
             }
@@ -220,7 +259,8 @@ struct GetExternalEventDef: AsyncParsableCommand {
 }
 
 struct List: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Lists the objects of one WfRun: list nodeRun|variable|taskRun|externalEvent WFRUNID")
+    static let configuration = CommandConfiguration(
+        abstract: "Lists the objects of one WfRun: list nodeRun|variable|taskRun|externalEvent WFRUNID")
     @Argument(help: "nodeRun, variable, taskRun or externalEvent") var kind: String
     @Argument var wfRunId: String
     @Option(name: .customLong("threadRunNumber")) var threadRunNumber: Int32?
@@ -243,11 +283,13 @@ struct List: AsyncParsableCommand {
 }
 
 struct Search: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Searches WfRuns or TaskRuns.", subcommands: [SearchWfRun.self, SearchTaskRun.self])
+    static let configuration = CommandConfiguration(
+        abstract: "Searches WfRuns or TaskRuns.", subcommands: [SearchWfRun.self, SearchTaskRun.self])
 }
 
 struct SearchWfRun: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "wfRun", abstract: "search wfRun WFSPEC [--status S] [--limit N]")
+    static let configuration = CommandConfiguration(
+        commandName: "wfRun", abstract: "search wfRun WFSPEC [--status S] [--limit N]")
     @Argument var wfSpecName: String
     @Option var status: String?
     @Option var limit: Int32?
@@ -258,7 +300,8 @@ struct SearchWfRun: AsyncParsableCommand {
         r.wfSpecName = wfSpecName
         if let status {
             guard let s = Littlehorse_LHStatus(lhName: status) else {
-                throw ValidationError("unknown status '\(status)': use STARTING, RUNNING, COMPLETED, HALTING, HALTED, ERROR or EXCEPTION")
+                throw ValidationError(
+                    "unknown status '\(status)': use STARTING, RUNNING, COMPLETED, HALTING, HALTED, ERROR or EXCEPTION")
             }
             r.status = s
         }
@@ -269,7 +312,8 @@ struct SearchWfRun: AsyncParsableCommand {
 }
 
 struct SearchTaskRun: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "taskRun", abstract: "search taskRun TASKDEF [--status S] [--limit N]")
+    static let configuration = CommandConfiguration(
+        commandName: "taskRun", abstract: "search taskRun TASKDEF [--status S] [--limit N]")
     @Argument var taskDefName: String
     @Option var status: String?
     @Option var limit: Int32?
@@ -278,10 +322,14 @@ struct SearchTaskRun: AsyncParsableCommand {
         var r = Littlehorse_SearchTaskRunRequest()
         r.taskDefName = taskDefName
         if let status {
-            let all: [String: Littlehorse_TaskStatus] = ["TASK_SCHEDULED": .taskScheduled, "TASK_RUNNING": .taskRunning, "TASK_SUCCESS": .taskSuccess,
-                                                         "TASK_FAILED": .taskFailed, "TASK_TIMEOUT": .taskTimeout, "TASK_EXCEPTION": .taskException,
-                                                         "TASK_OUTPUT_SERDE_ERROR": .taskOutputSerdeError, "TASK_INPUT_VAR_SUB_ERROR": .taskInputVarSubError]
-            guard let s = all[status.uppercased()] else { throw ValidationError("unknown status '\(status)': use \(all.keys.sorted().joined(separator: ", "))") }
+            let all: [String: Littlehorse_TaskStatus] = [
+                "TASK_SCHEDULED": .taskScheduled, "TASK_RUNNING": .taskRunning, "TASK_SUCCESS": .taskSuccess,
+                "TASK_FAILED": .taskFailed, "TASK_TIMEOUT": .taskTimeout, "TASK_EXCEPTION": .taskException,
+                "TASK_OUTPUT_SERDE_ERROR": .taskOutputSerdeError, "TASK_INPUT_VAR_SUB_ERROR": .taskInputVarSubError,
+            ]
+            guard let s = all[status.uppercased()] else {
+                throw ValidationError("unknown status '\(status)': use \(all.keys.sorted().joined(separator: ", "))")
+            }
             r.status = s
         }
         if let limit { r.limit = limit }
@@ -291,8 +339,10 @@ struct SearchTaskRun: AsyncParsableCommand {
 
 extension Littlehorse_LHStatus {
     init?(lhName: String) {
-        let all: [String: Littlehorse_LHStatus] = ["STARTING": .starting, "RUNNING": .running, "COMPLETED": .completed, "HALTING": .halting,
-                                                  "HALTED": .halted, "ERROR": .error, "EXCEPTION": .exception]
+        let all: [String: Littlehorse_LHStatus] = [
+            "STARTING": .starting, "RUNNING": .running, "COMPLETED": .completed, "HALTING": .halting,
+            "HALTED": .halted, "ERROR": .error, "EXCEPTION": .exception,
+        ]
         guard let s = all[lhName.uppercased()] else { return nil }
         self = s
     }
@@ -305,9 +355,13 @@ struct Stop: AsyncParsableCommand {
     @Argument var wfRunId: String
     @Option(name: .customLong("threadRunNumber")) var threadRunNumber: Int32 = 0
     @OptionGroup var connection: ConnectionOptions
-    func validate() throws { guard kind == "wfRun" else { throw ValidationError("can only stop a wfRun, not '\(kind)'") } }
+    func validate() throws {
+        guard kind == "wfRun" else { throw ValidationError("can only stop a wfRun, not '\(kind)'") }
+    }
     func run() async throws {
-        await withClient(connection) { try await $0.stopWfRun(wfRunId, threadRunNumber: threadRunNumber); print("{}") }
+        await withClient(connection) {
+            try await $0.stopWfRun(wfRunId, threadRunNumber: threadRunNumber); print("{}")
+        }
     }
 }
 
@@ -317,9 +371,13 @@ struct Resume: AsyncParsableCommand {
     @Argument var wfRunId: String
     @Option(name: .customLong("threadRunNumber")) var threadRunNumber: Int32 = 0
     @OptionGroup var connection: ConnectionOptions
-    func validate() throws { guard kind == "wfRun" else { throw ValidationError("can only resume a wfRun, not '\(kind)'") } }
+    func validate() throws {
+        guard kind == "wfRun" else { throw ValidationError("can only resume a wfRun, not '\(kind)'") }
+    }
     func run() async throws {
-        await withClient(connection) { try await $0.resumeWfRun(wfRunId, threadRunNumber: threadRunNumber); print("{}") }
+        await withClient(connection) {
+            try await $0.resumeWfRun(wfRunId, threadRunNumber: threadRunNumber); print("{}")
+        }
     }
 }
 
@@ -328,8 +386,12 @@ struct Delete: AsyncParsableCommand {
     @Argument var kind: String
     @Argument var wfRunId: String
     @OptionGroup var connection: ConnectionOptions
-    func validate() throws { guard kind == "wfRun" else { throw ValidationError("can only delete a wfRun, not '\(kind)'") } }
+    func validate() throws {
+        guard kind == "wfRun" else { throw ValidationError("can only delete a wfRun, not '\(kind)'") }
+    }
     func run() async throws {
-        await withClient(connection) { try await $0.deleteWfRun(wfRunId); print("{}") }
+        await withClient(connection) {
+            try await $0.deleteWfRun(wfRunId); print("{}")
+        }
     }
 }

@@ -9,7 +9,10 @@ struct LHCtl: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "lhctl",
         abstract: "Command-line client of lh-server (settings from LHC_* variables).",
-        subcommands: [Deploy.self, Run.self, PostEvent.self, Get.self, List.self, Search.self, Stop.self, Resume.self, Delete.self, Version.self]
+        subcommands: [
+            Deploy.self, Run.self, PostEvent.self, Get.self, List.self, Search.self, Stop.self, Resume.self,
+            Delete.self, Version.self,
+        ]
     )
 }
 

@@ -14,7 +14,9 @@ func printJSON(_ message: any SwiftProtobuf.Message) throws {
 /// Parses a value given on the command line as `type`; a value that does not
 /// parse is refused before anything is sent, naming it.
 func parseValue(_ text: String, as type: Littlehorse_VariableType, what: String) throws -> Littlehorse_VariableValue {
-    func bad(_ why: String) -> ValidationError { ValidationError("\(what): '\(text)' is not a valid \(type.name)\(why.isEmpty ? "" : ": \(why)")") }
+    func bad(_ why: String) -> ValidationError {
+        ValidationError("\(what): '\(text)' is not a valid \(type.name)\(why.isEmpty ? "" : ": \(why)")")
+    }
     switch type {
     case .str: return .with { $0.str = text }
     case .int:
@@ -30,7 +32,9 @@ func parseValue(_ text: String, as type: Littlehorse_VariableType, what: String)
         default: throw bad("use true or false")
         }
     case .jsonObj, .jsonArr:
-        guard let obj = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]) else { throw bad("not JSON") }
+        guard let obj = try? JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed]) else {
+            throw bad("not JSON")
+        }
         if type == .jsonObj {
             guard obj is [String: Any] else { throw bad("not a JSON object") }
             return .with { $0.jsonObj = text }

@@ -8,8 +8,11 @@ import Testing
 @Suite struct ExecutionTests {
     @Test func taskNodeDispatchesATaskRunAndItsOutputFeedsTheEdgeMutation() throws {
         var h = try Harness(
-            threads: ["entrypoint": linear([Step("greet", task("greet", [assign("name")]), mutations: [mutation("greeting", .assign)])],
-                                           variables: [variable("name", .str), variable("greeting", .str)])],
+            threads: [
+                "entrypoint": linear(
+                    [Step("greet", task("greet", [assign("name")]), mutations: [mutation("greeting", .assign)])],
+                    variables: [variable("name", .str), variable("greeting", .str)])
+            ],
             taskDefs: [taskDef("greet", [("who", .str)])], variables: ["name": str("obiwan")]
         )
         #expect(h.status == .running)
@@ -23,16 +26,22 @@ import Testing
 
     @Test func runWfRefusesUndeclaredVariableWrongTypeAndMissingRequired() throws {
         let threads = ["entrypoint": linear([], variables: [variable("count", .int, required: true)])]
-        let undeclared = #expect(throws: LHEngineError.self) { try Harness(threads: threads, variables: ["count": int(1), "nope": int(1)]) }
+        let undeclared = #expect(throws: LHEngineError.self) {
+            try Harness(threads: threads, variables: ["count": int(1), "nope": int(1)])
+        }
         #expect(undeclared?.message.contains("'nope'") == true)
-        let wrongType = #expect(throws: LHEngineError.self) { try Harness(threads: threads, variables: ["count": str("many")]) }
+        let wrongType = #expect(throws: LHEngineError.self) {
+            try Harness(threads: threads, variables: ["count": str("many")])
+        }
         #expect(wrongType?.message.contains("'count'") == true && wrongType?.code == .invalidArgument)
         let missing = #expect(throws: LHEngineError.self) { try Harness(threads: threads) }
         #expect(missing?.message.contains("required") == true)
     }
 
     @Test func defaultValuesInitialiseVariables() throws {
-        let h = try Harness(threads: ["entrypoint": linear([Step("n", nop)], variables: [variable("count", .int, default: int(7))])])
+        let h = try Harness(threads: [
+            "entrypoint": linear([Step("n", nop)], variables: [variable("count", .int, default: int(7))])
+        ])
         #expect(h.variable("count") == int(7))
     }
 
@@ -40,17 +49,28 @@ import Testing
         // entry → check: count < 3 → body (count += 1) → check; else → exit
         var thread = Littlehorse_ThreadSpec()
         thread.variableDefs = [variable("count", .int, default: int(0))]
-        thread.nodes["entry"] = .with { $0.entrypoint = .init(); $0.outgoingEdges = [.with { $0.sinkNodeName = "check" }] }
+        thread.nodes["entry"] = .with {
+            $0.entrypoint = .init(); $0.outgoingEdges = [.with { $0.sinkNodeName = "check" }]
+        }
         thread.nodes["check"] = .with {
             $0.nop = .init()
             $0.outgoingEdges = [
-                .with { $0.sinkNodeName = "body"; $0.legacyCondition = .with { $0.comparator = .lessThan; $0.left = assign("count"); $0.right = literal(int(3)) } },
+                .with {
+                    $0.sinkNodeName = "body";
+                    $0.legacyCondition = .with {
+                        $0.comparator = .lessThan; $0.left = assign("count"); $0.right = literal(int(3))
+                    }
+                },
                 .with { $0.sinkNodeName = "exit" },
             ]
         }
         thread.nodes["body"] = .with {
             $0.nop = .init()
-            $0.outgoingEdges = [.with { $0.sinkNodeName = "check"; $0.variableMutations = [mutation("count", .add, literal(int(1)))] }]
+            $0.outgoingEdges = [
+                .with {
+                    $0.sinkNodeName = "check"; $0.variableMutations = [mutation("count", .add, literal(int(1)))]
+                }
+            ]
         }
         thread.nodes["exit"] = .with { $0.exit = .init() }
         let h = try Harness(threads: ["entrypoint": thread])
@@ -62,7 +82,14 @@ import Testing
         var thread = Littlehorse_ThreadSpec()
         thread.nodes["entry"] = .with {
             $0.entrypoint = .init()
-            $0.outgoingEdges = [.with { $0.sinkNodeName = "exit"; $0.legacyCondition = .with { $0.comparator = .equals; $0.left = literal(int(1)); $0.right = literal(int(2)) } }]
+            $0.outgoingEdges = [
+                .with {
+                    $0.sinkNodeName = "exit";
+                    $0.legacyCondition = .with {
+                        $0.comparator = .equals; $0.left = literal(int(1)); $0.right = literal(int(2))
+                    }
+                }
+            ]
         }
         thread.nodes["exit"] = .with { $0.exit = .init() }
         let h = try Harness(threads: ["entrypoint": thread])
@@ -71,25 +98,39 @@ import Testing
     }
 
     @Test func badMutationFailsTheNodeWithVarMutationError() throws {
-        let h = try Harness(threads: ["entrypoint": linear([Step("n", nop, mutations: [mutation("count", .divide, literal(int(0)))])],
-                                                         variables: [variable("count", .int, default: int(1))])])
+        let h = try Harness(threads: [
+            "entrypoint": linear(
+                [Step("n", nop, mutations: [mutation("count", .divide, literal(int(0)))])],
+                variables: [variable("count", .int, default: int(1))])
+        ])
         #expect(h.status == .error)
         #expect(h.state.thread(0)?.errorMessage.contains("VAR_MUTATION_ERROR") == true)
         #expect(h.variable("count") == int(1), "no mutation after a failure")
     }
 
     @Test func mutationsFollowLittleHorsesTypeRules() throws {
-        let h = try Harness(threads: ["entrypoint": linear([Step("n", nop, mutations: [
-            mutation("arr", .add, literal(str("a"))),
-            mutation("arr", .extend, literal(jsonArr("[\"b\",\"c\"]"))),
-            mutation("arr", .removeIndex, literal(int(0))),
-            mutation("s", .add, literal(int(5))),
-            mutation("d", .multiply, literal(int(3))),
-            mutation("obj", .assign, literal(.with { $0.jsonObj = "{\"k\":1,\"j\":2}" })),
-            mutation("obj", .removeKey, literal(str("j"))),
-            mutation("i", .subtract, literal(int(10))),
-        ])], variables: [variable("arr", .jsonArr, default: jsonArr("[]")), variable("s", .str, default: str("x")),
-                         variable("d", .double, default: .with { $0.double = 1.5 }), variable("obj", .jsonObj), variable("i", .int, default: int(0))])])
+        let h = try Harness(threads: [
+            "entrypoint": linear(
+                [
+                    Step(
+                        "n", nop,
+                        mutations: [
+                            mutation("arr", .add, literal(str("a"))),
+                            mutation("arr", .extend, literal(jsonArr("[\"b\",\"c\"]"))),
+                            mutation("arr", .removeIndex, literal(int(0))),
+                            mutation("s", .add, literal(int(5))),
+                            mutation("d", .multiply, literal(int(3))),
+                            mutation("obj", .assign, literal(.with { $0.jsonObj = "{\"k\":1,\"j\":2}" })),
+                            mutation("obj", .removeKey, literal(str("j"))),
+                            mutation("i", .subtract, literal(int(10))),
+                        ])
+                ],
+                variables: [
+                    variable("arr", .jsonArr, default: jsonArr("[]")), variable("s", .str, default: str("x")),
+                    variable("d", .double, default: .with { $0.double = 1.5 }), variable("obj", .jsonObj),
+                    variable("i", .int, default: int(0)),
+                ])
+        ])
         #expect(h.status == .completed)
         #expect(h.variable("arr") == jsonArr("[\"b\",\"c\"]"))
         #expect(h.variable("s") == str("x5"))
@@ -100,20 +141,40 @@ import Testing
 
     @Test func formatStringsJsonPathAndExpressionsAssignValues() throws {
         var fmt = Littlehorse_VariableAssignment()
-        fmt.formatString = .with { $0.format = literal(str("hi {0}, size {1}")); $0.args = [assign("name"), .with { $0.variableName = "doc"; $0.jsonPath = "$.size" }] }
+        fmt.formatString = .with {
+            $0.format = literal(str("hi {0}, size {1}"));
+            $0.args = [
+                assign("name"),
+                .with {
+                    $0.variableName = "doc"; $0.jsonPath = "$.size"
+                },
+            ]
+        }
         var expr = Littlehorse_VariableAssignment()
-        expr.expression = .with { $0.lhs = literal(int(2)); $0.mutationType = .multiply; $0.rhs = .with { $0.variableName = "doc"; $0.jsonPath = "$.size" } }
+        expr.expression = .with {
+            $0.lhs = literal(int(2)); $0.mutationType = .multiply;
+            $0.rhs = .with {
+                $0.variableName = "doc"; $0.jsonPath = "$.size"
+            }
+        }
         let h = try Harness(
-            threads: ["entrypoint": linear([Step("n", nop, mutations: [mutation("out", .assign, fmt), mutation("twice", .assign, expr)])],
-                                           variables: [variable("name", .str, default: str("yoda")), variable("doc", .jsonObj, default: .with { $0.jsonObj = "{\"size\":21}" }),
-                                                       variable("out", .str), variable("twice", .int)])])
+            threads: [
+                "entrypoint": linear(
+                    [Step("n", nop, mutations: [mutation("out", .assign, fmt), mutation("twice", .assign, expr)])],
+                    variables: [
+                        variable("name", .str, default: str("yoda")),
+                        variable("doc", .jsonObj, default: .with { $0.jsonObj = "{\"size\":21}" }),
+                        variable("out", .str), variable("twice", .int),
+                    ])
+            ])
         #expect(h.variable("out") == str("hi yoda, size 21"))
         #expect(h.variable("twice") == int(42))
     }
 
     @Test func failedTaskRetriesWithExponentialBackoffThenFailsWithTaskFailure() throws {
-        var h = try Harness(threads: ["entrypoint": linear([Step("t", task("flaky", retries: 2, backoff: (1000, 2, 1500)))])],
-                            taskDefs: [taskDef("flaky")])
+        var h = try Harness(
+            threads: ["entrypoint": linear([Step("t", task("flaky", retries: 2, backoff: (1000, 2, 1500)))])],
+            taskDefs: [taskDef("flaky")])
         var guid = try h.start("flaky")
         try h.report(guid, .taskFailed)
         #expect(h.queued.isEmpty, "the retry waits out its backoff")
@@ -121,7 +182,9 @@ import Testing
         try h.advance(1.0)
         guid = try h.start("flaky")
         try h.report(guid, .taskFailed)
-        #expect(h.timers[.retryBackoff(taskGuid: guid, attempt: 2)] == h.now.addingTimeInterval(1.5), "capped at max_delay_ms")
+        #expect(
+            h.timers[.retryBackoff(taskGuid: guid, attempt: 2)] == h.now.addingTimeInterval(1.5),
+            "capped at max_delay_ms")
         try h.advance(1.5)
         guid = try h.start("flaky")
         try h.report(guid, .taskFailed)
@@ -131,7 +194,8 @@ import Testing
     }
 
     @Test func taskExceptionIsNotRetriedAndFailsWithTheExceptionsName() throws {
-        var h = try Harness(threads: ["entrypoint": linear([Step("t", task("pay", retries: 3))])], taskDefs: [taskDef("pay")])
+        var h = try Harness(
+            threads: ["entrypoint": linear([Step("t", task("pay", retries: 3))])], taskDefs: [taskDef("pay")])
         let guid = try h.start("pay")
         try h.report(guid, .taskException, exception: ("card-declined", "no money"))
         #expect(h.status == .exception)
@@ -140,7 +204,8 @@ import Testing
     }
 
     @Test func attemptTimeoutRetriesAndFailsWithTimeout() throws {
-        var h = try Harness(threads: ["entrypoint": linear([Step("t", task("slow", retries: 1))])], taskDefs: [taskDef("slow")])
+        var h = try Harness(
+            threads: ["entrypoint": linear([Step("t", task("slow", retries: 1))])], taskDefs: [taskDef("slow")])
         try h.start("slow")
         try h.advance(61)
         #expect(h.queued.count == 1, "retried after the attempt timed out")
@@ -151,8 +216,9 @@ import Testing
     }
 
     @Test func lateOrRepeatedReportIsIgnored() throws {
-        var h = try Harness(threads: ["entrypoint": linear([Step("t", task("a")), Step("u", task("b"))])],
-                            taskDefs: [taskDef("a"), taskDef("b")])
+        var h = try Harness(
+            threads: ["entrypoint": linear([Step("t", task("a")), Step("u", task("b"))])],
+            taskDefs: [taskDef("a"), taskDef("b")])
         let guid = try h.start("a")
         try h.report(guid, output: str("first"), attempt: 0)
         let before = h.state
@@ -172,9 +238,13 @@ import Testing
     }
 
     @Test func externalEventNodeConsumesAnEventPostedBeforeOrAfterItWaits() throws {
-        var early = try Harness(threads: ["entrypoint": linear([Step("t", task("a")), Step("e", waitEvent("go"), mutations: [mutation("got", .assign)])],
-                                                               variables: [variable("got", .str)])],
-                                taskDefs: [taskDef("a")], events: ["go"])
+        var early = try Harness(
+            threads: [
+                "entrypoint": linear(
+                    [Step("t", task("a")), Step("e", waitEvent("go"), mutations: [mutation("got", .assign)])],
+                    variables: [variable("got", .str)])
+            ],
+            taskDefs: [taskDef("a")], events: ["go"])
         try early.post("go", str("early"))
         #expect(early.state.externalEvents.first?.claimed == false)
         try early.complete("a")
@@ -197,9 +267,15 @@ import Testing
 
     @Test func failureHandlerCatchesAnExceptionAndTheThreadMovesPastTheFailedNode() throws {
         let threads = [
-            "entrypoint": linear([Step("t", task("pay"), handlers: [catching("card-declined", with: "on-decline")]), Step("after", task("ship"))],
-                                 variables: [variable("declined", .bool, default: .with { $0.bool = false })]),
-            "on-decline": linear([Step("n", nop, mutations: [mutation("declined", .assign, literal(.with { $0.bool = true }))])]),
+            "entrypoint": linear(
+                [
+                    Step("t", task("pay"), handlers: [catching("card-declined", with: "on-decline")]),
+                    Step("after", task("ship")),
+                ],
+                variables: [variable("declined", .bool, default: .with { $0.bool = false })]),
+            "on-decline": linear([
+                Step("n", nop, mutations: [mutation("declined", .assign, literal(.with { $0.bool = true }))])
+            ]),
         ]
         var h = try Harness(threads: threads, taskDefs: [taskDef("pay"), taskDef("ship")])
         let guid = try h.start("pay")
@@ -215,14 +291,21 @@ import Testing
     @Test func unhandledFailuresEndTheThreadAsErrorOrException() throws {
         let exception = try Harness(threads: ["entrypoint": linear([Step("f", fail("gave-up"))])])
         #expect(exception.status == .exception)
-        let error = try Harness(threads: ["entrypoint": linear([Step("f", task("missing-input", [assign("x")]))], variables: [variable("x", .str, default: str("1"))])],
-                                taskDefs: [taskDef("missing-input", [("n", .bool)])])
+        let error = try Harness(
+            threads: [
+                "entrypoint": linear(
+                    [Step("f", task("missing-input", [assign("x")]))],
+                    variables: [variable("x", .str, default: str("1"))])
+            ],
+            taskDefs: [taskDef("missing-input", [("n", .bool)])])
         #expect(error.status == .error, "a value that cannot be cast is a VAR_SUB_ERROR")
     }
 
     @Test func anyErrorHandlerDoesNotCatchExceptions() throws {
         let threads = [
-            "entrypoint": linear([Step("f", fail("business-problem"), handlers: [catching(nil, with: "h", type: .failureTypeError)])]),
+            "entrypoint": linear([
+                Step("f", fail("business-problem"), handlers: [catching(nil, with: "h", type: .failureTypeError)])
+            ]),
             "h": linear([]),
         ]
         let h = try Harness(threads: threads)
@@ -232,11 +315,17 @@ import Testing
 
     @Test func childThreadReadsAndWritesItsParentsVariablesAndWaitForThreadsSeesIt() throws {
         let threads = [
-            "entrypoint": linear([Step("spawn", spawn("child", ["greeting": literal(str("hi"))]), mutations: [mutation("child-id", .assign)]),
-                                  Step("wait", waitThreads([assign("child-id")]))],
-                                 variables: [variable("total", .int, default: int(1)), variable("child-id", .int)]),
-            "child": linear([Step("t", task("work", [assign("greeting")]), mutations: [mutation("total", .add, literal(int(10)))])],
-                            variables: [variable("greeting", .str)]),
+            "entrypoint": linear(
+                [
+                    Step(
+                        "spawn", spawn("child", ["greeting": literal(str("hi"))]),
+                        mutations: [mutation("child-id", .assign)]),
+                    Step("wait", waitThreads([assign("child-id")])),
+                ],
+                variables: [variable("total", .int, default: int(1)), variable("child-id", .int)]),
+            "child": linear(
+                [Step("t", task("work", [assign("greeting")]), mutations: [mutation("total", .add, literal(int(10)))])],
+                variables: [variable("greeting", .str)]),
         ]
         var h = try Harness(threads: threads, taskDefs: [taskDef("work", [("g", .str)])])
         #expect(h.variable("child-id") == int(1))
@@ -249,8 +338,12 @@ import Testing
 
     @Test func failedChildFailsWaitForThreadsWithChildFailure() throws {
         let threads = [
-            "entrypoint": linear([Step("spawn", spawn("child"), mutations: [mutation("child-id", .assign)]), Step("wait", waitThreads([assign("child-id")]))],
-                                 variables: [variable("child-id", .int)]),
+            "entrypoint": linear(
+                [
+                    Step("spawn", spawn("child"), mutations: [mutation("child-id", .assign)]),
+                    Step("wait", waitThreads([assign("child-id")])),
+                ],
+                variables: [variable("child-id", .int)]),
             "child": linear([Step("t", task("work"))]),
         ]
         var h = try Harness(threads: threads, taskDefs: [taskDef("work")])
@@ -266,8 +359,12 @@ import Testing
         wait.threads.threads = [.with { $0.threadRunNumber = assign("c") }]
         wait.perThreadFailureHandlers = [catching("child-failed", with: "on-child")]
         let threads = [
-            "entrypoint": linear([Step("spawn", spawn("child"), mutations: [mutation("c", .assign)]), Step("wait", .waitForThreads(wait))],
-                                 variables: [variable("c", .int), variable("seen", .str)]),
+            "entrypoint": linear(
+                [
+                    Step("spawn", spawn("child"), mutations: [mutation("c", .assign)]),
+                    Step("wait", .waitForThreads(wait)),
+                ],
+                variables: [variable("c", .int), variable("seen", .str)]),
             "child": linear([Step("f", fail("child-failed", "the child gave up"))]),
             "on-child": linear([Step("n", nop, mutations: [mutation("seen", .assign, literal(str("handled")))])]),
         ]
@@ -283,8 +380,9 @@ import Testing
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("LHProtoTests/Fixtures/kitchen-sink.json")
         let request = try Littlehorse_PutWfSpecRequest(jsonUTF8Data: Data(contentsOf: url))
-        var h = try Harness(threads: request.threadSpecs, taskDefs: [taskDef("greet", [("who", .str)])], events: ["go-on"],
-                            variables: ["name": str("yoda")])
+        var h = try Harness(
+            threads: request.threadSpecs, taskDefs: [taskDef("greet", [("who", .str)])], events: ["go-on"],
+            variables: ["name": str("yoda")])
         try h.complete("greet", output: .with { $0.jsonObj = #"{"size": 3}"# })
         try h.advance(5)
         // The loop ran, the small branch doubled the ratio, the child failed and was handled.
@@ -300,8 +398,12 @@ import Testing
 
     @Test func aRunawayLoopFailsWithInternalError() throws {
         var thread = Littlehorse_ThreadSpec()
-        thread.nodes["entry"] = .with { $0.entrypoint = .init(); $0.outgoingEdges = [.with { $0.sinkNodeName = "spin" }] }
-        thread.nodes["spin"] = .with { $0.nop = .init(); $0.outgoingEdges = [.with { $0.sinkNodeName = "spin" }] }
+        thread.nodes["entry"] = .with {
+            $0.entrypoint = .init(); $0.outgoingEdges = [.with { $0.sinkNodeName = "spin" }]
+        }
+        thread.nodes["spin"] = .with {
+            $0.nop = .init(); $0.outgoingEdges = [.with { $0.sinkNodeName = "spin" }]
+        }
         let h = try Harness(threads: ["entrypoint": thread], validate: false)
         #expect(h.status == .error)
         #expect(h.state.thread(0)?.errorMessage.contains("INTERNAL_ERROR") == true)

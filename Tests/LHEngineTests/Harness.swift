@@ -16,39 +16,60 @@ func str(_ s: String) -> VV { .with { $0.str = s } }
 func int(_ i: Int64) -> VV { .with { $0.int = i } }
 func jsonArr(_ s: String) -> VV { .with { $0.jsonArr = s } }
 
-func task(_ name: String, _ inputs: [Littlehorse_VariableAssignment] = [], retries: Int32 = 0, backoff: (Int32, Float, Int64)? = nil) -> Node.OneOf_Node {
-    .task(.with {
-        $0.taskDefID.name = name
-        $0.variables = inputs
-        $0.retries = retries
-        if let backoff { $0.exponentialBackoff = .with { $0.baseIntervalMs = backoff.0; $0.multiplier = backoff.1; $0.maxDelayMs = backoff.2 } }
-    })
+func task(
+    _ name: String, _ inputs: [Littlehorse_VariableAssignment] = [], retries: Int32 = 0,
+    backoff: (Int32, Float, Int64)? = nil
+) -> Node.OneOf_Node {
+    .task(
+        .with {
+            $0.taskDefID.name = name
+            $0.variables = inputs
+            $0.retries = retries
+            if let backoff {
+                $0.exponentialBackoff = .with {
+                    $0.baseIntervalMs = backoff.0; $0.multiplier = backoff.1; $0.maxDelayMs = backoff.2
+                }
+            }
+        })
 }
 func waitEvent(_ name: String, timeout: Int64? = nil) -> Node.OneOf_Node {
-    .externalEvent(.with {
-        $0.externalEventDefID.name = name
-        if let timeout { $0.timeoutSeconds = literal(int(timeout)) }
-    })
+    .externalEvent(
+        .with {
+            $0.externalEventDefID.name = name
+            if let timeout { $0.timeoutSeconds = literal(int(timeout)) }
+        })
 }
 func sleep(_ seconds: Int64) -> Node.OneOf_Node { .sleep(.with { $0.rawSeconds = literal(int(seconds)) }) }
 let nop = Node.OneOf_Node.nop(.init())
 func fail(_ name: String, _ message: String = "failed on purpose") -> Node.OneOf_Node {
-    .exit(.with { $0.failureDef = .with { $0.failureName = name; $0.message = message } })
+    .exit(
+        .with {
+            $0.failureDef = .with {
+                $0.failureName = name; $0.message = message
+            }
+        })
 }
 func spawn(_ thread: String, _ vars: [String: Littlehorse_VariableAssignment] = [:]) -> Node.OneOf_Node {
-    .startThread(.with { $0.threadSpecName = thread; $0.variables = vars })
+    .startThread(
+        .with {
+            $0.threadSpecName = thread; $0.variables = vars
+        })
 }
 func waitThreads(_ numbers: [Littlehorse_VariableAssignment]) -> Node.OneOf_Node {
     .waitForThreads(.with { $0.threads.threads = numbers.map { n in .with { $0.threadRunNumber = n } } })
 }
-func mutation(_ lhs: String, _ op: Littlehorse_VariableMutationType, _ rhs: Littlehorse_VariableAssignment? = nil) -> Littlehorse_VariableMutation {
+func mutation(_ lhs: String, _ op: Littlehorse_VariableMutationType, _ rhs: Littlehorse_VariableAssignment? = nil)
+    -> Littlehorse_VariableMutation
+{
     .with {
         $0.lhsName = lhs
         $0.operation = op
         if let rhs { $0.rhsAssignment = rhs } else { $0.nodeOutput = .init() }
     }
 }
-func variable(_ name: String, _ type: Littlehorse_VariableType, default value: VV? = nil, required: Bool = false) -> Littlehorse_ThreadVarDef {
+func variable(_ name: String, _ type: Littlehorse_VariableType, default value: VV? = nil, required: Bool = false)
+    -> Littlehorse_ThreadVarDef
+{
     .with {
         $0.varDef.name = name
         $0.varDef.typeDef.primitiveType = type
@@ -63,7 +84,10 @@ struct Step {
     var kind: Node.OneOf_Node
     var mutations: [Littlehorse_VariableMutation] = []
     var handlers: [Littlehorse_FailureHandlerDef] = []
-    init(_ name: String, _ kind: Node.OneOf_Node, mutations: [Littlehorse_VariableMutation] = [], handlers: [Littlehorse_FailureHandlerDef] = []) {
+    init(
+        _ name: String, _ kind: Node.OneOf_Node, mutations: [Littlehorse_VariableMutation] = [],
+        handlers: [Littlehorse_FailureHandlerDef] = []
+    ) {
         self.name = name
         self.kind = kind
         self.mutations = mutations
@@ -72,10 +96,16 @@ struct Step {
 }
 
 /// ENTRYPOINT → steps… → EXIT (unless the last step is an EXIT).
-func linear(_ steps: [Step], variables: [Littlehorse_ThreadVarDef] = [], interrupts: [(String, String)] = []) -> Littlehorse_ThreadSpec {
+func linear(_ steps: [Step], variables: [Littlehorse_ThreadVarDef] = [], interrupts: [(String, String)] = [])
+    -> Littlehorse_ThreadSpec
+{
     var thread = Littlehorse_ThreadSpec()
     thread.variableDefs = variables
-    thread.interruptDefs = interrupts.map { e, h in .with { $0.externalEventDefID.name = e; $0.handlerSpecName = h } }
+    thread.interruptDefs = interrupts.map { e, h in
+        .with {
+            $0.externalEventDefID.name = e; $0.handlerSpecName = h
+        }
+    }
     var all = [Step("0-entrypoint", .entrypoint(.init()))] + steps
     if case .exit? = steps.last?.kind {} else { all.append(Step("exit", .exit(.init()))) }
     for (i, step) in all.enumerated() {
@@ -83,14 +113,20 @@ func linear(_ steps: [Step], variables: [Littlehorse_ThreadVarDef] = [], interru
         node.node = step.kind
         node.failureHandlers = step.handlers
         if i + 1 < all.count {
-            node.outgoingEdges = [.with { $0.sinkNodeName = all[i + 1].name; $0.variableMutations = step.mutations }]
+            node.outgoingEdges = [
+                .with {
+                    $0.sinkNodeName = all[i + 1].name; $0.variableMutations = step.mutations
+                }
+            ]
         }
         thread.nodes[step.name] = node
     }
     return thread
 }
 
-func catching(_ failure: String?, with handler: String, type: Littlehorse_FailureHandlerDef.LHFailureType? = nil) -> Littlehorse_FailureHandlerDef {
+func catching(_ failure: String?, with handler: String, type: Littlehorse_FailureHandlerDef.LHFailureType? = nil)
+    -> Littlehorse_FailureHandlerDef
+{
     .with {
         $0.handlerSpecName = handler
         if let failure { $0.specificFailure = failure } else if let type { $0.anyFailureOfType = type }
@@ -100,7 +136,11 @@ func catching(_ failure: String?, with handler: String, type: Littlehorse_Failur
 func taskDef(_ name: String, _ inputs: [(String, Littlehorse_VariableType)] = []) -> Littlehorse_TaskDef {
     .with { d in
         d.id.name = name
-        d.inputVars = inputs.map { n, t in .with { $0.name = n; $0.typeDef.primitiveType = t } }
+        d.inputVars = inputs.map { n, t in
+            .with {
+                $0.name = n; $0.typeDef.primitiveType = t
+            }
+        }
     }
 }
 
@@ -112,22 +152,27 @@ struct Harness {
     var context: LHEngineContext
     var state: WfRunState
     var now = Date(timeIntervalSince1970: 1_700_000_000)
-    var queued: [String: Int32] = [:]          // task guid → attempt, waiting for a worker
-    var inFlight: [String: Int32] = [:]        // handed to a worker
+    var queued: [String: Int32] = [:]  // task guid → attempt, waiting for a worker
+    var inFlight: [String: Int32] = [:]  // handed to a worker
     var timers: [LHTimerKey: Date] = [:]
     var allEffects: [LHEffect] = []
     var eventCount = 0
 
-    init(threads: [String: Littlehorse_ThreadSpec], entry: String = "entrypoint", taskDefs: [Littlehorse_TaskDef] = [],
-         events: [String] = [], variables: [String: VV] = [:], validate: Bool = true) throws {
+    init(
+        threads: [String: Littlehorse_ThreadSpec], entry: String = "entrypoint", taskDefs: [Littlehorse_TaskDef] = [],
+        events: [String] = [], variables: [String: VV] = [:], validate: Bool = true
+    ) throws {
         var request = Littlehorse_PutWfSpecRequest()
         request.name = "test-wf"
         request.threadSpecs = threads
         request.entrypointThreadName = entry
         let defs = Dictionary(taskDefs.map { ($0.id.name, $0) }, uniquingKeysWith: { a, _ in a })
-        let spec = validate
+        let spec =
+            validate
             ? try WorkflowEngine.validate(request, metadata: .init(taskDefs: defs, externalEventDefs: Set(events)))
-            : Littlehorse_WfSpec.with { $0.id.name = "test-wf"; $0.threadSpecs = threads; $0.entrypointThreadName = entry }
+            : Littlehorse_WfSpec.with {
+                $0.id.name = "test-wf"; $0.threadSpecs = threads; $0.entrypointThreadName = entry
+            }
         context = LHEngineContext(spec: spec, taskDefs: defs)
         var run = Littlehorse_RunWfRequest()
         run.wfSpecName = "test-wf"
@@ -166,16 +211,26 @@ struct Harness {
         return guid
     }
 
-    mutating func report(_ guid: String, _ status: Littlehorse_TaskStatus = .taskSuccess, output: VV? = nil,
-                         exception: (String, String)? = nil, attempt: Int32? = nil) throws {
+    mutating func report(
+        _ guid: String, _ status: Littlehorse_TaskStatus = .taskSuccess, output: VV? = nil,
+        exception: (String, String)? = nil, attempt: Int32? = nil
+    ) throws {
         var r = Littlehorse_ReportTaskRun()
         r.taskRunID.wfRunID.id = state.id
         r.taskRunID.taskGuid = guid
         r.status = status
         r.attemptNumber = attempt ?? inFlight[guid] ?? 0
         if let output { r.output = output }
-        if let exception { r.exception = .with { $0.name = exception.0; $0.message = exception.1 } }
-        if status == .taskFailed { r.error = .with { $0.type = .taskFailure; $0.message = "boom" } }
+        if let exception {
+            r.exception = .with {
+                $0.name = exception.0; $0.message = exception.1
+            }
+        }
+        if status == .taskFailed {
+            r.error = .with {
+                $0.type = .taskFailure; $0.message = "boom"
+            }
+        }
         inFlight[guid] = nil
         try apply(.reportTask(r))
     }
@@ -213,6 +268,9 @@ struct Harness {
     var status: Littlehorse_LHStatus { state.wfRun.status }
     func variable(_ name: String, thread: Int32 = 0) -> VV? { state.variable(name, thread: thread) }
     func lastInput(_ taskDef: String) -> [VV] {
-        state.taskRuns.values.filter { $0.taskDefID.name == taskDef }.max(by: { $0.scheduledAt.date < $1.scheduledAt.date || ($0.scheduledAt.date == $1.scheduledAt.date && $0.id.taskGuid < $1.id.taskGuid) })?.inputVariables.map(\.value) ?? []
+        state.taskRuns.values.filter { $0.taskDefID.name == taskDef }.max(by: {
+            $0.scheduledAt.date < $1.scheduledAt.date
+                || ($0.scheduledAt.date == $1.scheduledAt.date && $0.id.taskGuid < $1.id.taskGuid)
+        })?.inputVariables.map(\.value) ?? []
     }
 }

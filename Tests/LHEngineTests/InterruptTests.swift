@@ -7,17 +7,25 @@ import Testing
 /// The collect-underpants WfSpec of seed 003, built by hand.
 func collectUnderpants(handlerInput: Littlehorse_VariableType = .str) -> [String: Littlehorse_ThreadSpec] {
     [
-        "entrypoint": linear([Step("start", task("start-underpants-collection")),
-                              Step("done", waitEvent("done-collecting-underpants")),
-                              Step("profit", task("profit", [assign("all-underpants")]))],
-                             variables: [variable("all-underpants", .jsonArr)],
-                             interrupts: [("underpant-collected", "handler")]),
-        "handler": linear([Step("collect", task("collect-underpant", [assign("INPUT")]))].map { $0 },
-                          variables: [variable("INPUT", handlerInput)]).adding(mutationAfterEntry: mutation("all-underpants", .add, assign("INPUT"))),
+        "entrypoint": linear(
+            [
+                Step("start", task("start-underpants-collection")),
+                Step("done", waitEvent("done-collecting-underpants")),
+                Step("profit", task("profit", [assign("all-underpants")])),
+            ],
+            variables: [variable("all-underpants", .jsonArr)],
+            interrupts: [("underpant-collected", "handler")]),
+        "handler": linear(
+            [Step("collect", task("collect-underpant", [assign("INPUT")]))].map { $0 },
+            variables: [variable("INPUT", handlerInput)]
+        ).adding(mutationAfterEntry: mutation("all-underpants", .add, assign("INPUT"))),
     ]
 }
 
-let underpantTaskDefs = [taskDef("start-underpants-collection"), taskDef("collect-underpant", [("owner", .str)]), taskDef("profit", [("underpants", .jsonArr)])]
+let underpantTaskDefs = [
+    taskDef("start-underpants-collection"), taskDef("collect-underpant", [("owner", .str)]),
+    taskDef("profit", [("underpants", .jsonArr)]),
+]
 let underpantEvents = ["underpant-collected", "done-collecting-underpants"]
 
 extension Littlehorse_ThreadSpec {
@@ -32,8 +40,10 @@ extension Littlehorse_ThreadSpec {
 /// seed 003).
 @Suite struct InterruptTests {
     func underpants(handlerInput: Littlehorse_VariableType = .str) throws -> Harness {
-        try Harness(threads: collectUnderpants(handlerInput: handlerInput), taskDefs: underpantTaskDefs, events: underpantEvents,
-                    variables: ["all-underpants": jsonArr("[]")])
+        try Harness(
+            threads: collectUnderpants(handlerInput: handlerInput), taskDefs: underpantTaskDefs,
+            events: underpantEvents,
+            variables: ["all-underpants": jsonArr("[]")])
     }
 
     @Test func seedWalkthroughEachEventIsItsOwnHandlerAndTheBasketGrows() throws {
@@ -91,11 +101,15 @@ extension Littlehorse_ThreadSpec {
 
     @Test func theNextTaskSeesTheHandlersMutation() throws {
         let threads: [String: Littlehorse_ThreadSpec] = [
-            "entrypoint": linear([Step("a", task("first")), Step("b", task("second", [assign("note")]))],
-                                 variables: [variable("note", .str, default: str("before"))], interrupts: [("update-note", "h")]),
-            "h": linear([Step("n", nop)], variables: [variable("INPUT", .str)]).adding(mutationAfterEntry: mutation("note", .assign, assign("INPUT"))),
+            "entrypoint": linear(
+                [Step("a", task("first")), Step("b", task("second", [assign("note")]))],
+                variables: [variable("note", .str, default: str("before"))], interrupts: [("update-note", "h")]),
+            "h": linear([Step("n", nop)], variables: [variable("INPUT", .str)]).adding(
+                mutationAfterEntry: mutation("note", .assign, assign("INPUT"))),
         ]
-        var h = try Harness(threads: threads, taskDefs: [taskDef("first"), taskDef("second", [("note", .str)])], events: ["update-note"])
+        var h = try Harness(
+            threads: threads, taskDefs: [taskDef("first"), taskDef("second", [("note", .str)])], events: ["update-note"]
+        )
         let guid = try h.start("first")
         try h.post("update-note", str("after"))
         #expect(h.threadStatus(0) == .halting)
@@ -114,7 +128,9 @@ extension Littlehorse_ThreadSpec {
         #expect(h.allEffects.contains(.withdrawTask(taskGuid: guid, taskDef: "slow")))
         #expect(h.queued[guid] == nil)
         #expect(h.threadStatus(0) == .halted)
-        let refused = #expect(throws: LHEngineError.self) { try h.apply(.taskStarted(taskGuid: guid, attempt: 0, workerId: "w")) }
+        let refused = #expect(throws: LHEngineError.self) {
+            try h.apply(.taskStarted(taskGuid: guid, attempt: 0, workerId: "w"))
+        }
         #expect(refused?.code == .failedPrecondition, "a withdrawn task is not handed to a worker")
         try h.complete("handle")
         #expect(h.queued[guid] == 0, "queued again on resume")
@@ -154,8 +170,12 @@ extension Littlehorse_ThreadSpec {
 
     @Test func interruptingAParentHaltsItsWaitingChildAndTheParentIsHaltedOnlyWhenTheChildIs() throws {
         let threads: [String: Littlehorse_ThreadSpec] = [
-            "entrypoint": linear([Step("spawn", spawn("child"), mutations: [mutation("c", .assign)]), Step("wait", waitThreads([assign("c")]))],
-                                 variables: [variable("c", .int)], interrupts: [("ping", "h")]),
+            "entrypoint": linear(
+                [
+                    Step("spawn", spawn("child"), mutations: [mutation("c", .assign)]),
+                    Step("wait", waitThreads([assign("c")])),
+                ],
+                variables: [variable("c", .int)], interrupts: [("ping", "h")]),
             "child": linear([Step("t", task("work"))]),
             "h": linear([Step("n", task("handle"))]),
         ]
@@ -191,10 +211,14 @@ extension Littlehorse_ThreadSpec {
 
     @Test func handlerExceptionPropagatesTheSameExceptionAndTheNodesFailureHandlersApply() throws {
         let threads: [String: Littlehorse_ThreadSpec] = [
-            "entrypoint": linear([Step("wait", waitEvent("go"), handlers: [catching("cancelled", with: "cleanup")])],
-                                 variables: [variable("cleaned", .bool, default: .with { $0.bool = false })], interrupts: [("cancel", "h")]),
+            "entrypoint": linear(
+                [Step("wait", waitEvent("go"), handlers: [catching("cancelled", with: "cleanup")])],
+                variables: [variable("cleaned", .bool, default: .with { $0.bool = false })],
+                interrupts: [("cancel", "h")]),
             "h": linear([Step("f", fail("cancelled", "customer cancelled"))]),
-            "cleanup": linear([Step("n", nop, mutations: [mutation("cleaned", .assign, literal(.with { $0.bool = true }))])]),
+            "cleanup": linear([
+                Step("n", nop, mutations: [mutation("cleaned", .assign, literal(.with { $0.bool = true }))])
+            ]),
         ]
         var h = try Harness(threads: threads, events: ["cancel", "go"])
         try h.post("cancel", str("x"))
@@ -217,9 +241,13 @@ extension Littlehorse_ThreadSpec {
 
     @Test func oneEventInterruptsEveryThreadRunOfTheRegisteringThreadSpec() throws {
         let threads: [String: Littlehorse_ThreadSpec] = [
-            "entrypoint": linear([Step("s1", spawn("worker"), mutations: [mutation("a", .assign)]), Step("s2", spawn("worker"), mutations: [mutation("b", .assign)]),
-                                  Step("wait", waitThreads([assign("a"), assign("b")]))],
-                                 variables: [variable("a", .int), variable("b", .int), variable("count", .int, default: int(0))]),
+            "entrypoint": linear(
+                [
+                    Step("s1", spawn("worker"), mutations: [mutation("a", .assign)]),
+                    Step("s2", spawn("worker"), mutations: [mutation("b", .assign)]),
+                    Step("wait", waitThreads([assign("a"), assign("b")])),
+                ],
+                variables: [variable("a", .int), variable("b", .int), variable("count", .int, default: int(0))]),
             "worker": linear([Step("w", waitEvent("go"))], interrupts: [("ping", "h")]),
             "h": linear([Step("n", nop, mutations: [mutation("count", .add, literal(int(1)))])]),
         ]
@@ -232,7 +260,9 @@ extension Littlehorse_ThreadSpec {
 
     @Test func manyEventsEachGetTheirOwnHandlerAndNoneIsLost() throws {
         let threads: [String: Littlehorse_ThreadSpec] = [
-            "entrypoint": linear([Step("wait", waitEvent("done"))], variables: [variable("counter", .int, default: int(0))], interrupts: [("ping", "h")]),
+            "entrypoint": linear(
+                [Step("wait", waitEvent("done"))], variables: [variable("counter", .int, default: int(0))],
+                interrupts: [("ping", "h")]),
             "h": linear([Step("t", task("work"), mutations: [mutation("counter", .add, literal(int(1)))])]),
         ]
         var h = try Harness(threads: threads, taskDefs: [taskDef("work")], events: ["ping", "done"])

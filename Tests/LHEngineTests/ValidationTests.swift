@@ -7,18 +7,25 @@ import Testing
 /// PutWfSpec validation: every refusal is INVALID_ARGUMENT and names what
 /// was wrong.
 @Suite struct ValidationTests {
-    func validate(_ threads: [String: Littlehorse_ThreadSpec], name: String = "my-wf", taskDefs: [Littlehorse_TaskDef] = [],
-                  events: [String] = []) throws {
+    func validate(
+        _ threads: [String: Littlehorse_ThreadSpec], name: String = "my-wf", taskDefs: [Littlehorse_TaskDef] = [],
+        events: [String] = []
+    ) throws {
         var request = Littlehorse_PutWfSpecRequest()
         request.name = name
         request.threadSpecs = threads
         request.entrypointThreadName = "entrypoint"
-        _ = try WorkflowEngine.validate(request, metadata: .init(taskDefs: Dictionary(taskDefs.map { ($0.id.name, $0) }, uniquingKeysWith: { a, _ in a }),
-                                                           externalEventDefs: Set(events)))
+        _ = try WorkflowEngine.validate(
+            request,
+            metadata: .init(
+                taskDefs: Dictionary(taskDefs.map { ($0.id.name, $0) }, uniquingKeysWith: { a, _ in a }),
+                externalEventDefs: Set(events)))
     }
 
-    func refusal(_ threads: [String: Littlehorse_ThreadSpec], name: String = "my-wf", taskDefs: [Littlehorse_TaskDef] = [],
-                 events: [String] = []) -> String {
+    func refusal(
+        _ threads: [String: Littlehorse_ThreadSpec], name: String = "my-wf", taskDefs: [Littlehorse_TaskDef] = [],
+        events: [String] = []
+    ) -> String {
         do {
             try validate(threads, name: name, taskDefs: taskDefs, events: events)
             return "accepted"
@@ -38,8 +45,11 @@ import Testing
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("LHProtoTests/Fixtures/collect-underpants.json")
         let request = try Littlehorse_PutWfSpecRequest(jsonUTF8Data: Data(contentsOf: url))
-        _ = try WorkflowEngine.validate(request, metadata: .init(taskDefs: Dictionary(underpantTaskDefs.map { ($0.id.name, $0) }, uniquingKeysWith: { a, _ in a }),
-                                                           externalEventDefs: Set(underpantEvents)))
+        _ = try WorkflowEngine.validate(
+            request,
+            metadata: .init(
+                taskDefs: Dictionary(underpantTaskDefs.map { ($0.id.name, $0) }, uniquingKeysWith: { a, _ in a }),
+                externalEventDefs: Set(underpantEvents)))
     }
 
     @Test func namesMustBeKebabCase() {
@@ -47,14 +57,19 @@ import Testing
         #expect(refusal(["entrypoint": linear([], variables: [variable("myVar", .str)])]).contains("'myVar'"))
         #expect(refusal(["entrypoint": linear([Step("f", fail("BadName"))])]).contains("'BadName'"))
         // The SDKs name a node-output variable after its node: accepted.
-        #expect(refusal(["entrypoint": linear([], variables: [variable("8-child-thread-START_THREAD", .int)])]) == "accepted")
-        #expect(refusal(["entrypoint": linear([], variables: [variable("child_THREAD", .int)])]).contains("'child_THREAD'"))
+        #expect(
+            refusal(["entrypoint": linear([], variables: [variable("8-child-thread-START_THREAD", .int)])])
+                == "accepted")
+        #expect(
+            refusal(["entrypoint": linear([], variables: [variable("child_THREAD", .int)])]).contains("'child_THREAD'"))
         #expect(refusal(["entrypoint": linear([Step("f", fail("VAR_SUB_ERROR"))])]).contains("reserved"))
     }
 
     @Test func eachThreadHasExactlyOneEntrypoint() {
         var thread = linear([])
-        thread.nodes["second"] = .with { $0.entrypoint = .init(); $0.outgoingEdges = [.with { $0.sinkNodeName = "exit" }] }
+        thread.nodes["second"] = .with {
+            $0.entrypoint = .init(); $0.outgoingEdges = [.with { $0.sinkNodeName = "exit" }]
+        }
         #expect(refusal(["entrypoint": thread]).contains("exactly one ENTRYPOINT"))
     }
 
@@ -64,24 +79,39 @@ import Testing
         #expect(refusal(["entrypoint": thread]).contains("'nowhere'"))
         var dead = linear([Step("n", nop)])
         dead.nodes["n"]!.outgoingEdges = []
-        #expect(refusal(["entrypoint": dead]).contains("node 'n'") )
+        #expect(refusal(["entrypoint": dead]).contains("node 'n'"))
     }
 
     @Test func unimplementedNodeKindsAreRefusedByName() {
-        #expect(refusal(["entrypoint": linear([Step("ut", .userTask(.with { $0.userTaskDefName = "approve" }))])]).contains("USER_TASK"))
+        #expect(
+            refusal(["entrypoint": linear([Step("ut", .userTask(.with { $0.userTaskDefName = "approve" }))])]).contains(
+                "USER_TASK"))
     }
 
     @Test func variablesMustBeDeclaredInScope() {
-        #expect(refusal(["entrypoint": linear([Step("t", task("a", [assign("ghost")]))])], taskDefs: [taskDef("a", [("x", .str)])]).contains("'ghost'"))
-        #expect(refusal(["entrypoint": linear([Step("n", nop, mutations: [mutation("ghost", .assign, literal(int(1)))])])]).contains("'ghost'"))
+        #expect(
+            refusal(
+                ["entrypoint": linear([Step("t", task("a", [assign("ghost")]))])],
+                taskDefs: [taskDef("a", [("x", .str)])]
+            ).contains("'ghost'"))
+        #expect(
+            refusal(["entrypoint": linear([Step("n", nop, mutations: [mutation("ghost", .assign, literal(int(1)))])])])
+                .contains("'ghost'"))
     }
 
     @Test func taskInputsMustMatchTheTaskDef() {
-        #expect(refusal(["entrypoint": linear([Step("t", task("a"))])], taskDefs: [taskDef("a", [("x", .str)])]).contains("takes 1"))
-        #expect(refusal(["entrypoint": linear([Step("t", task("a", [literal(str("abc"))]))])], taskDefs: [taskDef("a", [("x", .int)])]).contains("INT"))
+        #expect(
+            refusal(["entrypoint": linear([Step("t", task("a"))])], taskDefs: [taskDef("a", [("x", .str)])]).contains(
+                "takes 1"))
+        #expect(
+            refusal(
+                ["entrypoint": linear([Step("t", task("a", [literal(str("abc"))]))])],
+                taskDefs: [taskDef("a", [("x", .int)])]
+            ).contains("INT"))
         #expect(refusal(["entrypoint": linear([Step("t", task("missing"))])]).contains("'missing'"))
-        let wrongVar = refusal(["entrypoint": linear([Step("t", task("a", [assign("flag")]))], variables: [variable("flag", .bool)])],
-                               taskDefs: [taskDef("a", [("n", .int)])])
+        let wrongVar = refusal(
+            ["entrypoint": linear([Step("t", task("a", [assign("flag")]))], variables: [variable("flag", .bool)])],
+            taskDefs: [taskDef("a", [("n", .int)])])
         #expect(wrongVar.contains("'flag'") && wrongVar.contains("BOOL") && wrongVar.contains("INT"))
     }
 
@@ -100,14 +130,20 @@ import Testing
     }
 
     @Test func anInterruptEventMayNotBeWaitedForByAnExternalEventNode() {
-        let threads = ["entrypoint": linear([Step("w", waitEvent("ping"))], interrupts: [("ping", "h")]), "h": linear([])]
+        let threads = [
+            "entrypoint": linear([Step("w", waitEvent("ping"))], interrupts: [("ping", "h")]), "h": linear([]),
+        ]
         let message = refusal(threads, events: ["ping"])
         #expect(message.contains("'ping'") && message.contains("'w'"))
     }
 
     @Test func theHandlerMustExistAndDeclareNoVariableButInput() {
-        #expect(refusal(["entrypoint": linear([], interrupts: [("ping", "ghost")])], events: ["ping"]).contains("'ghost'"))
-        let threads = ["entrypoint": linear([], interrupts: [("ping", "h")]), "h": linear([], variables: [variable("INPUT", .str), variable("mine", .int)])]
+        #expect(
+            refusal(["entrypoint": linear([], interrupts: [("ping", "ghost")])], events: ["ping"]).contains("'ghost'"))
+        let threads = [
+            "entrypoint": linear([], interrupts: [("ping", "h")]),
+            "h": linear([], variables: [variable("INPUT", .str), variable("mine", .int)]),
+        ]
         #expect(refusal(threads, events: ["ping"]).contains("mine"))
     }
 
@@ -119,7 +155,9 @@ import Testing
     @Test func handlerSeesTheInterruptedThreadsVariables() throws {
         let threads = [
             "entrypoint": linear([], variables: [variable("email", .str)], interrupts: [("email-update", "h")]),
-            "h": linear([Step("n", nop, mutations: [mutation("email", .assign, assign("INPUT"))])], variables: [variable("INPUT", .str)]),
+            "h": linear(
+                [Step("n", nop, mutations: [mutation("email", .assign, assign("INPUT"))])],
+                variables: [variable("INPUT", .str)]),
         ]
         try validate(threads, events: ["email-update"])
     }

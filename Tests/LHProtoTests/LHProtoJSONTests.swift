@@ -22,7 +22,9 @@ import Testing
     static let folder = Bundle.module.url(forResource: "lhctl-json", withExtension: nil, subdirectory: "Fixtures")
 
     static let cases: [String] = {
-        guard let folder, let names = try? FileManager.default.contentsOfDirectory(atPath: folder.path) else { return [] }
+        guard let folder, let names = try? FileManager.default.contentsOfDirectory(atPath: folder.path) else {
+            return []
+        }
         return names.filter { $0.hasSuffix(".in.json") }.map { String($0.dropLast(".in.json".count)) }.sorted()
     }()
 
@@ -44,7 +46,9 @@ import Testing
     func printsWhatLittleHorsesLhctlPrints(name: String) throws {
         let input = try JSONSerialization.jsonObject(with: try file(name + ".in.json")) as? [String: Any]
         let typeName = try #require(input?["type"] as? String, "\(name).in.json names no type")
-        let type = try #require(Self.types.first { $0.protoMessageName == typeName }, "no Swift type for \(typeName) in LHProtoJSONTests.types")
+        let type = try #require(
+            Self.types.first { $0.protoMessageName == typeName },
+            "no Swift type for \(typeName) in LHProtoJSONTests.types")
         let message = try Self.decode(type, try file(name + ".bin"))
         let expected = String(decoding: try file(name + ".lhctl.json"), as: UTF8.self)
         let printed = try LHProtoJSON.string(message) + "\n"
@@ -52,7 +56,8 @@ import Testing
             let a = printed.split(separator: "\n", omittingEmptySubsequences: false)
             let b = expected.split(separator: "\n", omittingEmptySubsequences: false)
             let line = (0..<min(a.count, b.count)).first { a[$0] != b[$0] } ?? min(a.count, b.count)
-            Issue.record("""
+            Issue.record(
+                """
                 \(name) (\(typeName)) differs from protojson's at line \(line + 1):
                   ours:   \(line < a.count ? String(a[line]) : "<end>")
                   theirs: \(line < b.count ? String(b[line]) : "<end>")
@@ -69,27 +74,28 @@ import Testing
             $0.createdAt = Google_Protobuf_Timestamp(seconds: 1_742_047_128, nanos: 695_000_000)
             $0.wfSpecID.name = "collect-underpants"
         }
-        #expect(try LHProtoJSON.string(variable) == #"""
-            {
-              "id": {
-                "wfRunId": {
-                  "id": "my-wf"
-                },
-                "threadRunNumber": 0,
-                "name": "all-underpants"
-              },
-              "value": {
-                "jsonArr": "[\"obiwan\"]"
-              },
-              "createdAt": "2025-03-15T13:58:48.695Z",
-              "wfSpecId": {
-                "name": "collect-underpants",
-                "majorVersion": 0,
-                "revision": 0
-              },
-              "masked": false
-            }
-            """#)
+        #expect(
+            try LHProtoJSON.string(variable) == #"""
+                {
+                  "id": {
+                    "wfRunId": {
+                      "id": "my-wf"
+                    },
+                    "threadRunNumber": 0,
+                    "name": "all-underpants"
+                  },
+                  "value": {
+                    "jsonArr": "[\"obiwan\"]"
+                  },
+                  "createdAt": "2025-03-15T13:58:48.695Z",
+                  "wfSpecId": {
+                    "name": "collect-underpants",
+                    "majorVersion": 0,
+                    "revision": 0
+                  },
+                  "masked": false
+                }
+                """#)
     }
 
     @Test func unsetFieldsPrintAsProtojsonPrintsThem() throws {

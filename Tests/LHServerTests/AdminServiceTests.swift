@@ -14,7 +14,8 @@ import Testing
 /// events, delete.
 @Suite struct AdminServiceTests {
     static func service() async throws -> (AdminService, SQLiteStore) {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-admin-\(UUID().uuidString.prefix(8))")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "lh-admin-\(UUID().uuidString.prefix(8))")
         let store = try SQLiteStore(directory: dir)
         let core = try await LHCore(store: store, logger: Logger(label: "test"))
         return (core.admin, store)
@@ -35,7 +36,11 @@ import Testing
         let (service, store) = try await Self.service()
         let put = Littlehorse_PutTaskDefRequest.with {
             $0.name = "greet"
-            $0.inputVars = [.with { $0.name = "who"; $0.type = .str }]
+            $0.inputVars = [
+                .with {
+                    $0.name = "who"; $0.type = .str
+                }
+            ]
         }
         let first = try await service.putTaskDef(put)
         #expect(try await service.putTaskDef(put) == first)
@@ -43,7 +48,8 @@ import Testing
         other.inputVars[0].type = .int
         #expect(await Self.code { _ = try await service.putTaskDef(other) } == .alreadyExists)
         #expect(try store.taskDefs() == [first])
-        #expect(await Self.code { _ = try await service.putTaskDef(.with { $0.name = "Not_Kebab" }) } == .invalidArgument)
+        #expect(
+            await Self.code { _ = try await service.putTaskDef(.with { $0.name = "Not_Kebab" }) } == .invalidArgument)
     }
 
     @Test func puttingTheSameExternalEventDefAgainAnswersTheStoredOne() async throws {
@@ -94,22 +100,39 @@ import Testing
         #expect(try await service.submit(service.putExternalEvent(post)) == orphan)
         #expect(try store.orphanEvents(of: "early").map(\.id.guid) == ["g1"])
         #expect(try await service.externalEvents(of: "early").map(\.id.guid) == ["g1"])
-        let run = try await service.submit(service.runWf(.with { $0.wfSpecName = "waits"; $0.id = "early" }))
+        let run = try await service.submit(
+            service.runWf(
+                .with {
+                    $0.wfSpecName = "waits"; $0.id = "early"
+                }))
         #expect(run.status == .completed)
         #expect(try store.orphanEvents(of: "early").isEmpty)
         #expect(try await service.externalEvents(of: "early").map(\.id.guid) == ["g1"])
-        #expect(await Self.code { _ = try await service.submit(service.runWf(.with { $0.wfSpecName = "waits"; $0.id = "early" })) } == .alreadyExists)
+        #expect(
+            await Self.code {
+                _ = try await service.submit(
+                    service.runWf(
+                        .with {
+                            $0.wfSpecName = "waits"; $0.id = "early"
+                        }))
+            } == .alreadyExists)
     }
 
     @Test func deletingAWfRunRemovesItAndDeletingItAgainIsNotFound() async throws {
         let (service, store) = try await Self.service()
         _ = try await service.putExternalEventDef(.with { $0.name = "go" })
         _ = try await service.putWfSpec(Workflow("waits") { $0.waitForEvent("go") }.compile())
-        _ = try await service.submit(service.runWf(.with { $0.wfSpecName = "waits"; $0.id = "doomed" }))
+        _ = try await service.submit(
+            service.runWf(
+                .with {
+                    $0.wfSpecName = "waits"; $0.id = "doomed"
+                }))
         #expect(try await service.wfRun("doomed").status == .running)
         try await service.submit(service.deleteWfRun(.with { $0.id.id = "doomed" }))
         #expect(await Self.code { _ = try await service.wfRun("doomed") } == .notFound)
         #expect(try store.wfRun("doomed") == nil)
-        #expect(await Self.code { try await service.submit(service.deleteWfRun(.with { $0.id.id = "doomed" })) } == .notFound)
+        #expect(
+            await Self.code { try await service.submit(service.deleteWfRun(.with { $0.id.id = "doomed" })) }
+                == .notFound)
     }
 }

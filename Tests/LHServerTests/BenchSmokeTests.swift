@@ -29,7 +29,10 @@ import Testing
         }
         let text = String(decoding: await stdout, as: UTF8.self)
         let log = String(decoding: await stderr, as: UTF8.self)
-        try #require(process.terminationStatus == 0, "lh-bench \(arguments.joined(separator: " ")) exited with \(process.terminationStatus):\n\(log.suffix(2000))")
+        try #require(
+            process.terminationStatus == 0,
+            "lh-bench \(arguments.joined(separator: " ")) exited with \(process.terminationStatus):\n\(log.suffix(2000))"
+        )
         let line = try #require(text.split(separator: "\n").last { $0.hasPrefix("{") }, "no JSON line in:\n\(text)")
         return try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
     }
@@ -37,7 +40,9 @@ import Testing
     func count(_ json: [String: Any], _ key: String) -> Int { (json[key] as? [String: Any])?["count"] as? Int ?? -1 }
 
     @Test func throughputReportsTaskRunsPerSecondAndServerCPU() async throws {
-        let r = try await bench(["throughput", "--duration", "2", "--warmup", "0.5", "--workers", "1", "--capacity", "64"])
+        let r = try await bench([
+            "throughput", "--duration", "2", "--warmup", "0.5", "--workers", "1", "--capacity", "64",
+        ])
         #expect(r["scenario"] as? String == "throughput")
         #expect((r["taskruns_per_s"] as? Double ?? 0) > 0)
         #expect((r["server_cpu_s_per_1000_taskruns"] as? Double ?? -1) > 0)
@@ -57,7 +62,9 @@ import Testing
     }
 
     @Test func interruptsReportRoundTripsAndHandlersDoneByTheAck() async throws {
-        let r = try await bench(["interrupts", "--wf-runs", "10", "--events", "20", "--duration", "1", "--in-flight", "8", "--workers", "1"])
+        let r = try await bench([
+            "interrupts", "--wf-runs", "10", "--events", "20", "--duration", "1", "--in-flight", "8", "--workers", "1",
+        ])
         #expect(count(r, "event_round_trip") == 20)
         #expect(count(r, "event_to_handler_completed") == 20)
         #expect(r["handlers_not_done_by_ack"] as? Int == 0)

@@ -13,17 +13,21 @@ import Testing
 /// each connection's frames together, in order.
 @Suite struct DeliveryTests {
     func dispatcher() throws -> TaskDispatcher {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-delivery-\(UUID().uuidString.prefix(8))")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "lh-delivery-\(UUID().uuidString.prefix(8))")
         let store = try SQLiteStore(directory: dir)
         let processor = CommandProcessor(store: store, metadata: MetadataCache(), logger: Logger(label: "test"))
         return TaskDispatcher(starter: processor, logger: Logger(label: "test"))
     }
 
     /// A subscribed worker; its token (kept by the caller) names its connection.
-    func subscribe(_ d: TaskDispatcher, _ name: String, taskDef: String = "step", capacity: Int = 4) -> LHConnectionToken {
+    func subscribe(_ d: TaskDispatcher, _ name: String, taskDef: String = "step", capacity: Int = 4)
+        -> LHConnectionToken
+    {
         let token = LHConnectionToken()
-        d.subscribe(connection: token.id, workerId: name, taskDef: taskDef, capacity: capacity,
-                    push: LHResponder(channel: EmbeddedChannel()))
+        d.subscribe(
+            connection: token.id, workerId: name, taskDef: taskDef, capacity: capacity,
+            push: LHResponder(channel: EmbeddedChannel()))
         return token
     }
 

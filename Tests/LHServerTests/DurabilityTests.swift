@@ -1,7 +1,7 @@
 import Foundation
 import LHClient
-import LHWire
 import LHTestKit
+import LHWire
 import LHWorkflow
 import Testing
 
@@ -13,22 +13,27 @@ func progress(_ line: String) {
 }
 
 @Suite(.serialized, .timeLimit(.minutes(3))) struct DurabilityTests {
-    static var durableWorkflow: Workflow { Workflow("durable") { wf in
-        let count = wf.declareInt("count")
-        // A TaskRun handed over just before a crash is held by no worker: its
-        // attempt times out (2 s here) and is retried.
-        wf.execute("step-one", "a", options: TaskOptions(retries: 3, timeoutSeconds: 2))
-        wf.waitForEvent("go")
-        wf.execute("step-two", count, options: TaskOptions(retries: 3, timeoutSeconds: 2))
-        wf.registerInterruptHandler("ping") { h in
-            _ = h.declareStr(WorkflowThread.handlerInputVar)
-            h.mutate(count, .add, 1)
+    static var durableWorkflow: Workflow {
+        Workflow("durable") { wf in
+            let count = wf.declareInt("count")
+            // A TaskRun handed over just before a crash is held by no worker: its
+            // attempt times out (2 s here) and is retried.
+            wf.execute("step-one", "a", options: TaskOptions(retries: 3, timeoutSeconds: 2))
+            wf.waitForEvent("go")
+            wf.execute("step-two", count, options: TaskOptions(retries: 3, timeoutSeconds: 2))
+            wf.registerInterruptHandler("ping") { h in
+                _ = h.declareStr(WorkflowThread.handlerInputVar)
+                h.mutate(count, .add, 1)
+            }
         }
-    } }
+    }
 
     /// Retries `body` (reconnecting) until it succeeds: what a careful client
     /// does across server crashes, with idempotent ids and guids.
-    func retrying<T>(_ server: @escaping @Sendable () -> ServerProcess?, retries: inout Int, _ body: (LittleHorseClient) async throws -> T) async throws -> T {
+    func retrying<T>(
+        _ server: @escaping @Sendable () -> ServerProcess?, retries: inout Int,
+        _ body: (LittleHorseClient) async throws -> T
+    ) async throws -> T {
         let deadline = Date().addingTimeInterval(60)
         var attempt = 0
         while true {
@@ -58,7 +63,8 @@ func progress(_ line: String) {
         let current = Current()
         let first = try await ServerProcess.start(dataDir: dir, port: port)
         current.set(first)
-        let worker = try await first.startWorker("lh-test-worker", ["step-one:echo", "step-two:echo"], ready: "test worker ready")
+        let worker = try await first.startWorker(
+            "lh-test-worker", ["step-one:echo", "step-two:echo"], ready: "test worker ready")
         defer { worker.stop(); current.get()?.stop() }
         let setup = try await first.client()
         for e in ["go", "ping"] { _ = try await setup.putExternalEventDef(.with { $0.name = e }) }
@@ -83,22 +89,28 @@ func progress(_ line: String) {
             if i % 10 == 0 { progress("kill-9 test: WfRun \(i)/\(runs)") }
             _ = try await retrying(current.get, retries: &retried) { client in
                 do {
-                    _ = try await client.runWf(.with { $0.wfSpecName = "durable"; $0.id = id })
+                    _ = try await client.runWf(
+                        .with {
+                            $0.wfSpecName = "durable"; $0.id = id
+                        })
                 } catch let e as LHError where e.code == .alreadyExists {
                     // Committed before the crash: acknowledged now.
                 }
             }
             for (event, guid) in [("ping", "ping-\(i)"), ("go", "go-\(i)")] {
                 _ = try await retrying(current.get, retries: &retried) { client in
-                    try await client.putExternalEvent(.with {
-                        $0.wfRunID.id = id; $0.externalEventDefID.name = event; $0.guid = guid; $0.content.str = "x"
-                    })
+                    try await client.putExternalEvent(
+                        .with {
+                            $0.wfRunID.id = id; $0.externalEventDefID.name = event; $0.guid = guid; $0.content.str = "x"
+                        })
                 }
             }
         }
         progress("kill-9 test: client done, waiting for the killer")
         try await killer.value
-        print("kill -9 test: \(runs) WfRuns with 2 events each in \(Date().timeIntervalSince(started)) s, 3 kills, \(retried) requests retried after a crash")
+        print(
+            "kill -9 test: \(runs) WfRuns with 2 events each in \(Date().timeIntervalSince(started)) s, 3 kills, \(retried) requests retried after a crash"
+        )
         #expect(retried > 0, "the kills happened while the client was working")
         let final = try #require(current.get())
         let client = try await final.client()
@@ -110,17 +122,26 @@ func progress(_ line: String) {
         } catch {
             for i in 0..<runs {
                 let wf = try await client.getWfRun("wf-\(i)")
-                if wf.status != .completed { print("stuck: \(try wf.jsonString())\n tasks: \(try await client.listTaskRuns("wf-\(i)").jsonString())") }
+                if wf.status != .completed {
+                    print(
+                        "stuck: \(try wf.jsonString())\n tasks: \(try await client.listTaskRuns("wf-\(i)").jsonString())"
+                    )
+                }
             }
             throw error
         }
         for i in 0..<runs {
             let id = "wf-\(i)"
-            let count = try await client.getVariable(.with { $0.wfRunID.id = id; $0.name = "count" })
+            let count = try await client.getVariable(
+                .with {
+                    $0.wfRunID.id = id; $0.name = "count"
+                })
             #expect(count.value.int == 1, "the ping of \(id) was applied exactly once")
             let tasks = try await client.listTaskRuns(id).results
             #expect(tasks.count == 2, "no TaskRun lost or doubled in \(id)")
-            #expect(tasks.first { $0.taskDefID.name == "step-two" }?.inputVariables.first?.value.str == "1", "step-two (a STR input) saw the count after the ping")
+            #expect(
+                tasks.first { $0.taskDefID.name == "step-two" }?.inputVariables.first?.value.str == "1",
+                "step-two (a STR input) saw the count after the ping")
             let events = try await client.listExternalEvents(id).results
             #expect(events.count == 2, "each acknowledged event stored once in \(id)")
         }
@@ -132,17 +153,26 @@ func progress(_ line: String) {
             wf.execute("held", "x", options: TaskOptions(retries: 1, timeoutSeconds: 2))
         }
         try await TestServer.with { server in
-            let hanging = try await server.startWorker("lh-test-worker", ["held:hang"], environment: ["LHW_TASK_WORKER_ID": "worker-a"], ready: "test worker ready")
+            let hanging = try await server.startWorker(
+                "lh-test-worker", ["held:hang"], environment: ["LHW_TASK_WORKER_ID": "worker-a"],
+                ready: "test worker ready")
             let client = try await server.connectClient()
             _ = try await client.putWfSpec(wf.compile())
-            _ = try await client.runWf(.with { $0.wfSpecName = "retry-elsewhere"; $0.id = "wf-r" })
+            _ = try await client.runWf(
+                .with {
+                    $0.wfSpecName = "retry-elsewhere"; $0.id = "wf-r"
+                })
             try await eventually("worker-a holds the TaskRun") {
                 try await client.listTaskRuns("wf-r").results.first?.attempts.first?.taskWorkerID == "worker-a"
             }
             hanging.kill9()
-            let good = try await server.startWorker("lh-test-worker", ["held:echo"], environment: ["LHW_TASK_WORKER_ID": "worker-b"], ready: "test worker ready")
+            let good = try await server.startWorker(
+                "lh-test-worker", ["held:echo"], environment: ["LHW_TASK_WORKER_ID": "worker-b"],
+                ready: "test worker ready")
             try await withProcesses([good]) {
-                try await eventually("wf-r COMPLETED", timeout: 20) { try await client.getWfRun("wf-r").status == .completed }
+                try await eventually("wf-r COMPLETED", timeout: 20) {
+                    try await client.getWfRun("wf-r").status == .completed
+                }
                 let attempts = try #require(try await client.listTaskRuns("wf-r").results.first).attempts
                 #expect(attempts.count == 2)
                 #expect(attempts[0].status == .taskTimeout && attempts[0].taskWorkerID == "worker-a")
@@ -167,9 +197,10 @@ func progress(_ line: String) {
         var second: ServerProcess?
         let worker: LiveProcess
         do {
-            worker = try await first.startWorker("lh-test-worker", ["gated:gate"],
-                                                 environment: ["LH_TEST_GATE_DIR": gates.path, "LHW_TASK_WORKER_ID": "worker-r"],
-                                                 ready: "test worker ready")
+            worker = try await first.startWorker(
+                "lh-test-worker", ["gated:gate"],
+                environment: ["LH_TEST_GATE_DIR": gates.path, "LHW_TASK_WORKER_ID": "worker-r"],
+                ready: "test worker ready")
         } catch {
             first.stop()
             throw error
@@ -181,7 +212,10 @@ func progress(_ line: String) {
         }
         let client = try await first.client()
         _ = try await client.putWfSpec(wf.compile())
-        _ = try await client.runWf(.with { $0.wfSpecName = "resend"; $0.id = "wf-resend" })
+        _ = try await client.runWf(
+            .with {
+                $0.wfSpecName = "resend"; $0.id = "wf-resend"
+            })
         // The worker itself says it has the task: the server's TASK_RUNNING
         // alone is not enough, as the push leaves after the commit, and a
         // server killed in between leaves the attempt to its timeout (60 s).
@@ -190,15 +224,20 @@ func progress(_ line: String) {
         await client.close()
         first.kill9()
         // The task returns while nothing listens: its report fails and is kept.
-        #expect(FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-resend").path, contents: Data()))
+        #expect(
+            FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-resend").path, contents: Data()))
         try await Task.sleep(for: .milliseconds(500))
         second = try await ServerProcess.start(dataDir: dir, port: port)
         let again = try await second!.client()
         let log = { worker.stdout.withLockedValue { $0 } + worker.stderr.withLockedValue { $0 } }
         do {
-            try await eventually("wf-resend COMPLETED", timeout: 20) { try await again.getWfRun("wf-resend").status == .completed }
+            try await eventually("wf-resend COMPLETED", timeout: 20) {
+                try await again.getWfRun("wf-resend").status == .completed
+            }
         } catch {
-            print("worker's log:\n\(log().suffix(4000))\nTaskRuns: \(try await again.listTaskRuns("wf-resend").jsonString())")
+            print(
+                "worker's log:\n\(log().suffix(4000))\nTaskRuns: \(try await again.listTaskRuns("wf-resend").jsonString())"
+            )
             throw error
         }
         let attempts = try #require(try await again.listTaskRuns("wf-resend").results.first).attempts
@@ -217,7 +256,10 @@ func progress(_ line: String) {
         do {
             let client = try await first.client()
             _ = try await client.putWfSpec(wf.compile())
-            _ = try await client.runWf(.with { $0.wfSpecName = "nap"; $0.id = "wf-nap" })
+            _ = try await client.runWf(
+                .with {
+                    $0.wfSpecName = "nap"; $0.id = "wf-nap"
+                })
             await client.close()
         } catch {
             first.stop()
@@ -228,7 +270,9 @@ func progress(_ line: String) {
         let second = try await ServerProcess.start(dataDir: dir, port: port)
         defer { second.stop() }
         let client = try await second.client()
-        try await eventually("wf-nap COMPLETED", timeout: 10) { try await client.getWfRun("wf-nap").status == .completed }
+        try await eventually("wf-nap COMPLETED", timeout: 10) {
+            try await client.getWfRun("wf-nap").status == .completed
+        }
         let run = try await client.getWfRun("wf-nap")
         let took = run.endTime.date.timeIntervalSince(run.startTime.date)
         print("SLEEP 2 s across a restart completed after \(took) s")
@@ -249,8 +293,11 @@ func progress(_ line: String) {
         try await withServer(dataDir: newer) { _ in }
         let sqlite = Process()
         sqlite.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        sqlite.arguments = ["python3", "-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"update meta set value='99' where key='format'\"); c.commit()",
-                            newer.appendingPathComponent("lh.sqlite").path]
+        sqlite.arguments = [
+            "python3", "-c",
+            "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(\"update meta set value='99' where key='format'\"); c.commit()",
+            newer.appendingPathComponent("lh.sqlite").path,
+        ]
         try sqlite.run()
         sqlite.waitUntilExit()
         let refused = await #expect(throws: LHError.self) { _ = try await ServerProcess.start(dataDir: newer) }
@@ -261,7 +308,9 @@ func progress(_ line: String) {
         let dir = try ServerProcess.temporaryDirectory("lh-notdir")
         let file = dir.appendingPathComponent("plain-file")
         try Data("x".utf8).write(to: file)
-        let error = await #expect(throws: LHError.self) { _ = try await ServerProcess.start(dataDir: file.appendingPathComponent("data")) }
+        let error = await #expect(throws: LHError.self) {
+            _ = try await ServerProcess.start(dataDir: file.appendingPathComponent("data"))
+        }
         let text = "\(error!)"
         #expect(text.contains("cannot create the data directory \(file.path)/data: Not a directory"), "\(text)")
         #expect(!FileManager.default.fileExists(atPath: file.appendingPathComponent("data").path))
@@ -275,18 +324,23 @@ func progress(_ line: String) {
         let dir = try ServerProcess.temporaryDirectory("lh-tls-missing")
         let missing = dir.appendingPathComponent("server.pem").path
         let error = await #expect(throws: LHError.self) {
-            _ = try await ServerProcess.start(arguments: ["--tls-cert", missing, "--tls-key", missing], dataDir: dir.appendingPathComponent("data"))
+            _ = try await ServerProcess.start(
+                arguments: ["--tls-cert", missing, "--tls-key", missing], dataDir: dir.appendingPathComponent("data"))
         }
         let text = "\(error!)"
         #expect(text.contains("exited with 2"), "\(text)")
-        #expect(text.contains("lh-server: cannot read the TLS certificate \(missing): No such file or directory"), "\(text)")
+        #expect(
+            text.contains("lh-server: cannot read the TLS certificate \(missing): No such file or directory"), "\(text)"
+        )
         #expect(!text.contains("failedToLoadCertificate"), "\(text)")
         #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("data/lh.sqlite").path))
 
         try await withServer { server in
             let taken = await #expect(throws: LHError.self) { _ = try await ServerProcess.start(port: server.port) }
             let text = "\(taken!)"
-            #expect(text.contains("lh-server: cannot listen on 127.0.0.1:\(server.port): Address already in use"), "\(text)")
+            #expect(
+                text.contains("lh-server: cannot listen on 127.0.0.1:\(server.port): Address already in use"), "\(text)"
+            )
             #expect(text.contains("exited with 2"), "\(text)")
         }
     }
@@ -301,18 +355,33 @@ func progress(_ line: String) {
             _ = try await client.putExternalEventDef(.with { $0.name = "go" })
             _ = try await client.putWfSpec(wf.compile())
             let wrongType = await #expect(throws: LHError.self) {
-                _ = try await client.runWf(.with { $0.wfSpecName = "typed"; $0.variables["count"] = .with { $0.str = "many" } })
+                _ = try await client.runWf(
+                    .with {
+                        $0.wfSpecName = "typed"; $0.variables["count"] = .with { $0.str = "many" }
+                    })
             }
             #expect(wrongType?.code == .invalidArgument && wrongType?.message.contains("'count'") == true)
             let undeclared = await #expect(throws: LHError.self) {
-                _ = try await client.runWf(.with { $0.wfSpecName = "typed"; $0.variables["count"] = .with { $0.int = 1 }; $0.variables["nope"] = .with { $0.int = 1 } })
+                _ = try await client.runWf(
+                    .with {
+                        $0.wfSpecName = "typed"; $0.variables["count"] = .with { $0.int = 1 };
+                        $0.variables["nope"] = .with { $0.int = 1 }
+                    })
             }
             #expect(undeclared?.code == .invalidArgument && undeclared?.message.contains("'nope'") == true)
-            let unknownSpec = await #expect(throws: LHError.self) { _ = try await client.runWf(.with { $0.wfSpecName = "ghost" }) }
+            let unknownSpec = await #expect(throws: LHError.self) {
+                _ = try await client.runWf(.with { $0.wfSpecName = "ghost" })
+            }
             #expect(unknownSpec?.code == .notFound && unknownSpec?.message.contains("'ghost'") == true)
-            _ = try await client.runWf(.with { $0.wfSpecName = "typed"; $0.id = "once"; $0.variables["count"] = .with { $0.int = 1 } })
+            _ = try await client.runWf(
+                .with {
+                    $0.wfSpecName = "typed"; $0.id = "once"; $0.variables["count"] = .with { $0.int = 1 }
+                })
             let twice = await #expect(throws: LHError.self) {
-                _ = try await client.runWf(.with { $0.wfSpecName = "typed"; $0.id = "once"; $0.variables["count"] = .with { $0.int = 1 } })
+                _ = try await client.runWf(
+                    .with {
+                        $0.wfSpecName = "typed"; $0.id = "once"; $0.variables["count"] = .with { $0.int = 1 }
+                    })
             }
             #expect(twice?.code == .alreadyExists)
             let missing = await #expect(throws: LHError.self) { _ = try await client.getWfRun("no-such-run") }
@@ -326,7 +395,12 @@ func progress(_ line: String) {
             worker.clientId = "stray-worker"
             let conn = try await LHWireConnection.connect(worker.connectionConfiguration(role: .worker))
             let stray = await #expect(throws: LHError.self) {
-                _ = try await conn.request(.reportTask(.with { $0.taskRunID.wfRunID.id = "once"; $0.taskRunID.taskGuid = "no-such-task"; $0.status = .taskSuccess }))
+                _ = try await conn.request(
+                    .reportTask(
+                        .with {
+                            $0.taskRunID.wfRunID.id = "once"; $0.taskRunID.taskGuid = "no-such-task";
+                            $0.status = .taskSuccess
+                        }))
             }
             #expect(stray?.code == .notFound)
             await conn.close()

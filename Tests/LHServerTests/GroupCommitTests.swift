@@ -32,14 +32,18 @@ final class FailableStore: LHStorage, Sendable {
         if delay > 0 { Thread.sleep(forTimeInterval: delay) }
         if failCommits.withLock({ $0 }) { throw StoreError("injected: disk full") }
         try inner.commit(batches)
-        written.withLock { $0.transactions += 1; $0.batches += batches.count }
+        written.withLock {
+            $0.transactions += 1; $0.batches += batches.count
+        }
     }
 
     func taskDefs() throws -> [Littlehorse_TaskDef] { try inner.taskDefs() }
     func externalEventDefs() throws -> [Littlehorse_ExternalEventDef] { try inner.externalEventDefs() }
     func wfSpecs() throws -> [Littlehorse_WfSpec] { try inner.wfSpecs() }
     func put(taskDef: Littlehorse_TaskDef) throws { try inner.put(taskDef: taskDef) }
-    func put(externalEventDef: Littlehorse_ExternalEventDef) throws { try inner.put(externalEventDef: externalEventDef) }
+    func put(externalEventDef: Littlehorse_ExternalEventDef) throws {
+        try inner.put(externalEventDef: externalEventDef)
+    }
     func put(wfSpec: Littlehorse_WfSpec) throws { try inner.put(wfSpec: wfSpec) }
     func wfRun(_ id: String) throws -> WfRunState? { try inner.wfRun(id) }
     func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent] { try inner.orphanEvents(of: wfRunId) }
@@ -47,8 +51,12 @@ final class FailableStore: LHStorage, Sendable {
     func queuedTasks() throws -> [QueuedTask] { try inner.queuedTasks() }
     func timers() throws -> [StoredTimer] { try inner.timers() }
     func searchWfRuns(_ r: Littlehorse_SearchWfRunRequest) throws -> LHPage<String> { try inner.searchWfRuns(r) }
-    func searchTaskRuns(_ r: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId> { try inner.searchTaskRuns(r) }
-    func searchVariables(_ r: Littlehorse_SearchVariableRequest) throws -> LHPage<Littlehorse_VariableId> { try inner.searchVariables(r) }
+    func searchTaskRuns(_ r: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId> {
+        try inner.searchTaskRuns(r)
+    }
+    func searchVariables(_ r: Littlehorse_SearchVariableRequest) throws -> LHPage<Littlehorse_VariableId> {
+        try inner.searchVariables(r)
+    }
 }
 
 /// The command processor's group commit: a caller is answered only after
@@ -64,9 +72,16 @@ final class FailableStore: LHStorage, Sendable {
     /// A job that writes a WfRun with `counter` = old counter + 1 and returns the new value.
     @Sendable static func increment(_ id: String) -> @Sendable (inout Staging) throws -> Int64 {
         { s in
-            var state = try s.state(id) ?? WfRunState(wfRun: .with { $0.id.id = id; $0.status = .running })
+            var state =
+                try s.state(id)
+                ?? WfRunState(
+                    wfRun: .with {
+                        $0.id.id = id; $0.status = .running
+                    })
             let next = (state.variable("counter")?.int ?? 0) + 1
-            state.variables[VariableKey(thread: 0, name: "counter")] = .with { $0.id.name = "counter"; $0.value.int = next }
+            state.variables[VariableKey(thread: 0, name: "counter")] = .with {
+                $0.id.name = "counter"; $0.value.int = next
+            }
             s.save(id, state, [])
             return next
         }
@@ -120,7 +135,9 @@ final class FailableStore: LHStorage, Sendable {
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<20 {
                 group.addTask {
-                    if let v = try? await processor.submit(key: "c", Self.increment("c")) { values.withLockedValue { $0.append(v) } }
+                    if let v = try? await processor.submit(key: "c", Self.increment("c")) {
+                        values.withLockedValue { $0.append(v) }
+                    }
                 }
             }
         }
@@ -137,9 +154,13 @@ extension GroupCommitTests {
         let order = Mutex<[String]>([])
         func entry(_ id: String, epoch: UInt64) -> CommitLine.Entry {
             var batch = LHWriteBatch()
-            batch.wfRuns[id] = WfRunState(wfRun: .with { $0.id.id = id; $0.status = .running })
-            return .init(batch: batch, epoch: epoch, durable: { order.withLock { $0.append("durable \(id)") } },
-                         failed: { _ in order.withLock { $0.append("failed \(id)") } })
+            batch.wfRuns[id] = WfRunState(
+                wfRun: .with {
+                    $0.id.id = id; $0.status = .running
+                })
+            return .init(
+                batch: batch, epoch: epoch, durable: { order.withLock { $0.append("durable \(id)") } },
+                failed: { _ in order.withLock { $0.append("failed \(id)") } })
         }
         // Three group commits handed over while the first one's transaction
         // is being written: the two behind it share the next transaction.
@@ -170,9 +191,13 @@ extension GroupCommitTests {
         let order = Mutex<[String]>([])
         func entry(_ id: String) -> CommitLine.Entry {
             var batch = LHWriteBatch()
-            batch.wfRuns[id] = WfRunState(wfRun: .with { $0.id.id = id; $0.status = .running })
-            return .init(batch: batch, epoch: 0, durable: { order.withLock { $0.append("durable \(id)") } },
-                         failed: { _ in order.withLock { $0.append("failed \(id)") } })
+            batch.wfRuns[id] = WfRunState(
+                wfRun: .with {
+                    $0.id.id = id; $0.status = .running
+                })
+            return .init(
+                batch: batch, epoch: 0, durable: { order.withLock { $0.append("durable \(id)") } },
+                failed: { _ in order.withLock { $0.append("failed \(id)") } })
         }
         // Nothing being written: durable (answered) before append returns.
         line.append(here: true, entry("a"))

@@ -1,7 +1,7 @@
 import Foundation
 import LHClient
-import LHWire
 import LHTestKit
+import LHWire
 import LHWorkflow
 import Testing
 
@@ -10,11 +10,14 @@ import Testing
 @Suite(.timeLimit(.minutes(3))) struct InterruptLiveTests {
     /// Starts a server and a test worker with `tasks` (TASKDEF:BEHAVIOUR),
     /// registers `events`, deploys `workflow`, and runs `body`.
-    func scenario(tasks: [String], events: [String], workflow: Workflow,
-                  _ body: (TestServer, LittleHorseClient, URL) async throws -> Void) async throws {
+    func scenario(
+        tasks: [String], events: [String], workflow: Workflow,
+        _ body: (TestServer, LittleHorseClient, URL) async throws -> Void
+    ) async throws {
         let gates = try ServerProcess.temporaryDirectory("gates")
         try await TestServer.with { server in
-            let worker = try await server.startWorker("lh-test-worker", tasks, environment: ["LH_TEST_GATE_DIR": gates.path], ready: "test worker ready")
+            let worker = try await server.startWorker(
+                "lh-test-worker", tasks, environment: ["LH_TEST_GATE_DIR": gates.path], ready: "test worker ready")
             try await withProcesses([worker]) {
                 let client = try await server.connectClient()
                 for e in events { _ = try await client.putExternalEventDef(.with { $0.name = e }) }
@@ -25,15 +28,27 @@ import Testing
         }
     }
 
-    func run(_ client: LittleHorseClient, _ spec: String, id: String, _ vars: [String: Littlehorse_VariableValue] = [:]) async throws {
-        _ = try await client.runWf(.with { $0.wfSpecName = spec; $0.id = id; $0.variables = vars })
+    func run(_ client: LittleHorseClient, _ spec: String, id: String, _ vars: [String: Littlehorse_VariableValue] = [:])
+        async throws
+    {
+        _ = try await client.runWf(
+            .with {
+                $0.wfSpecName = spec; $0.id = id; $0.variables = vars
+            })
     }
 
-    func post(_ client: LittleHorseClient, _ id: String, _ event: String, _ content: Littlehorse_VariableValue) async throws {
-        _ = try await client.putExternalEvent(.with { $0.wfRunID.id = id; $0.externalEventDefID.name = event; $0.content = content })
+    func post(_ client: LittleHorseClient, _ id: String, _ event: String, _ content: Littlehorse_VariableValue)
+        async throws
+    {
+        _ = try await client.putExternalEvent(
+            .with {
+                $0.wfRunID.id = id; $0.externalEventDefID.name = event; $0.content = content
+            })
     }
 
-    @Test func interruptWhileTaskInFlightIsHaltingUntilTheWorkerReportsThenTheNextTaskSeesTheHandlersMutation() async throws {
+    @Test func interruptWhileTaskInFlightIsHaltingUntilTheWorkerReportsThenTheNextTaskSeesTheHandlersMutation()
+        async throws
+    {
         let wf = Workflow("in-flight") { wf in
             let note = wf.declareStr("note")
             wf.execute("slow-step", note)
@@ -43,7 +58,8 @@ import Testing
                 h.mutate(note, .assign, input)
             }
         }
-        try await scenario(tasks: ["slow-step:gate", "read-note:echo"], events: ["update-note"], workflow: wf) { _, client, gates in
+        try await scenario(tasks: ["slow-step:gate", "read-note:echo"], events: ["update-note"], workflow: wf) {
+            _, client, gates in
             try await run(client, "in-flight", id: "wf-a", ["note": .with { $0.str = "before" }])
             try await eventually("slow-step is in the worker's hands") {
                 try await client.listTaskRuns("wf-a").results.first?.status == .taskRunning
@@ -54,15 +70,23 @@ import Testing
             let halting = try await client.getWfRun("wf-a")
             #expect(halting.threadRuns[0].status == .halting)
             #expect(halting.threadRuns.count == 1, "no handler before the thread is HALTED")
-            #expect(halting.threadRuns[0].haltReasons.first?.pendingInterrupt.externalEventID.externalEventDefID.name == "update-note")
-            let node = try await client.getNodeRun(.with { $0.wfRunID.id = "wf-a"; $0.threadRunNumber = 0; $0.position = 1 })
+            #expect(
+                halting.threadRuns[0].haltReasons.first?.pendingInterrupt.externalEventID.externalEventDefID.name
+                    == "update-note")
+            let node = try await client.getNodeRun(
+                .with {
+                    $0.wfRunID.id = "wf-a"; $0.threadRunNumber = 0; $0.position = 1
+                })
             #expect(node.status == .halting)
             // The worker reports: the handler runs, then the next task sees its mutation.
-            #expect(FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-a").path, contents: Data()), "the gate file")
+            #expect(
+                FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-a").path, contents: Data()),
+                "the gate file")
             try await eventually("wf-a COMPLETED") { try await client.getWfRun("wf-a").status == .completed }
             let done = try await client.getWfRun("wf-a")
             #expect(done.threadRuns[1].type == .interrupt && done.threadRuns[1].status == .completed)
-            let read = try #require(try await client.listTaskRuns("wf-a").results.first { $0.taskDefID.name == "read-note" })
+            let read = try #require(
+                try await client.listTaskRuns("wf-a").results.first { $0.taskDefID.name == "read-note" })
             #expect(read.inputVariables.first?.value.str == "after")
             #expect(read.attempts.last?.output.str == "echo:after")
         }
@@ -88,7 +112,10 @@ import Testing
             let wf = try await client.getWfRun("wf-s")
             #expect(wf.threadRuns[0].status == .running, "back to sleeping")
             #expect(wf.status == .running)
-            let count = try await client.getVariable(.with { $0.wfRunID.id = "wf-s"; $0.name = "count" })
+            let count = try await client.getVariable(
+                .with {
+                    $0.wfRunID.id = "wf-s"; $0.name = "count"
+                })
             #expect(count.value.int == 1)
         }
     }
@@ -104,7 +131,8 @@ import Testing
                 h.execute("mark", "handled")
             }
         }
-        try await scenario(tasks: ["child-step:gate", "mark:echo"], events: ["ping"], workflow: wf) { _, client, gates in
+        try await scenario(tasks: ["child-step:gate", "mark:echo"], events: ["ping"], workflow: wf) {
+            _, client, gates in
             try await run(client, "parent-child", id: "wf-p")
             try await eventually("child task in flight") {
                 try await client.listTaskRuns("wf-p").results.first?.status == .taskRunning
@@ -112,10 +140,13 @@ import Testing
             try await post(client, "wf-p", "ping", .with { $0.str = "x" })
             try await eventually("child HALTING with parent_halted") {
                 let wf = try await client.getWfRun("wf-p")
-                return wf.threadRuns[1].status == .halting && wf.threadRuns[1].haltReasons.first?.parentHalted.parentThreadID == 0
+                return wf.threadRuns[1].status == .halting
+                    && wf.threadRuns[1].haltReasons.first?.parentHalted.parentThreadID == 0
             }
             #expect(try await client.getWfRun("wf-p").threadRuns[0].status == .halting)
-            #expect(FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-p").path, contents: Data()), "the gate file")
+            #expect(
+                FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-p").path, contents: Data()),
+                "the gate file")
             try await eventually("wf-p COMPLETED") { try await client.getWfRun("wf-p").status == .completed }
             let wf = try await client.getWfRun("wf-p")
             #expect(wf.threadRuns.map(\.type) == [.entrypoint, .child, .interrupt])
@@ -134,17 +165,25 @@ import Testing
                 h.execute("throws", "x")
             }
         }
-        try await scenario(tasks: ["broken:fail", "throws:exception"], events: ["never", "error-ping", "exception-ping"], workflow: wf) { _, client, _ in
+        try await scenario(
+            tasks: ["broken:fail", "throws:exception"], events: ["never", "error-ping", "exception-ping"], workflow: wf
+        ) { _, client, _ in
             try await run(client, "failing-handlers", id: "wf-err")
             try await post(client, "wf-err", "error-ping", .with { $0.str = "x" })
             try await eventually("wf-err ERROR") { try await client.getWfRun("wf-err").status == .error }
-            let errNode = try await client.getNodeRun(.with { $0.wfRunID.id = "wf-err"; $0.position = 1 })
+            let errNode = try await client.getNodeRun(
+                .with {
+                    $0.wfRunID.id = "wf-err"; $0.position = 1
+                })
             #expect(errNode.failures.first?.failureName == "CHILD_FAILURE")
 
             try await run(client, "failing-handlers", id: "wf-exc")
             try await post(client, "wf-exc", "exception-ping", .with { $0.str = "x" })
             try await eventually("wf-exc EXCEPTION") { try await client.getWfRun("wf-exc").status == .exception }
-            let excNode = try await client.getNodeRun(.with { $0.wfRunID.id = "wf-exc"; $0.position = 1 })
+            let excNode = try await client.getNodeRun(
+                .with {
+                    $0.wfRunID.id = "wf-exc"; $0.position = 1
+                })
             #expect(excNode.failures.first?.failureName == "test-exception")
             #expect(excNode.failures.first?.message.contains("thrown on purpose") == true)
         }
@@ -185,11 +224,17 @@ import Testing
             try await run(client, "two-children", id: "wf-2", ["count": .with { $0.int = 0 }])
             try await post(client, "wf-2", "ping", .with { $0.str = "x" })
             try await eventually("two handlers completed") {
-                try await client.getWfRun("wf-2").threadRuns.filter { $0.type == .interrupt && $0.status == .completed }.count == 2
+                try await client.getWfRun("wf-2").threadRuns.filter { $0.type == .interrupt && $0.status == .completed }
+                    .count == 2
             }
             let wf = try await client.getWfRun("wf-2")
             #expect(Set(wf.threadRuns.filter { $0.type == .interrupt }.map(\.parentThreadID)) == [1, 2])
-            #expect(try await client.getVariable(.with { $0.wfRunID.id = "wf-2"; $0.name = "count" }).value.int == 2)
+            #expect(
+                try await client.getVariable(
+                    .with {
+                        $0.wfRunID.id = "wf-2"; $0.name = "count"
+                    }
+                ).value.int == 2)
         }
     }
 
@@ -200,10 +245,14 @@ import Testing
         }
         try await scenario(tasks: ["slow-step:gate", "after:echo"], events: [], workflow: wf) { server, client, gates in
             try await run(client, "stoppable", id: "wf-stop")
-            try await eventually("slow-step in flight") { try await client.listTaskRuns("wf-stop").results.first?.status == .taskRunning }
+            try await eventually("slow-step in flight") {
+                try await client.listTaskRuns("wf-stop").results.first?.status == .taskRunning
+            }
             try server.lhctl("stop", "wfRun", "wf-stop")
             #expect(try await client.getWfRun("wf-stop").status == .halting)
-            #expect(FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-stop").path, contents: Data()), "the gate file")
+            #expect(
+                FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-stop").path, contents: Data()),
+                "the gate file")
             try await eventually("HALTED after the report") { try await client.getWfRun("wf-stop").status == .halted }
             #expect(try await client.listTaskRuns("wf-stop").results.count == 1, "nothing runs while stopped")
             try server.lhctl("resume", "wfRun", "wf-stop")

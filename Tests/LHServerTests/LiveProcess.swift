@@ -38,11 +38,17 @@ final class LiveProcess: @unchecked Sendable {
         while Date() < deadline {
             if stdout.withLockedValue({ $0.contains(text) }) { return }
             if !process.isRunning {
-                throw LHError(.unavailable, "\(process.executableURL!.lastPathComponent) exited (\(process.terminationStatus)): \(stderr.withLockedValue { $0 })")
+                throw LHError(
+                    .unavailable,
+                    "\(process.executableURL!.lastPathComponent) exited (\(process.terminationStatus)): \(stderr.withLockedValue { $0 })"
+                )
             }
             try await Task.sleep(for: .milliseconds(20))
         }
-        throw LHError(.unavailable, "\(process.executableURL!.lastPathComponent) did not print '\(text)' within \(timeout) s: \(stderr.withLockedValue { $0 })")
+        throw LHError(
+            .unavailable,
+            "\(process.executableURL!.lastPathComponent) did not print '\(text)' within \(timeout) s: \(stderr.withLockedValue { $0 })"
+        )
     }
 
     func stop() {
@@ -63,13 +69,17 @@ final class LiveProcess: @unchecked Sendable {
 extension LiveServer {
     /// The LHC_* variables a client process of this server needs.
     func clientEnvironment(_ extra: [String: String] = [:]) -> [String: String] {
-        var env = ["LHC_API_HOST": "127.0.0.1", "LHC_API_PORT": "\(port)", "LHC_CA_CERT": caPath ?? "", "HOME": dataDir.path]
+        var env = [
+            "LHC_API_HOST": "127.0.0.1", "LHC_API_PORT": "\(port)", "LHC_CA_CERT": caPath ?? "", "HOME": dataDir.path,
+        ]
         env.merge(extra) { _, b in b }
         return env
     }
 
     /// Starts a worker process; `withWorker` stops it.
-    func startWorker(_ binary: String, _ arguments: [String], environment: [String: String] = [:], ready: String) async throws -> LiveProcess {
+    func startWorker(_ binary: String, _ arguments: [String], environment: [String: String] = [:], ready: String)
+        async throws -> LiveProcess
+    {
         let worker = try LiveProcess(binary, arguments, environment: clientEnvironment(environment))
         do {
             try await worker.waitFor(ready)
@@ -101,7 +111,9 @@ extension LiveServer {
     @discardableResult
     func lhctl(_ arguments: String...) throws -> String {
         let r = try command("lhctl", arguments)
-        guard r.status == 0 else { throw LHError(.unknown, "lhctl \(arguments.joined(separator: " ")) exited \(r.status): \(r.stderr)") }
+        guard r.status == 0 else {
+            throw LHError(.unknown, "lhctl \(arguments.joined(separator: " ")) exited \(r.status): \(r.stderr)")
+        }
         return r.stdout
     }
 }

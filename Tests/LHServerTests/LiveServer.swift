@@ -1,7 +1,7 @@
 import Foundation
 import LHClient
-import LHWire
 import LHTestKit
+import LHWire
 
 /// A server the live tests talk to: in this process (``TestServer``) or a
 /// spawned `lh-server` (``ServerProcess``, for kill -9, exit codes and the

@@ -7,8 +7,13 @@ import Testing
 /// The group-commit pipeline's rules, move by move, with no threads.
 @Suite struct PipelineStateTests {
     static func state(_ id: String, _ counter: Int64) -> WfRunState {
-        var s = WfRunState(wfRun: .with { $0.id.id = id; $0.status = .running })
-        s.variables[VariableKey(thread: 0, name: "counter")] = .with { $0.id.name = "counter"; $0.value.int = counter }
+        var s = WfRunState(
+            wfRun: .with {
+                $0.id.id = id; $0.status = .running
+            })
+        s.variables[VariableKey(thread: 0, name: "counter")] = .with {
+            $0.id.name = "counter"; $0.value.int = counter
+        }
         return s
     }
 
@@ -52,8 +57,9 @@ import Testing
 
     @Test func aFailedCommitStartsANewEpochAndRefusesWhatWasBuiltOnIt() {
         var p = PipelineState<Never>(maxInFlight: 4)
-        let first = p.accept(batch: 1, builtOn: 0, states: [("a", Self.state("a", 1))], deleted: [],
-                             orphans: [.with { $0.id.wfRunID.id = "later" }])
+        let first = p.accept(
+            batch: 1, builtOn: 0, states: [("a", Self.state("a", 1))], deleted: [],
+            orphans: [.with { $0.id.wfRunID.id = "later" }])
         #expect(first)
         #expect(p.base().orphans.count == 1)
         _ = p.failed(builtOn: 0)

@@ -1,8 +1,8 @@
 import Foundation
 import LHClient
-import LHWire
 import LHServer
 import LHTestKit
+import LHWire
 import Logging
 import NIOCore
 import NIOPosix
@@ -41,7 +41,9 @@ import Testing
                                 _ = try await client.call(.getWfRun(.with { $0.id = "wf-\(n)" }))
                             } catch let error as LHError {
                                 // The answer names the id this request asked for.
-                                #expect(error.code == .notFound && error.message.contains("'wf-\(n)'"), "response to get_wf_run wf-\(n): \(error)")
+                                #expect(
+                                    error.code == .notFound && error.message.contains("'wf-\(n)'"),
+                                    "response to get_wf_run wf-\(n): \(error)")
                             }
                         }
                         return n
@@ -140,7 +142,8 @@ import Testing
             }
             #expect(error?.code == .unavailable)
             #expect("\(error!)".lowercased().contains("certificate"), "error names the certificate problem: \(error!)")
-            #expect("\(error!)".contains("set LHC_CA_CERT to the CA that signed it"), "error says what to do: \(error!)")
+            #expect(
+                "\(error!)".contains("set LHC_CA_CERT to the CA that signed it"), "error says what to do: \(error!)")
             try await assertServing(server)
         }
     }
@@ -249,7 +252,8 @@ import Testing
                         for try await request in requests {
                             if case .hello = request.kind { continue }
                             try await responses.write(Lhwire_Envelope(id: request.id + 1000, .serverVersion(.init())))
-                            try await responses.write(Lhwire_Envelope(id: request.id, .serverVersion(.with { $0.majorVersion = 42 })))
+                            try await responses.write(
+                                Lhwire_Envelope(id: request.id, .serverVersion(.with { $0.majorVersion = 42 })))
                         }
                     }
                 }
@@ -277,19 +281,27 @@ import Testing
         }
         defer { peer.listener.channel.close(promise: nil) }
         let connection = try await LHWireConnection.connect(
-            .init(host: "127.0.0.1", port: peer.port, tls: .init(caCertPath: peer.caPath), requestTimeout: .milliseconds(400))
+            .init(
+                host: "127.0.0.1", port: peer.port, tls: .init(caCertPath: peer.caPath),
+                requestTimeout: .milliseconds(400))
         )
         // Timed where the failure happens (on the event loop), not where the
         // test's task gets a thread again.
         let failed = connection.channel.eventLoop.makePromise(of: (Double, Error?).self)
         let start = Date()
         connection.request(.getTaskDef(.with { $0.name = "x" })) { result in
-            failed.succeed((Date().timeIntervalSince(start), { if case .failure(let e) = result { return e } else { return nil } }()))
+            failed.succeed(
+                (
+                    Date().timeIntervalSince(start),
+                    { if case .failure(let e) = result { return e } else { return nil } }()
+                ))
         }
         let (took, error) = try await failed.futureResult.get()
         let lhError = error as? LHError
-        #expect(lhError?.code == .unavailable && lhError?.message.contains("no answer") == true && lhError?.message.contains("400 ms") == true,
-                "\(String(describing: error))")
+        #expect(
+            lhError?.code == .unavailable && lhError?.message.contains("no answer") == true
+                && lhError?.message.contains("400 ms") == true,
+            "\(String(describing: error))")
         #expect(took >= 0.4 && took < 1.5, "failed after \(took) s; the timeout is 0.4 s, checked every 0.1 s")
         let reply = try await connection.request(.getServerVersion(.init()))
         #expect(reply == .serverVersion(.with { $0.majorVersion = 7 }), "the connection goes on")

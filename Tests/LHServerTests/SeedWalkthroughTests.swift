@@ -1,7 +1,7 @@
 import Foundation
 import LHClient
-import LHWire
 import LHTestKit
+import LHWire
 import Testing
 
 /// Seed 003's walkthrough across processes: lh-server, the example's worker
@@ -91,7 +91,9 @@ import Testing
             let reg = try LiveProcess("collect-underpants-register", [], environment: server.clientEnvironment())
             try await withProcesses([reg]) {
                 try await eventually("the register says what it waits for") {
-                    reg.stderr.withLockedValue { $0.contains("waiting for TaskDef(s) collect-underpant, profit, start-underpants-collection") }
+                    reg.stderr.withLockedValue {
+                        $0.contains("waiting for TaskDef(s) collect-underpant, profit, start-underpants-collection")
+                    }
                 }
                 #expect(reg.process.isRunning)
                 let worker = try await server.startWorker("collect-underpants-worker", [], ready: "workers ready")

@@ -22,7 +22,8 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     static func temporaryDirectory(_ prefix: String) throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("\(prefix)-\(UUID().uuidString.prefix(8))")
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "\(prefix)-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
         return url
     }
@@ -72,7 +73,10 @@ final class ServerProcess: @unchecked Sendable {
             if !process.isRunning {
                 // Let the pipe's handler take in what it wrote last.
                 try await Task.sleep(for: .milliseconds(200))
-                throw LHError(.unavailable, "lh-server exited with \(process.terminationStatus) before listening: \(errors.withLockedValue { $0 })")
+                throw LHError(
+                    .unavailable,
+                    "lh-server exited with \(process.terminationStatus) before listening: \(errors.withLockedValue { $0 })"
+                )
             }
             try await Task.sleep(for: .milliseconds(20))
         }
@@ -97,7 +101,9 @@ final class ServerProcess: @unchecked Sendable {
         addr.sin_port = 0
         var len = socklen_t(MemoryLayout<sockaddr_in>.size)
         _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+        _ = withUnsafeMutablePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
+        }
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 

@@ -12,7 +12,8 @@ import Testing
     static let t0 = Date(timeIntervalSince1970: 1_800_000_000)
 
     static func timer(_ wfRunId: String, _ guid: String, at seconds: TimeInterval) -> StoredTimer {
-        StoredTimer(wfRunId: wfRunId, key: .retryBackoff(taskGuid: guid, attempt: 1), due: t0.addingTimeInterval(seconds))
+        StoredTimer(
+            wfRunId: wfRunId, key: .retryBackoff(taskGuid: guid, attempt: 1), due: t0.addingTimeInterval(seconds))
     }
 
     @Test func dueTimersComeOutEarliestFirstAndOnlyOnce() {

@@ -7,25 +7,35 @@ import Testing
 /// PutWfSpec's versioning rules (``WfSpecVersioning``).
 @Suite struct WfSpecVersioningTests {
     /// A spec whose entrypoint declares `variables` and runs `task`.
-    static func spec(_ variables: [String], task: String = "greet", version: (Int32, Int32)? = nil) -> Littlehorse_WfSpec {
+    static func spec(_ variables: [String], task: String = "greet", version: (Int32, Int32)? = nil)
+        -> Littlehorse_WfSpec
+    {
         var s = Littlehorse_WfSpec()
         s.id.name = "wf"
         if let version { (s.id.majorVersion, s.id.revision) = version }
         s.entrypointThreadName = "entrypoint"
         s.threadSpecs["entrypoint"] = .with { t in
-            t.variableDefs = variables.map { name in .with { $0.varDef.name = name; $0.varDef.type = .str } }
+            t.variableDefs = variables.map { name in
+                .with {
+                    $0.varDef.name = name; $0.varDef.type = .str
+                }
+            }
             t.nodes["1-\(task)-TASK"] = .with { $0.task.taskDefID.name = task }
         }
         return s
     }
 
-    static func decide(_ spec: Littlehorse_WfSpec, _ allowed: Littlehorse_AllowedUpdateType = .allUpdates,
-                       over versions: [Littlehorse_WfSpec]) throws -> WfSpecVersioning.Decision {
+    static func decide(
+        _ spec: Littlehorse_WfSpec, _ allowed: Littlehorse_AllowedUpdateType = .allUpdates,
+        over versions: [Littlehorse_WfSpec]
+    ) throws -> WfSpecVersioning.Decision {
         try WfSpecVersioning.decide(spec, allowedUpdates: allowed, versions: versions)
     }
 
     static func id(_ major: Int32, _ revision: Int32) -> Littlehorse_WfSpecId {
-        .with { $0.name = "wf"; $0.majorVersion = major; $0.revision = revision }
+        .with {
+            $0.name = "wf"; $0.majorVersion = major; $0.revision = revision
+        }
     }
 
     @Test func theFirstPutIsVersionZeroPointZero() throws {
@@ -36,14 +46,18 @@ import Testing
     @Test func anIdenticalSpecIsTheLatestVersionWhateverAllowedUpdatesSays() throws {
         let stored = Self.spec(["a"], version: (1, 3))
         for allowed in [Littlehorse_AllowedUpdateType.allUpdates, .minorRevisionUpdates, .noUpdates] {
-            #expect(try Self.decide(Self.spec(["a"]), allowed, over: [Self.spec(["a"], version: (0, 0)), stored]) == .existing(stored))
+            #expect(
+                try Self.decide(Self.spec(["a"]), allowed, over: [Self.spec(["a"], version: (0, 0)), stored])
+                    == .existing(stored))
         }
     }
 
     @Test func aChangedLogicWithTheSameVariablesIsANewRevision() throws {
         let versions = [Self.spec(["a"], version: (0, 0)), Self.spec(["a"], task: "other", version: (0, 1))]
         #expect(try Self.decide(Self.spec(["a"], task: "third"), over: versions) == .new(Self.id(0, 2)))
-        #expect(try Self.decide(Self.spec(["a"], task: "third"), .minorRevisionUpdates, over: versions) == .new(Self.id(0, 2)))
+        #expect(
+            try Self.decide(Self.spec(["a"], task: "third"), .minorRevisionUpdates, over: versions)
+                == .new(Self.id(0, 2)))
     }
 
     @Test func changedEntrypointVariablesAreANewMajorVersionAtRevisionZero() throws {
@@ -53,7 +67,9 @@ import Testing
     }
 
     @Test func minorRevisionUpdatesRefusesANewMajorVersion() {
-        #expect(throws: LHError.self) { try Self.decide(Self.spec(["b"]), .minorRevisionUpdates, over: [Self.spec(["a"], version: (0, 0))]) }
+        #expect(throws: LHError.self) {
+            try Self.decide(Self.spec(["b"]), .minorRevisionUpdates, over: [Self.spec(["a"], version: (0, 0))])
+        }
         do {
             _ = try Self.decide(Self.spec(["b"]), .minorRevisionUpdates, over: [Self.spec(["a"], version: (0, 0))])
         } catch let e as LHError {

@@ -1,7 +1,7 @@
 import Foundation
 import LHClient
-import LHWire
 import LHTestKit
+import LHWire
 import LHWorker
 import LHWorkflow
 import Logging
@@ -28,8 +28,10 @@ import Testing
 
     /// A worker of `taskDef` answering "done:INPUT", logging into `lines`.
     static func worker(_ config: LHConfig, taskDef: String, lines: NIOLockedValueBox<[String]>) -> LHTaskWorker {
-        LHTaskWorker(config: config, taskDefName: taskDef, inputs: ["input"], inputTypes: [.str], outputType: .str,
-                     logger: Logger(label: "test.\(taskDef)") { _ in Recording(lines: lines) }) { _, values in
+        LHTaskWorker(
+            config: config, taskDefName: taskDef, inputs: ["input"], inputTypes: [.str], outputType: .str,
+            logger: Logger(label: "test.\(taskDef)") { _ in Recording(lines: lines) }
+        ) { _, values in
             .with { $0.str = "done:\(values.first?.str ?? "")" }
         }
     }
@@ -38,7 +40,10 @@ import Testing
     /// worker's output is the TaskRun's.
     static func expectServed(_ client: LittleHorseClient, taskDef: String, input: String) async throws {
         _ = try await client.putWfSpec(Workflow("\(taskDef)-wf") { wf in wf.execute(taskDef, input) }.compile())
-        _ = try await client.runWf(.with { $0.wfSpecName = "\(taskDef)-wf"; $0.id = "\(taskDef)-1" })
+        _ = try await client.runWf(
+            .with {
+                $0.wfSpecName = "\(taskDef)-wf"; $0.id = "\(taskDef)-1"
+            })
         try await eventually("the WfRun completes with the worker's output", timeout: 30) {
             let wfRun = try await client.getWfRun("\(taskDef)-1")
             let tasks = try await client.listTaskRuns("\(taskDef)-1").results
@@ -55,7 +60,9 @@ import Testing
             try await eventually("the worker says the TaskDef is missing") {
                 lines.withLockedValue { $0.contains { $0.hasPrefix("the server has no TaskDef of this name") } }
             }
-            #expect(!lines.withLockedValue { $0.contains { $0.contains("connection to the server lost") } }, "\(lines.withLockedValue { $0 })")
+            #expect(
+                !lines.withLockedValue { $0.contains { $0.contains("connection to the server lost") } },
+                "\(lines.withLockedValue { $0 })")
 
             let client = try await server.connectClient()
             _ = try await client.putTaskDef(worker.putTaskDefRequest)
@@ -77,9 +84,19 @@ import Testing
             let running = Task { try await worker.run() }
             defer { running.cancel() }
             try await eventually("the worker names the missing CA file") {
-                lines.withLockedValue { $0.contains { $0.hasPrefix("cannot connect to the server; trying again") && $0.contains("\(ca.path) (LHC_CA_CERT): No such file or directory") } }
+                lines.withLockedValue {
+                    $0.contains {
+                        $0.hasPrefix("cannot connect to the server; trying again")
+                            && $0.contains("\(ca.path) (LHC_CA_CERT): No such file or directory")
+                    }
+                }
             }
-            #expect(!lines.withLockedValue { $0.contains { $0.contains("connection to the server lost") || $0.contains("failedToLoadCertificate") } }, "\(lines.withLockedValue { $0 })")
+            #expect(
+                !lines.withLockedValue {
+                    $0.contains {
+                        $0.contains("connection to the server lost") || $0.contains("failedToLoadCertificate")
+                    }
+                }, "\(lines.withLockedValue { $0 })")
 
             try FileManager.default.copyItem(atPath: server.caPath!, toPath: ca.path)
             try await Self.expectServed(client, taskDef: "late-ca", input: "y")

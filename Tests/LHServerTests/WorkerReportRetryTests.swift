@@ -22,18 +22,32 @@ import Testing
             t.taskRunID.wfRunID.id = "wf-retry"
             t.taskRunID.taskGuid = "0-1-t"
             t.taskDefID.name = "retry-me"
-            t.variables = [.with { $0.varName = "input"; $0.value.str = "x" }]
+            t.variables = [
+                .with {
+                    $0.varName = "input"; $0.value.str = "x"
+                }
+            ]
         }
         // Subscribes the worker and pushes it the task; answers the first
         // report as a server whose group commit failed answers it, and
         // accepts the ones after it.
-        let peer = try await ScriptedPeers.bind("report-retry", accepted: { seen.withLockedValue { $0.connections += 1 } }) { request in
+        let peer = try await ScriptedPeers.bind(
+            "report-retry", accepted: { seen.withLockedValue { $0.connections += 1 } }
+        ) { request in
             switch request.kind {
             case .subscribe:
                 return [Lhwire_Envelope(id: request.id, .empty(.init())), Lhwire_Envelope(id: 0, .scheduledTask(task))]
             case .reportTask(let report):
-                let n = seen.withLockedValue { $0.reports.append(report); return $0.reports.count }
-                return [Lhwire_Envelope(id: request.id, n == 1 ? .error(LHError(.unavailable, "storage failed; the command was not applied").wire) : .empty(.init()))]
+                let n = seen.withLockedValue {
+                    $0.reports.append(report); return $0.reports.count
+                }
+                return [
+                    Lhwire_Envelope(
+                        id: request.id,
+                        n == 1
+                            ? .error(LHError(.unavailable, "storage failed; the command was not applied").wire)
+                            : .empty(.init()))
+                ]
             default:
                 return []  // hello and heartbeats
             }
@@ -44,12 +58,15 @@ import Testing
         config.apiPort = peer.port
         config.caCertPath = peer.caPath
         config.taskWorkerId = "worker-retry"
-        let worker = LHTaskWorker(config: config, taskDefName: "retry-me", inputs: ["input"]) { (input: String) async throws -> String in
+        let worker = LHTaskWorker(config: config, taskDefName: "retry-me", inputs: ["input"]) {
+            (input: String) async throws -> String in
             "echo:\(input)"
         }
         let running = Task { try await worker.run() }
         defer { running.cancel() }
-        try await eventually("the refused report is sent again", timeout: 30) { seen.withLockedValue { $0.reports.count } >= 2 }
+        try await eventually("the refused report is sent again", timeout: 30) {
+            seen.withLockedValue { $0.reports.count } >= 2
+        }
         let (connections, reports) = seen.withLockedValue { ($0.connections, $0.reports) }
         #expect(connections == 1, "sent again on the same connection, not after a reconnect")
         #expect(reports[1] == reports[0], "the same report (reports are idempotent on the server)")

@@ -8,17 +8,27 @@ import Testing
 /// The SQLite store's transactions and what it gives back at start-up.
 @Suite struct SQLiteStoreTests {
     @Test func batchesOfOneTransactionApplyInOrder() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-store-\(UUID().uuidString.prefix(8))")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "lh-store-\(UUID().uuidString.prefix(8))")
         let store = try SQLiteStore(directory: dir)
         let task = QueuedTask(wfRunId: "x", taskGuid: "g", taskDef: "t", attempt: 0)
         var first = LHWriteBatch()
-        first.wfRuns["x"] = WfRunState(wfRun: .with { $0.id.id = "x"; $0.status = .running })
-        first.wfRuns["y"] = WfRunState(wfRun: .with { $0.id.id = "y"; $0.status = .running })
+        first.wfRuns["x"] = WfRunState(
+            wfRun: .with {
+                $0.id.id = "x"; $0.status = .running
+            })
+        first.wfRuns["y"] = WfRunState(
+            wfRun: .with {
+                $0.id.id = "y"; $0.status = .running
+            })
         first.enqueued = [task]
         var second = LHWriteBatch()
         second.deletedWfRuns = ["x"]
         second.dequeued = [("x", "g")]
-        second.wfRuns["y"] = WfRunState(wfRun: .with { $0.id.id = "y"; $0.status = .completed })
+        second.wfRuns["y"] = WfRunState(
+            wfRun: .with {
+                $0.id.id = "y"; $0.status = .completed
+            })
         var third = LHWriteBatch()
         third.enqueued = [QueuedTask(wfRunId: "y", taskGuid: "h", taskDef: "t", attempt: 1)]
         try store.commit([first, second, third])
@@ -28,11 +38,15 @@ import Testing
     }
 
     @Test func attemptTimeoutsOfRunningTaskRunsComeBackWithoutRowsOfTheirOwn() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("lh-store-\(UUID().uuidString.prefix(8))")
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "lh-store-\(UUID().uuidString.prefix(8))")
         let store = try SQLiteStore(directory: dir)
         let started = Date(timeIntervalSince1970: 1_790_000_000)
         func state(_ id: String, running: Bool) -> WfRunState {
-            var s = WfRunState(wfRun: .with { $0.id.id = id; $0.status = .running })
+            var s = WfRunState(
+                wfRun: .with {
+                    $0.id.id = id; $0.status = .running
+                })
             s.taskRuns["0-1-t"] = .with { t in
                 t.id.wfRunID.id = id
                 t.id.taskGuid = "0-1-t"
@@ -41,7 +55,9 @@ import Testing
                 t.status = running ? .taskRunning : .taskSuccess
                 t.attempts = [
                     .with { $0.status = .taskFailed },
-                    .with { $0.status = running ? .taskRunning : .taskSuccess; $0.startTime = .init(date: started) },
+                    .with {
+                        $0.status = running ? .taskRunning : .taskSuccess; $0.startTime = .init(date: started)
+                    },
                 ]
             }
             return s
@@ -52,13 +68,17 @@ import Testing
         batch.timersSet = [
             StoredTimer(wfRunId: "r", key: .retryBackoff(taskGuid: "x", attempt: 1), due: started),
             // No row: the timeout comes back from the TaskRun alone.
-            StoredTimer(wfRunId: "r", key: .attemptTimeout(taskGuid: "0-1-t", attempt: 1), due: started.addingTimeInterval(99)),
+            StoredTimer(
+                wfRunId: "r", key: .attemptTimeout(taskGuid: "0-1-t", attempt: 1), due: started.addingTimeInterval(99)),
         ]
         try store.commit(batch)
         let timers = try SQLiteStore(directory: dir).timers()
-        #expect(Set(timers) == [
-            StoredTimer(wfRunId: "r", key: .retryBackoff(taskGuid: "x", attempt: 1), due: started),
-            StoredTimer(wfRunId: "r", key: .attemptTimeout(taskGuid: "0-1-t", attempt: 1), due: started.addingTimeInterval(15)),
-        ])
+        #expect(
+            Set(timers) == [
+                StoredTimer(wfRunId: "r", key: .retryBackoff(taskGuid: "x", attempt: 1), due: started),
+                StoredTimer(
+                    wfRunId: "r", key: .attemptTimeout(taskGuid: "0-1-t", attempt: 1),
+                    due: started.addingTimeInterval(15)),
+            ])
     }
 }

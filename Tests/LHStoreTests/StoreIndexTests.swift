@@ -11,13 +11,16 @@ import Testing
 /// command did not change (not even a statement for them when it knows what
 /// is stored): the search indexes must still follow every change.
 @Suite struct StoreIndexTests {
-    static func state(_ id: String, wfStatus: Littlehorse_LHStatus, task: Littlehorse_TaskStatus, counter: Int64?) -> WfRunState {
-        var state = WfRunState(wfRun: .with {
-            $0.id.id = id
-            $0.wfSpecID.name = "indexed"
-            $0.status = wfStatus
-            $0.startTime = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: 1_000))
-        })
+    static func state(_ id: String, wfStatus: Littlehorse_LHStatus, task: Littlehorse_TaskStatus, counter: Int64?)
+        -> WfRunState
+    {
+        var state = WfRunState(
+            wfRun: .with {
+                $0.id.id = id
+                $0.wfSpecID.name = "indexed"
+                $0.status = wfStatus
+                $0.startTime = Google_Protobuf_Timestamp(date: Date(timeIntervalSince1970: 1_000))
+            })
         state.taskRuns["g1"] = .with {
             $0.id.wfRunID.id = id
             $0.id.taskGuid = "g1"
@@ -42,15 +45,27 @@ import Testing
     }
 
     func taskRuns(_ store: SQLiteStore, _ status: Littlehorse_TaskStatus) throws -> [String] {
-        try store.searchTaskRuns(.with { $0.taskDefName = "greet"; $0.status = status }).results.map(\.taskGuid).sorted()
+        try store.searchTaskRuns(
+            .with {
+                $0.taskDefName = "greet"; $0.status = status
+            }
+        ).results.map(\.taskGuid).sorted()
     }
 
     func wfRuns(_ store: SQLiteStore, _ status: Littlehorse_LHStatus) throws -> [String] {
-        try store.searchWfRuns(.with { $0.wfSpecName = "indexed"; $0.status = status }).results
+        try store.searchWfRuns(
+            .with {
+                $0.wfSpecName = "indexed"; $0.status = status
+            }
+        ).results
     }
 
     func variables(_ store: SQLiteStore, _ value: Int64) throws -> [String] {
-        try store.searchVariables(.with { $0.varName = "counter"; $0.value.int = value; $0.wfSpecName = "indexed" }).results.map(\.wfRunID.id)
+        try store.searchVariables(
+            .with {
+                $0.varName = "counter"; $0.value.int = value; $0.wfSpecName = "indexed"
+            }
+        ).results.map(\.wfRunID.id)
     }
 
     /// Commits `state` as the processor does: with the state it was made
@@ -155,9 +170,14 @@ import Testing
             let state = Self.state("w1", wfStatus: .running, task: .taskScheduled, counter: 5)
             let body: Data = try SQLiteStore.encode(state).serializedBytes()
             try old.write { db in
-                try db.execute(sql: "INSERT INTO wf_runs VALUES ('w1', 'indexed', 0, 0, ?, 1000, ?)", arguments: [Littlehorse_LHStatus.running.rawValue, body])
-                try db.execute(sql: "INSERT INTO task_runs VALUES ('w1', 'g1', 'greet', ?, 1001), ('w1', 'g0', 'greet', ?, 1000)",
-                               arguments: [Littlehorse_TaskStatus.taskScheduled.rawValue, Littlehorse_TaskStatus.taskSuccess.rawValue])
+                try db.execute(
+                    sql: "INSERT INTO wf_runs VALUES ('w1', 'indexed', 0, 0, ?, 1000, ?)",
+                    arguments: [Littlehorse_LHStatus.running.rawValue, body])
+                try db.execute(
+                    sql: "INSERT INTO task_runs VALUES ('w1', 'g1', 'greet', ?, 1001), ('w1', 'g0', 'greet', ?, 1000)",
+                    arguments: [
+                        Littlehorse_TaskStatus.taskScheduled.rawValue, Littlehorse_TaskStatus.taskSuccess.rawValue,
+                    ])
                 try db.execute(sql: "INSERT INTO variables VALUES ('w1', 0, 'counter', 'indexed', 'i:5')")
                 try db.execute(sql: "INSERT INTO task_queue VALUES ('w1', 'g1', 'greet', 0, 1)")
                 try db.execute(sql: "INSERT INTO timers VALUES ('w1', 'sleep:0:3', 5000)")
@@ -179,7 +199,11 @@ import Testing
         #expect(try variables(store, 5) == ["w1"])
         #expect(try wfRuns(store, .running) == ["w1"])
         #expect(try store.queuedTasks() == [QueuedTask(wfRunId: "w1", taskGuid: "g1", taskDef: "greet", attempt: 0)])
-        #expect(try store.timers().contains(StoredTimer(wfRunId: "w1", key: .sleep(NodeRunKey(thread: 0, position: 3)), due: Date(timeIntervalSince1970: 5000))))
+        #expect(
+            try store.timers().contains(
+                StoredTimer(
+                    wfRunId: "w1", key: .sleep(NodeRunKey(thread: 0, position: 3)),
+                    due: Date(timeIntervalSince1970: 5000))))
 
         // The rebuilt tables take the same writes as before.
         try commit(store, Self.state("w1", wfStatus: .running, task: .taskRunning, counter: 6))

@@ -64,7 +64,9 @@ import Testing
             let channel = try channel()
             let error = #expect(throws: LHError.self) { try channel.writeInbound(ByteBuffer(bytes: header)) }
             #expect(error?.code == .malformedFrame)
-            #expect(error?.message.contains("received a TLS record where a frame was expected") == true, "\(String(describing: error))")
+            #expect(
+                error?.message.contains("received a TLS record where a frame was expected") == true,
+                "\(String(describing: error))")
             _ = try? channel.finish()
         }
     }
@@ -111,7 +113,9 @@ import Testing
         try channel.pipeline.syncOperations.addHandler(LHServerHelloHandler(welcome: .init()))
         try channel.writeInbound(Lhwire_Envelope(id: 3, .getServerVersion(.init())))
         let reply = try #require(try channel.readOutbound(as: Lhwire_Envelope.self))
-        #expect(reply.kind == .error(LHError(.helloRequired, "the first frame must be a hello, got get_server_version").wire))
+        #expect(
+            reply.kind
+                == .error(LHError(.helloRequired, "the first frame must be a hello, got get_server_version").wire))
     }
 
     @Test func helloIsWelcomedWithTheSameIdAndPassedOn() throws {
@@ -135,7 +139,8 @@ import Testing
 @Suite struct HeartbeatTests {
     func channel() throws -> EmbeddedChannel {
         let channel = EmbeddedChannel()
-        try channel.pipeline.syncOperations.addHandler(LHHeartbeatHandler(deadAfter: .seconds(15), logger: .init(label: "test")))
+        try channel.pipeline.syncOperations.addHandler(
+            LHHeartbeatHandler(deadAfter: .seconds(15), logger: .init(label: "test")))
         return channel
     }
 

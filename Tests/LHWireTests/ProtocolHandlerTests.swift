@@ -12,7 +12,12 @@ import Testing
     static let logger = Logger(label: "test")
 
     static func hello(id: UInt64 = 1, version: UInt32 = LHProtocol.version) -> Lhwire_Envelope {
-        Lhwire_Envelope(id: id, .hello(.with { $0.protocolVersion = version; $0.clientID = "c"; $0.role = .worker }))
+        Lhwire_Envelope(
+            id: id,
+            .hello(
+                .with {
+                    $0.protocolVersion = version; $0.clientID = "c"; $0.role = .worker
+                }))
     }
 
     func helloChannel() throws -> EmbeddedChannel {
@@ -34,9 +39,13 @@ import Testing
         try channel.writeInbound(Self.hello(id: 42))
         let welcome = try channel.readOutbound(as: Lhwire_Envelope.self)
         #expect(welcome?.id == 42)
-        guard case .welcome(let w)? = welcome?.kind else { Issue.record("no welcome: \(String(describing: welcome))"); return }
+        guard case .welcome(let w)? = welcome?.kind else {
+            Issue.record("no welcome: \(String(describing: welcome))"); return
+        }
         #expect(w.serverID == "s")
-        guard case .hello(let h)? = try channel.readInbound(as: Lhwire_Envelope.self)?.kind else { Issue.record("hello not passed on"); return }
+        guard case .hello(let h)? = try channel.readInbound(as: Lhwire_Envelope.self)?.kind else {
+            Issue.record("hello not passed on"); return
+        }
         #expect(h.clientID == "c" && h.role == .worker)
         // Later frames pass through untouched.
         try channel.writeInbound(Lhwire_Envelope(id: 43, .getServerVersion(.init())))
@@ -58,7 +67,9 @@ import Testing
         try channel.writeInbound(Self.hello(version: LHProtocol.version + 7))
         let (error, closed) = try refusal(channel)
         #expect(error?.code == .protocolVersionMismatch)
-        #expect(error?.message.contains("\(LHProtocol.version + 7)") == true && error?.message.contains("\(LHProtocol.version)") == true)
+        #expect(
+            error?.message.contains("\(LHProtocol.version + 7)") == true
+                && error?.message.contains("\(LHProtocol.version)") == true)
         #expect(closed)
     }
 

@@ -1,5 +1,5 @@
-import LHProto
 import Foundation
+import LHProto
 import Testing
 
 @testable import LHWire
@@ -46,20 +46,24 @@ import Testing
     @Test func aFileThatIsNotPEMIsNamedAsSuch() throws {
         let path = try file("notes.txt", "hello\n")
         let text = message { _ = try LHTLS.certificates(at: path, what: "the client CA") }
-        #expect(text == "the client CA \(path) holds no PEM certificate (no '-----BEGIN CERTIFICATE-----' line)", "\(text)")
+        #expect(
+            text == "the client CA \(path) holds no PEM certificate (no '-----BEGIN CERTIFICATE-----' line)", "\(text)")
         let key = message { _ = try LHTLS.privateKey(at: path, what: "the TLS key") }
         #expect(key.contains("holds no PEM private key"), "\(key)")
     }
 
     @Test func aCertificateAndKeyGivenTheWrongWayRoundAreCalledSwapped() {
         let cert = message { _ = try LHTLS.certificates(at: first.serverKeyPath, what: "the TLS certificate") }
-        #expect(cert.contains("holds a private key, not a certificate (are the certificate and the key swapped?)"), "\(cert)")
+        #expect(
+            cert.contains("holds a private key, not a certificate (are the certificate and the key swapped?)"),
+            "\(cert)")
         let key = message { _ = try LHTLS.privateKey(at: first.serverCertPath, what: "the TLS key") }
         #expect(key.contains("holds a certificate, not a private key"), "\(key)")
     }
 
     @Test func anEncryptedKeyIsRefusedByName() throws {
-        let path = try file("enc.pem", "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n")
+        let path = try file(
+            "enc.pem", "-----BEGIN ENCRYPTED PRIVATE KEY-----\nMIIB\n-----END ENCRYPTED PRIVATE KEY-----\n")
         let text = message { _ = try LHTLS.privateKey(at: path, what: "the TLS key") }
         #expect(text == "the TLS key \(path) is encrypted; give the key without a passphrase", "\(text)")
     }
@@ -68,15 +72,21 @@ import Testing
         let text = message {
             _ = try LHTLS.makeServerContext(.init(certificatePath: first.serverCertPath, keyPath: second.serverKeyPath))
         }
-        #expect(text == "the key \(second.serverKeyPath) is not the private key of the certificate \(first.serverCertPath)", "\(text)")
+        #expect(
+            text == "the key \(second.serverKeyPath) is not the private key of the certificate \(first.serverCertPath)",
+            "\(text)")
         let client = message {
-            _ = try LHTLS.makeClientContext(.init(caCertPath: first.caCertPath, clientCertPath: first.serverCertPath, clientKeyPath: second.serverKeyPath))
+            _ = try LHTLS.makeClientContext(
+                .init(
+                    caCertPath: first.caCertPath, clientCertPath: first.serverCertPath,
+                    clientKeyPath: second.serverKeyPath))
         }
         #expect(client.contains("is not the private key of the certificate"), "\(client)")
     }
 
     @Test func matchingFilesMakeContexts() throws {
-        _ = try LHTLS.makeServerContext(.init(certificatePath: first.serverCertPath, keyPath: first.serverKeyPath, clientCAPath: second.caCertPath))
+        _ = try LHTLS.makeServerContext(
+            .init(certificatePath: first.serverCertPath, keyPath: first.serverKeyPath, clientCAPath: second.caCertPath))
         _ = try LHTLS.makeClientContext(.init(caCertPath: first.caCertPath))
         let ca = message { _ = try LHTLS.makeClientContext(.init(caCertPath: "/no/ca.pem")) }
         #expect(ca == "cannot read the CA certificate /no/ca.pem (LHC_CA_CERT): No such file or directory", "\(ca)")

@@ -20,7 +20,11 @@ struct Parcel: Codable, Equatable, LHTaskValue {
             t.taskRunID.wfRunID.id = "wf-1"
             t.taskRunID.taskGuid = "0-1-t"
             t.attemptNumber = attempt
-            t.variables = inputs.enumerated().map { i, v in .with { $0.varName = "arg\(i)"; $0.value = v } }
+            t.variables = inputs.enumerated().map { i, v in
+                .with {
+                    $0.varName = "arg\(i)"; $0.value = v
+                }
+            }
         }
     }
 
@@ -38,7 +42,8 @@ struct Parcel: Codable, Equatable, LHTaskValue {
     }
 
     @Test func successReportsTheOutputAndTheContextsLog() async {
-        let worker = LHTaskWorker(config: config, taskDefName: "greet", inputs: ["who"]) { (ctx: WorkerContext, who: String) async throws -> String in
+        let worker = LHTaskWorker(config: config, taskDefName: "greet", inputs: ["who"]) {
+            (ctx: WorkerContext, who: String) async throws -> String in
             ctx.log("greeting \(who), key \(ctx.idempotencyKey), attempt \(ctx.attemptNumber)")
             return "hello \(who)"
         }
@@ -50,7 +55,8 @@ struct Parcel: Codable, Equatable, LHTaskValue {
     }
 
     @Test func codableValuesTravelAsJSON() async {
-        let worker = LHTaskWorker(config: config, taskDefName: "count", inputs: ["parcel"]) { (p: Parcel) async throws -> [String] in
+        let worker = LHTaskWorker(config: config, taskDefName: "count", inputs: ["parcel"]) {
+            (p: Parcel) async throws -> [String] in
             Array(repeating: p.owner, count: p.count)
         }
         let report = await worker.execute(task([.with { $0.jsonObj = #"{"owner":"obiwan","count":2}"# }]))
@@ -59,7 +65,8 @@ struct Parcel: Codable, Equatable, LHTaskValue {
     }
 
     @Test func lhTaskExceptionReportsATaskExceptionWithItsName() async {
-        let worker = LHTaskWorker(config: config, taskDefName: "pay", inputs: ["amount"]) { (amount: Int) async throws -> Void in
+        let worker = LHTaskWorker(config: config, taskDefName: "pay", inputs: ["amount"]) {
+            (amount: Int) async throws -> Void in
             throw LHTaskException(name: "card-declined", message: "declined \(amount)", content: amount)
         }
         let report = await worker.execute(task([.with { $0.int = 7 }]))
@@ -78,7 +85,9 @@ struct Parcel: Codable, Equatable, LHTaskValue {
     }
 
     @Test func inputsThatDoNotConvertReportInputVarSubError() async {
-        let worker = LHTaskWorker(config: config, taskDefName: "add", inputs: ["n"]) { (n: Int) async throws -> Int in n + 1 }
+        let worker = LHTaskWorker(config: config, taskDefName: "add", inputs: ["n"]) { (n: Int) async throws -> Int in
+            n + 1
+        }
         let report = await worker.execute(task([.with { $0.bool = true }]))
         #expect(report.status == .taskInputVarSubError)
         #expect(report.error.message.contains("'n'"))
@@ -87,12 +96,18 @@ struct Parcel: Codable, Equatable, LHTaskValue {
     }
 
     @Test func configReadsLittleHorsesVariablesAndNamesBadOnes() throws {
-        let c = try LHConfig.fromEnvironment(["LHC_API_HOST": "h", "LHC_API_PORT": "2024", "LHC_API_PROTOCOL": "PLAINTEXT",
-                                              "LHC_CA_CERT": "/ca.pem", "LHC_CLIENT_ID": "me", "LHW_TASK_WORKER_ID": "w", "LHW_NUM_WORKER_THREADS": "3"],
-                                             configFile: "/nonexistent")
+        let c = try LHConfig.fromEnvironment(
+            [
+                "LHC_API_HOST": "h", "LHC_API_PORT": "2024", "LHC_API_PROTOCOL": "PLAINTEXT",
+                "LHC_CA_CERT": "/ca.pem", "LHC_CLIENT_ID": "me", "LHW_TASK_WORKER_ID": "w",
+                "LHW_NUM_WORKER_THREADS": "3",
+            ],
+            configFile: "/nonexistent")
         #expect(c.apiHost == "h" && c.apiPort == 2024 && c.apiProtocol == .plaintext && c.caCertPath == "/ca.pem")
         #expect(c.clientId == "me" && c.taskWorkerId == "w" && c.numWorkerThreads == 3)
-        let bad = #expect(throws: LHError.self) { try LHConfig.fromEnvironment(["LHC_API_PORT": "many"], configFile: "/nonexistent") }
+        let bad = #expect(throws: LHError.self) {
+            try LHConfig.fromEnvironment(["LHC_API_PORT": "many"], configFile: "/nonexistent")
+        }
         #expect(bad?.message.contains("LHC_API_PORT") == true)
         let file = FileManager.default.temporaryDirectory.appendingPathComponent("littlehorse-\(UUID()).config")
         try "LHC_API_HOST=from-file\nLHC_API_PORT=2025\n".write(to: file, atomically: true, encoding: .utf8)

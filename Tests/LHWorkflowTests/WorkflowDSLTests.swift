@@ -1,4 +1,5 @@
 import Foundation
+import LHEngine
 import LHProto
 import LHWorkflow
 import Testing
@@ -27,7 +28,8 @@ import Testing
         let theirs = try fixture("collect-underpants")
         #expect(Set(ours.threadSpecs.keys) == Set(theirs.threadSpecs.keys))
         for name in theirs.threadSpecs.keys {
-            let a = ours.threadSpecs[name]!, b = theirs.threadSpecs[name]!
+            let a = ours.threadSpecs[name]!
+            let b = theirs.threadSpecs[name]!
             #expect(Set(a.nodes.keys) == Set(b.nodes.keys), "node names of thread \(name)")
             for node in b.nodes.keys { #expect(a.nodes[node] == b.nodes[node], "node \(node) of thread \(name)") }
             #expect(a.variableDefs == b.variableDefs, "variables of thread \(name)")
@@ -41,14 +43,16 @@ import Testing
     }
 }
 
-import LHEngine
-
 /// DSL control flow, compiled and then run through the engine.
 @Suite struct WorkflowDSLExecutionTests {
-    func run(_ wf: Workflow, taskDefs: [Littlehorse_TaskDef] = [], events: Set<String> = [], variables: [String: Littlehorse_VariableValue] = [:]) throws -> WfRunState {
+    func run(
+        _ wf: Workflow, taskDefs: [Littlehorse_TaskDef] = [], events: Set<String> = [],
+        variables: [String: Littlehorse_VariableValue] = [:]
+    ) throws -> WfRunState {
         let defs = Dictionary(taskDefs.map { ($0.id.name, $0) }, uniquingKeysWith: { a, _ in a })
         let spec = try WorkflowEngine.validate(wf.compile(), metadata: .init(taskDefs: defs, externalEventDefs: events))
-        let (state, _) = try WorkflowEngine.runWf(.with { $0.variables = variables }, id: "wf", context: .init(spec: spec, taskDefs: defs), now: Date())
+        let (state, _) = try WorkflowEngine.runWf(
+            .with { $0.variables = variables }, id: "wf", context: .init(spec: spec, taskDefs: defs), now: Date())
         return state
     }
 
@@ -68,7 +72,9 @@ import LHEngine
         let wf = Workflow("branch") { wf in
             let n = wf.declareInt("n")
             let out = wf.declareStr("out")
-            wf.doIf(wf.condition(n, .greaterThan, 10), { t in t.mutate(out, .assign, "big") }, else: { t in t.mutate(out, .assign, "small") })
+            wf.doIf(
+                wf.condition(n, .greaterThan, 10), { t in t.mutate(out, .assign, "big") },
+                else: { t in t.mutate(out, .assign, "small") })
         }
         #expect(try run(wf, variables: ["n": .with { $0.int = 42 }]).variable("out")?.str == "big")
         #expect(try run(wf, variables: ["n": .with { $0.int = 1 }]).variable("out")?.str == "small")
@@ -92,8 +98,14 @@ extension WorkflowDSLExecutionTests {
         let wf = Workflow("branch-nodes") { wf in
             let n = wf.declareInt("n")
             let out = wf.declareStr("out")
-            wf.doIf(wf.condition(n, .greaterThan, 10), { t in t.sleepSeconds(0); t.mutate(out, .assign, "big") },
-                    else: { t in t.sleepSeconds(0); t.mutate(out, .assign, "small") })
+            wf.doIf(
+                wf.condition(n, .greaterThan, 10),
+                { t in
+                    t.sleepSeconds(0); t.mutate(out, .assign, "big")
+                },
+                else: { t in
+                    t.sleepSeconds(0); t.mutate(out, .assign, "small")
+                })
             wf.mutate(out, .add, "!")
         }
         #expect(try run(wf, variables: ["n": .with { $0.int = 42 }]).variable("out")?.str == "big!")

@@ -23,29 +23,34 @@ for spec in CommandLine.arguments.dropFirst() {
     let parts = spec.split(separator: ":").map(String.init)
     guard parts.count == 2 else { fatalError("expected TASKDEF:BEHAVIOUR, got \(spec)") }
     let behaviour = parts[1]
-    workers.append(LHTaskWorker(config: config, taskDefName: parts[0], inputs: ["input"]) { (context: WorkerContext, input: String) async throws -> String in
-        switch behaviour {
-        case "gate":
-            let path = "\(gateDir)/\(context.wfRunId)"
-            FileHandle.standardOutput.write(Data("gate: \(context.wfRunId) waiting\n".utf8))
-            while !FileManager.default.fileExists(atPath: path) { try await Task.sleep(for: .milliseconds(20)) }
-        case "fail":
-            struct Boom: Error {}
-            throw Boom()
-        case "exception":
-            throw LHTaskException(name: "test-exception", message: "thrown on purpose by \(parts[0])", content: input)
-        case "slow-echo":
-            try await Task.sleep(for: .milliseconds(300))
-        case "hang":
-            try await Task.sleep(for: .seconds(3600))
-        default:
-            break
-        }
-        return "echo:\(input)"
-    })
+    workers.append(
+        LHTaskWorker(config: config, taskDefName: parts[0], inputs: ["input"]) {
+            (context: WorkerContext, input: String) async throws -> String in
+            switch behaviour {
+            case "gate":
+                let path = "\(gateDir)/\(context.wfRunId)"
+                FileHandle.standardOutput.write(Data("gate: \(context.wfRunId) waiting\n".utf8))
+                while !FileManager.default.fileExists(atPath: path) { try await Task.sleep(for: .milliseconds(20)) }
+            case "fail":
+                struct Boom: Error {}
+                throw Boom()
+            case "exception":
+                throw LHTaskException(
+                    name: "test-exception", message: "thrown on purpose by \(parts[0])", content: input)
+            case "slow-echo":
+                try await Task.sleep(for: .milliseconds(300))
+            case "hang":
+                try await Task.sleep(for: .seconds(3600))
+            default:
+                break
+            }
+            return "echo:\(input)"
+        })
 }
 for worker in workers { try await worker.registerTaskDef() }
 FileHandle.standardOutput.write(Data("test worker ready\n".utf8))
-let group = ServiceGroup(configuration: .init(services: workers.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
-                                              logger: Logger(label: "lh-test-worker")))
+let group = ServiceGroup(
+    configuration: .init(
+        services: workers.map { .init(service: $0) }, gracefulShutdownSignals: [.sigterm, .sigint],
+        logger: Logger(label: "lh-test-worker")))
 try await group.run()

@@ -22,13 +22,19 @@ let wf = Workflow("collect-underpants") { wf in
 /// The TaskDefs the WfSpec runs. collect-underpants-worker registers them
 /// when it starts, which may be after this program (in docker compose the
 /// two start together): wait for them rather than fail the WfSpec.
-func waitForTaskDefs(of request: Littlehorse_PutWfSpecRequest, client: LittleHorseClient, timeout: Duration = .seconds(120)) async throws {
-    var missing = Set(request.threadSpecs.values.flatMap { thread in
-        thread.nodes.values.compactMap { node -> String? in
-            guard case .task(let task)? = node.node, case .taskDefID(let id)? = task.taskToExecute else { return nil }
-            return id.name
+func waitForTaskDefs(
+    of request: Littlehorse_PutWfSpecRequest, client: LittleHorseClient, timeout: Duration = .seconds(120)
+) async throws {
+    var missing = Set(
+        request.threadSpecs.values.flatMap { thread in
+            thread.nodes.values.compactMap { node -> String? in
+                guard case .task(let task)? = node.node, case .taskDefID(let id)? = task.taskToExecute else {
+                    return nil
+                }
+                return id.name
+            }
         }
-    }).sorted()
+    ).sorted()
     let deadline = ContinuousClock.now + timeout
     var told = false
     while true {
@@ -43,10 +49,16 @@ func waitForTaskDefs(of request: Littlehorse_PutWfSpecRequest, client: LittleHor
         missing = still
         if missing.isEmpty { return }
         guard ContinuousClock.now < deadline else {
-            throw LHError(.failedPrecondition, "TaskDef(s) \(missing.joined(separator: ", ")) still missing after \(timeout): start collect-underpants-worker, which registers them")
+            throw LHError(
+                .failedPrecondition,
+                "TaskDef(s) \(missing.joined(separator: ", ")) still missing after \(timeout): start collect-underpants-worker, which registers them"
+            )
         }
         if !told {
-            FileHandle.standardError.write(Data("waiting for TaskDef(s) \(missing.joined(separator: ", ")) (collect-underpants-worker registers them)...\n".utf8))
+            FileHandle.standardError.write(
+                Data(
+                    "waiting for TaskDef(s) \(missing.joined(separator: ", ")) (collect-underpants-worker registers them)...\n"
+                        .utf8))
             told = true
         }
         try await Task.sleep(for: .milliseconds(250))

@@ -2,8 +2,8 @@
 // process. Settings come from LittleHorse's LHC_* / LHW_* variables.
 import Foundation
 import LHWorker
-import ServiceLifecycle
 import Logging
+import ServiceLifecycle
 
 /// A setting or the server is wrong: one line on stderr, not a crash.
 func fail(_ error: any Error) -> Never {
@@ -18,13 +18,15 @@ let startCollect = LHTaskWorker(config: config, taskDefName: "start-underpants-c
     print("Starting collection of underpants!")
 }
 
-let collectPant = LHTaskWorker(config: config, taskDefName: "collect-underpant", inputs: ["owner"]) { (owner: String) async throws -> String in
+let collectPant = LHTaskWorker(config: config, taskDefName: "collect-underpant", inputs: ["owner"]) {
+    (owner: String) async throws -> String in
     let result = "Successfully collected underpant from \(owner)"
     print(result)
     return result
 }
 
-let profit = LHTaskWorker(config: config, taskDefName: "profit", inputs: ["underpants"]) { (context: WorkerContext, underpants: [String]) async throws -> String in
+let profit = LHTaskWorker(config: config, taskDefName: "profit", inputs: ["underpants"]) {
+    (context: WorkerContext, underpants: [String]) async throws -> String in
     let result = "Collected \(underpants.count) underpants!"
     context.log("underpants: \(underpants.joined(separator: ", "))")
     print(result)
@@ -38,11 +40,12 @@ do {
     }
     FileHandle.standardOutput.write(Data("collect-underpants workers ready\n".utf8))
 
-    let group = ServiceGroup(configuration: .init(
-        services: workers.map { .init(service: $0) },
-        gracefulShutdownSignals: [.sigterm, .sigint],
-        logger: Logger(label: "collect-underpants-worker")
-    ))
+    let group = ServiceGroup(
+        configuration: .init(
+            services: workers.map { .init(service: $0) },
+            gracefulShutdownSignals: [.sigterm, .sigint],
+            logger: Logger(label: "collect-underpants-worker")
+        ))
     try await group.run()
 } catch {
     fail(error)

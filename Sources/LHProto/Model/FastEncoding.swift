@@ -147,7 +147,9 @@ private struct SizingVisitor: NestedRecordVisitor {
     }
 
     /// Sizes what `body` visits as one nested, length-delimited record.
-    @inline(__always) mutating func nestedRecord(_ fieldNumber: Int, _ body: (inout SizingVisitor) throws -> Void) rethrows {
+    @inline(__always) mutating func nestedRecord(_ fieldNumber: Int, _ body: (inout SizingVisitor) throws -> Void)
+        rethrows
+    {
         let slot = nested.count
         nested.append(0)
         let outer = size
@@ -163,19 +165,31 @@ private struct SizingVisitor: NestedRecordVisitor {
 
     mutating func visitSingularFloatField(value: Float, fieldNumber: Int) throws { size += tagSize(fieldNumber) + 4 }
     mutating func visitSingularDoubleField(value: Double, fieldNumber: Int) throws { size += tagSize(fieldNumber) + 8 }
-    mutating func visitSingularInt32Field(value: Int32, fieldNumber: Int) throws { varint(fieldNumber, UInt64(bitPattern: Int64(value))) }
-    mutating func visitSingularInt64Field(value: Int64, fieldNumber: Int) throws { varint(fieldNumber, UInt64(bitPattern: value)) }
-    mutating func visitSingularUInt32Field(value: UInt32, fieldNumber: Int) throws { varint(fieldNumber, UInt64(value)) }
+    mutating func visitSingularInt32Field(value: Int32, fieldNumber: Int) throws {
+        varint(fieldNumber, UInt64(bitPattern: Int64(value)))
+    }
+    mutating func visitSingularInt64Field(value: Int64, fieldNumber: Int) throws {
+        varint(fieldNumber, UInt64(bitPattern: value))
+    }
+    mutating func visitSingularUInt32Field(value: UInt32, fieldNumber: Int) throws {
+        varint(fieldNumber, UInt64(value))
+    }
     mutating func visitSingularUInt64Field(value: UInt64, fieldNumber: Int) throws { varint(fieldNumber, value) }
-    mutating func visitSingularSInt32Field(value: Int32, fieldNumber: Int) throws { varint(fieldNumber, zigZag(Int64(value))) }
+    mutating func visitSingularSInt32Field(value: Int32, fieldNumber: Int) throws {
+        varint(fieldNumber, zigZag(Int64(value)))
+    }
     mutating func visitSingularSInt64Field(value: Int64, fieldNumber: Int) throws { varint(fieldNumber, zigZag(value)) }
     mutating func visitSingularFixed32Field(value: UInt32, fieldNumber: Int) throws { size += tagSize(fieldNumber) + 4 }
     mutating func visitSingularFixed64Field(value: UInt64, fieldNumber: Int) throws { size += tagSize(fieldNumber) + 8 }
     mutating func visitSingularSFixed32Field(value: Int32, fieldNumber: Int) throws { size += tagSize(fieldNumber) + 4 }
     mutating func visitSingularSFixed64Field(value: Int64, fieldNumber: Int) throws { size += tagSize(fieldNumber) + 8 }
     mutating func visitSingularBoolField(value: Bool, fieldNumber: Int) throws { size += tagSize(fieldNumber) + 1 }
-    mutating func visitSingularStringField(value: String, fieldNumber: Int) throws { lengthDelimited(fieldNumber, value.utf8.count) }
-    mutating func visitSingularBytesField(value: Data, fieldNumber: Int) throws { lengthDelimited(fieldNumber, value.count) }
+    mutating func visitSingularStringField(value: String, fieldNumber: Int) throws {
+        lengthDelimited(fieldNumber, value.utf8.count)
+    }
+    mutating func visitSingularBytesField(value: Data, fieldNumber: Int) throws {
+        lengthDelimited(fieldNumber, value.count)
+    }
     mutating func visitSingularEnumField<E: Enum>(value: E, fieldNumber: Int) throws {
         varint(fieldNumber, UInt64(bitPattern: Int64(value.rawValue)))
     }
@@ -184,8 +198,12 @@ private struct SizingVisitor: NestedRecordVisitor {
         try value.traverse(visitor: &self)
     }
 
-    mutating func visitPackedFloatField(value: [Float], fieldNumber: Int) throws { lengthDelimited(fieldNumber, value.count * 4) }
-    mutating func visitPackedDoubleField(value: [Double], fieldNumber: Int) throws { lengthDelimited(fieldNumber, value.count * 8) }
+    mutating func visitPackedFloatField(value: [Float], fieldNumber: Int) throws {
+        lengthDelimited(fieldNumber, value.count * 4)
+    }
+    mutating func visitPackedDoubleField(value: [Double], fieldNumber: Int) throws {
+        lengthDelimited(fieldNumber, value.count * 8)
+    }
     mutating func visitPackedInt32Field(value: [Int32], fieldNumber: Int) throws {
         lengthDelimited(fieldNumber, value.reduce(0) { $0 + varintSize(UInt64(bitPattern: Int64($1))) })
     }
@@ -204,11 +222,21 @@ private struct SizingVisitor: NestedRecordVisitor {
     mutating func visitPackedSInt64Field(value: [Int64], fieldNumber: Int) throws {
         lengthDelimited(fieldNumber, value.reduce(0) { $0 + varintSize(zigZag($1)) })
     }
-    mutating func visitPackedFixed32Field(value: [UInt32], fieldNumber: Int) throws { lengthDelimited(fieldNumber, value.count * 4) }
-    mutating func visitPackedFixed64Field(value: [UInt64], fieldNumber: Int) throws { lengthDelimited(fieldNumber, value.count * 8) }
-    mutating func visitPackedSFixed32Field(value: [Int32], fieldNumber: Int) throws { lengthDelimited(fieldNumber, value.count * 4) }
-    mutating func visitPackedSFixed64Field(value: [Int64], fieldNumber: Int) throws { lengthDelimited(fieldNumber, value.count * 8) }
-    mutating func visitPackedBoolField(value: [Bool], fieldNumber: Int) throws { lengthDelimited(fieldNumber, value.count) }
+    mutating func visitPackedFixed32Field(value: [UInt32], fieldNumber: Int) throws {
+        lengthDelimited(fieldNumber, value.count * 4)
+    }
+    mutating func visitPackedFixed64Field(value: [UInt64], fieldNumber: Int) throws {
+        lengthDelimited(fieldNumber, value.count * 8)
+    }
+    mutating func visitPackedSFixed32Field(value: [Int32], fieldNumber: Int) throws {
+        lengthDelimited(fieldNumber, value.count * 4)
+    }
+    mutating func visitPackedSFixed64Field(value: [Int64], fieldNumber: Int) throws {
+        lengthDelimited(fieldNumber, value.count * 8)
+    }
+    mutating func visitPackedBoolField(value: [Bool], fieldNumber: Int) throws {
+        lengthDelimited(fieldNumber, value.count)
+    }
     mutating func visitPackedEnumField<E: Enum>(value: [E], fieldNumber: Int) throws {
         lengthDelimited(fieldNumber, value.reduce(0) { $0 + varintSize(UInt64(bitPattern: Int64($1.rawValue))) })
     }
@@ -279,7 +307,9 @@ private struct WritingVisitor: NestedRecordVisitor {
         return sizes[next]
     }
 
-    @inline(__always) mutating func nestedRecord(_ fieldNumber: Int, _ body: (inout WritingVisitor) throws -> Void) rethrows {
+    @inline(__always) mutating func nestedRecord(_ fieldNumber: Int, _ body: (inout WritingVisitor) throws -> Void)
+        rethrows
+    {
         tag(fieldNumber, 2)
         putVarint(UInt64(nextSize()))
         try body(&self)
@@ -287,19 +317,45 @@ private struct WritingVisitor: NestedRecordVisitor {
 
     mutating func visitUnknown(bytes: Data) throws { bytes.withUnsafeBytes { putBytes($0) } }
 
-    mutating func visitSingularFloatField(value: Float, fieldNumber: Int) throws { tag(fieldNumber, 5); putFixed32(value.bitPattern) }
-    mutating func visitSingularDoubleField(value: Double, fieldNumber: Int) throws { tag(fieldNumber, 1); putFixed64(value.bitPattern) }
-    mutating func visitSingularInt32Field(value: Int32, fieldNumber: Int) throws { tag(fieldNumber, 0); putVarint(UInt64(bitPattern: Int64(value))) }
-    mutating func visitSingularInt64Field(value: Int64, fieldNumber: Int) throws { tag(fieldNumber, 0); putVarint(UInt64(bitPattern: value)) }
-    mutating func visitSingularUInt32Field(value: UInt32, fieldNumber: Int) throws { tag(fieldNumber, 0); putVarint(UInt64(value)) }
-    mutating func visitSingularUInt64Field(value: UInt64, fieldNumber: Int) throws { tag(fieldNumber, 0); putVarint(value) }
-    mutating func visitSingularSInt32Field(value: Int32, fieldNumber: Int) throws { tag(fieldNumber, 0); putVarint(zigZag(Int64(value))) }
-    mutating func visitSingularSInt64Field(value: Int64, fieldNumber: Int) throws { tag(fieldNumber, 0); putVarint(zigZag(value)) }
-    mutating func visitSingularFixed32Field(value: UInt32, fieldNumber: Int) throws { tag(fieldNumber, 5); putFixed32(value) }
-    mutating func visitSingularFixed64Field(value: UInt64, fieldNumber: Int) throws { tag(fieldNumber, 1); putFixed64(value) }
-    mutating func visitSingularSFixed32Field(value: Int32, fieldNumber: Int) throws { tag(fieldNumber, 5); putFixed32(UInt32(bitPattern: value)) }
-    mutating func visitSingularSFixed64Field(value: Int64, fieldNumber: Int) throws { tag(fieldNumber, 1); putFixed64(UInt64(bitPattern: value)) }
-    mutating func visitSingularBoolField(value: Bool, fieldNumber: Int) throws { tag(fieldNumber, 0); putVarint(value ? 1 : 0) }
+    mutating func visitSingularFloatField(value: Float, fieldNumber: Int) throws {
+        tag(fieldNumber, 5); putFixed32(value.bitPattern)
+    }
+    mutating func visitSingularDoubleField(value: Double, fieldNumber: Int) throws {
+        tag(fieldNumber, 1); putFixed64(value.bitPattern)
+    }
+    mutating func visitSingularInt32Field(value: Int32, fieldNumber: Int) throws {
+        tag(fieldNumber, 0); putVarint(UInt64(bitPattern: Int64(value)))
+    }
+    mutating func visitSingularInt64Field(value: Int64, fieldNumber: Int) throws {
+        tag(fieldNumber, 0); putVarint(UInt64(bitPattern: value))
+    }
+    mutating func visitSingularUInt32Field(value: UInt32, fieldNumber: Int) throws {
+        tag(fieldNumber, 0); putVarint(UInt64(value))
+    }
+    mutating func visitSingularUInt64Field(value: UInt64, fieldNumber: Int) throws {
+        tag(fieldNumber, 0); putVarint(value)
+    }
+    mutating func visitSingularSInt32Field(value: Int32, fieldNumber: Int) throws {
+        tag(fieldNumber, 0); putVarint(zigZag(Int64(value)))
+    }
+    mutating func visitSingularSInt64Field(value: Int64, fieldNumber: Int) throws {
+        tag(fieldNumber, 0); putVarint(zigZag(value))
+    }
+    mutating func visitSingularFixed32Field(value: UInt32, fieldNumber: Int) throws {
+        tag(fieldNumber, 5); putFixed32(value)
+    }
+    mutating func visitSingularFixed64Field(value: UInt64, fieldNumber: Int) throws {
+        tag(fieldNumber, 1); putFixed64(value)
+    }
+    mutating func visitSingularSFixed32Field(value: Int32, fieldNumber: Int) throws {
+        tag(fieldNumber, 5); putFixed32(UInt32(bitPattern: value))
+    }
+    mutating func visitSingularSFixed64Field(value: Int64, fieldNumber: Int) throws {
+        tag(fieldNumber, 1); putFixed64(UInt64(bitPattern: value))
+    }
+    mutating func visitSingularBoolField(value: Bool, fieldNumber: Int) throws {
+        tag(fieldNumber, 0); putVarint(value ? 1 : 0)
+    }
     mutating func visitSingularStringField(value: String, fieldNumber: Int) throws {
         tag(fieldNumber, 2)
         var value = value
@@ -331,12 +387,24 @@ private struct WritingVisitor: NestedRecordVisitor {
         tag(fieldNumber, 2); putVarint(UInt64(value.count * 8))
         for v in value { putFixed64(v.bitPattern) }
     }
-    mutating func visitPackedInt32Field(value: [Int32], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { UInt64(bitPattern: Int64($0)) } }
-    mutating func visitPackedInt64Field(value: [Int64], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { UInt64(bitPattern: $0) } }
-    mutating func visitPackedUInt32Field(value: [UInt32], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { UInt64($0) } }
-    mutating func visitPackedUInt64Field(value: [UInt64], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { $0 } }
-    mutating func visitPackedSInt32Field(value: [Int32], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { zigZag(Int64($0)) } }
-    mutating func visitPackedSInt64Field(value: [Int64], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { zigZag($0) } }
+    mutating func visitPackedInt32Field(value: [Int32], fieldNumber: Int) throws {
+        putPackedVarints(fieldNumber, value) { UInt64(bitPattern: Int64($0)) }
+    }
+    mutating func visitPackedInt64Field(value: [Int64], fieldNumber: Int) throws {
+        putPackedVarints(fieldNumber, value) { UInt64(bitPattern: $0) }
+    }
+    mutating func visitPackedUInt32Field(value: [UInt32], fieldNumber: Int) throws {
+        putPackedVarints(fieldNumber, value) { UInt64($0) }
+    }
+    mutating func visitPackedUInt64Field(value: [UInt64], fieldNumber: Int) throws {
+        putPackedVarints(fieldNumber, value) { $0 }
+    }
+    mutating func visitPackedSInt32Field(value: [Int32], fieldNumber: Int) throws {
+        putPackedVarints(fieldNumber, value) { zigZag(Int64($0)) }
+    }
+    mutating func visitPackedSInt64Field(value: [Int64], fieldNumber: Int) throws {
+        putPackedVarints(fieldNumber, value) { zigZag($0) }
+    }
     mutating func visitPackedFixed32Field(value: [UInt32], fieldNumber: Int) throws {
         tag(fieldNumber, 2); putVarint(UInt64(value.count * 4))
         for v in value { putFixed32(v) }
@@ -357,5 +425,7 @@ private struct WritingVisitor: NestedRecordVisitor {
         tag(fieldNumber, 2); putVarint(UInt64(value.count))
         for v in value { putVarint(v ? 1 : 0) }
     }
-    mutating func visitPackedEnumField<E: Enum>(value: [E], fieldNumber: Int) throws { putPackedVarints(fieldNumber, value) { UInt64(bitPattern: Int64($0.rawValue)) } }
+    mutating func visitPackedEnumField<E: Enum>(value: [E], fieldNumber: Int) throws {
+        putPackedVarints(fieldNumber, value) { UInt64(bitPattern: Int64($0.rawValue)) }
+    }
 }

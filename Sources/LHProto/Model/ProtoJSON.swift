@@ -49,7 +49,7 @@ public enum LHProtoJSON {
         // The set is made from our own proto/ by the same script as the
         // generated types; a failure here is a broken build, not bad input.
         guard let data = Data(base64Encoded: fileDescriptorSetBase64, options: .ignoreUnknownCharacters),
-              let set = try? Google_Protobuf_FileDescriptorSet(serializedBytes: data)
+            let set = try? Google_Protobuf_FileDescriptorSet(serializedBytes: data)
         else { fatalError("LHProtoJSON: descriptor_set.pb.swift does not hold a FileDescriptorSet") }
         return Schema(set)
     }()
@@ -164,7 +164,9 @@ struct Schema: Sendable {
             return .array(items.map { completeElement($0, element) })
         case .map(let element):
             guard case .object(let entries) = value else { return value }
-            let sorted = entries.sorted { RawJSON.unescape($0.0).utf8.lexicographicallyPrecedes(RawJSON.unescape($1.0).utf8) }
+            let sorted = entries.sorted {
+                RawJSON.unescape($0.0).utf8.lexicographicallyPrecedes(RawJSON.unescape($1.0).utf8)
+            }
             return .object(sorted.map { ($0.0, completeElement($0.1, element)) })
         }
     }
@@ -399,7 +401,9 @@ struct RawJSONParser {
 
     /// A string token with its quotes and escapes, as written.
     private mutating func parseString() throws -> String {
-        guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw Failure(offset: i, reason: "expected a string") }
+        guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else {
+            throw Failure(offset: i, reason: "expected a string")
+        }
         let start = i
         i += 1
         while i < bytes.count {

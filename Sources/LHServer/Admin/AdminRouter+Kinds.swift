@@ -14,10 +14,12 @@ extension LHAdminRouter {
         case .putExternalEventDef(let r): return .externalEventDef(try await service.putExternalEventDef(r))
         case .getExternalEventDef(let id): return .externalEventDef(try service.externalEventDef(id.name))
         case .searchExternalEventDef(let r):
-            return .externalEventDefIDList(.with { $0.results = service.searchExternalEventDefs(prefix: r.hasPrefix ? r.prefix : nil) })
+            return .externalEventDefIDList(
+                .with { $0.results = service.searchExternalEventDefs(prefix: r.hasPrefix ? r.prefix : nil) })
         case .putWfSpec(let r): return .wfSpec(try await service.putWfSpec(r))
         case .getWfSpec(let id): return .wfSpec(try service.wfSpec(id))
-        case .getLatestWfSpec(let r): return .wfSpec(try service.latestWfSpec(r.name, majorVersion: r.hasMajorVersion ? r.majorVersion : nil))
+        case .getLatestWfSpec(let r):
+            return .wfSpec(try service.latestWfSpec(r.name, majorVersion: r.hasMajorVersion ? r.majorVersion : nil))
         case .searchWfSpec(let r): return .wfSpecIDList(.with { $0.results = service.searchWfSpecs(r) })
         default: throw Self.misrouted(request)
         }
@@ -66,22 +68,25 @@ extension LHAdminRouter {
         switch request {
         case .searchWfRun(let r):
             let page = try service.searchWfRuns(r)
-            return .wfRunIDList(.with { l in
-                l.results = page.results.map { id in .with { $0.id = id } }
-                if let b = page.bookmark { l.bookmark = b }
-            })
+            return .wfRunIDList(
+                .with { l in
+                    l.results = page.results.map { id in .with { $0.id = id } }
+                    if let b = page.bookmark { l.bookmark = b }
+                })
         case .searchTaskRun(let r):
             let page = try service.searchTaskRuns(r)
-            return .taskRunIDList(.with { l in
-                l.results = page.results
-                if let b = page.bookmark { l.bookmark = b }
-            })
+            return .taskRunIDList(
+                .with { l in
+                    l.results = page.results
+                    if let b = page.bookmark { l.bookmark = b }
+                })
         case .searchVariable(let r):
             let page = try service.searchVariables(r)
-            return .variableIDList(.with { l in
-                l.results = page.results
-                if let b = page.bookmark { l.bookmark = b }
-            })
+            return .variableIDList(
+                .with { l in
+                    l.results = page.results
+                    if let b = page.bookmark { l.bookmark = b }
+                })
         default: throw Self.misrouted(request)
         }
     }

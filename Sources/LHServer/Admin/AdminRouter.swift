@@ -14,17 +14,20 @@ package struct LHAdminRouter: LHRequestRouter {
         self.service = core.admin
     }
 
-    package func handle(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind? {
+    package func handle(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope
+        .OneOf_Kind?
+    {
         switch request {
         case .getServerVersion: return .serverVersion(LHServerConfiguration.versionMessage)
         case .heartbeat, .hello: return nil
-        case .putTaskDef, .getTaskDef, .searchTaskDef, .putExternalEventDef, .getExternalEventDef, .searchExternalEventDef,
-             .putWfSpec, .getWfSpec, .getLatestWfSpec, .searchWfSpec:
+        case .putTaskDef, .getTaskDef, .searchTaskDef, .putExternalEventDef, .getExternalEventDef,
+            .searchExternalEventDef,
+            .putWfSpec, .getWfSpec, .getLatestWfSpec, .searchWfSpec:
             return try await metadata(request)
         case .runWf, .putExternalEvent, .stopWfRun, .resumeWfRun, .deleteWfRun, .reportTask, .subscribe:
             return try await command(request, session: session)
         case .getWfRun, .getNodeRun, .listNodeRuns, .getTaskRun, .listTaskRuns, .getVariable, .listVariables,
-             .getExternalEvent, .listExternalEvents:
+            .getExternalEvent, .listExternalEvents:
             return try await read(request)
         case .searchWfRun, .searchTaskRun, .searchVariable:
             return try search(request)
@@ -36,8 +39,10 @@ package struct LHAdminRouter: LHRequestRouter {
     /// RunWf, ReportTask and PutExternalEvent go from the event loop straight
     /// into the processor's next group commit, answered from the commit
     /// thread once durable: no task, no actor hop.
-    package func handleDirectly(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
-                                reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void) -> Bool {
+    package func handleDirectly(
+        _ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
+        reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void
+    ) -> Bool {
         switch request {
         case .reportTask(let report):
             let (service, connection) = (service, session.token.id)
@@ -58,9 +63,11 @@ package struct LHAdminRouter: LHRequestRouter {
 
     /// Makes a request's job and enqueues it; `answer` turns its result into
     /// the response (an error making or running the job is the response).
-    private func enqueue<T: Sendable>(reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void,
-                                      _ make: () throws -> WfRunJob<T>,
-                                      answer: @escaping @Sendable (T) -> Lhwire_Envelope.OneOf_Kind) {
+    private func enqueue<T: Sendable>(
+        reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void,
+        _ make: () throws -> WfRunJob<T>,
+        answer: @escaping @Sendable (T) -> Lhwire_Envelope.OneOf_Kind
+    ) {
         do {
             service.enqueue(try make()) { result in reply(result.map { answer($0) }) }
         } catch {

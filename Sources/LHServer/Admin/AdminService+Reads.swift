@@ -9,22 +9,30 @@ import LHWire
 extension AdminService {
     func wfRunState(_ id: String) async throws -> WfRunState {
         guard !id.isEmpty else { throw LHError(.invalidArgument, "wf_run_id is empty") }
-        guard let s = try await LHError.mappingAsync({ try await processor.read(id) }) else { throw LHError(.notFound, "WfRun '\(id)' not found") }
+        guard let s = try await LHError.mappingAsync({ try await processor.read(id) }) else {
+            throw LHError(.notFound, "WfRun '\(id)' not found")
+        }
         return s
     }
 
     func wfRun(_ id: String) async throws -> Littlehorse_WfRun { try await wfRunState(id).wfRun }
 
     func nodeRun(_ id: Littlehorse_NodeRunId) async throws -> Littlehorse_NodeRun {
-        guard let n = try await wfRunState(id.wfRunID.id).nodeRuns[NodeRunKey(thread: id.threadRunNumber, position: id.position)] else {
-            throw LHError(.notFound, "NodeRun \(id.threadRunNumber)/\(id.position) of WfRun '\(id.wfRunID.id)' not found")
+        guard
+            let n = try await wfRunState(id.wfRunID.id).nodeRuns[
+                NodeRunKey(thread: id.threadRunNumber, position: id.position)]
+        else {
+            throw LHError(
+                .notFound, "NodeRun \(id.threadRunNumber)/\(id.position) of WfRun '\(id.wfRunID.id)' not found")
         }
         return n
     }
 
     func nodeRuns(_ r: Littlehorse_ListNodeRunsRequest) async throws -> [Littlehorse_NodeRun] {
         let s = try await wfRunState(r.wfRunID.id)
-        return s.nodeRuns.sorted { $0.key < $1.key }.map(\.value).filter { !r.hasThreadRunNumber || $0.id.threadRunNumber == r.threadRunNumber }
+        return s.nodeRuns.sorted { $0.key < $1.key }.map(\.value).filter {
+            !r.hasThreadRunNumber || $0.id.threadRunNumber == r.threadRunNumber
+        }
     }
 
     func taskRun(_ id: Littlehorse_TaskRunId) async throws -> Littlehorse_TaskRun {
@@ -35,12 +43,19 @@ extension AdminService {
     }
 
     func taskRuns(_ r: Littlehorse_ListTaskRunsRequest) async throws -> [Littlehorse_TaskRun] {
-        try await wfRunState(r.wfRunID.id).taskRuns.values.sorted { ($0.scheduledAt.date, $0.id.taskGuid) < ($1.scheduledAt.date, $1.id.taskGuid) }
+        try await wfRunState(r.wfRunID.id).taskRuns.values.sorted {
+            ($0.scheduledAt.date, $0.id.taskGuid) < ($1.scheduledAt.date, $1.id.taskGuid)
+        }
     }
 
     func variable(_ id: Littlehorse_VariableId) async throws -> Littlehorse_Variable {
-        guard let v = try await wfRunState(id.wfRunID.id).variables[VariableKey(thread: id.threadRunNumber, name: id.name)] else {
-            throw LHError(.notFound, "Variable '\(id.name)' of thread \(id.threadRunNumber) in WfRun '\(id.wfRunID.id)' not found")
+        guard
+            let v = try await wfRunState(id.wfRunID.id).variables[
+                VariableKey(thread: id.threadRunNumber, name: id.name)]
+        else {
+            throw LHError(
+                .notFound, "Variable '\(id.name)' of thread \(id.threadRunNumber) in WfRun '\(id.wfRunID.id)' not found"
+            )
         }
         return v
     }
@@ -59,8 +74,14 @@ extension AdminService {
 
     func externalEvent(_ id: Littlehorse_ExternalEventId) async throws -> Littlehorse_ExternalEvent {
         let events = try await externalEvents(of: id.wfRunID.id)
-        guard let e = events.first(where: { $0.id.guid == id.guid && $0.id.externalEventDefID.name == id.externalEventDefID.name }) else {
-            throw LHError(.notFound, "ExternalEvent '\(id.externalEventDefID.name)/\(id.guid)' of WfRun '\(id.wfRunID.id)' not found")
+        guard
+            let e = events.first(where: {
+                $0.id.guid == id.guid && $0.id.externalEventDefID.name == id.externalEventDefID.name
+            })
+        else {
+            throw LHError(
+                .notFound,
+                "ExternalEvent '\(id.externalEventDefID.name)/\(id.guid)' of WfRun '\(id.wfRunID.id)' not found")
         }
         return e
     }

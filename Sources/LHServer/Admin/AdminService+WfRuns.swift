@@ -28,7 +28,8 @@ extension AdminService {
     func runWf(_ r: Littlehorse_RunWfRequest) throws -> WfRunJob<Littlehorse_WfRun> {
         let metadata = self.metadata
         let major: Int32? = r.hasMajorVersion ? r.majorVersion : nil
-        guard let spec = metadata.latestWfSpec(r.wfSpecName, major: major, revision: r.hasRevision ? r.revision : nil) else {
+        guard let spec = metadata.latestWfSpec(r.wfSpecName, major: major, revision: r.hasRevision ? r.revision : nil)
+        else {
             throw LHError(.notFound, "WfSpec '\(r.wfSpecName)' not found")
         }
         let id = r.hasID ? r.id : LHIds.timeOrdered(now: clock.now())
@@ -36,16 +37,19 @@ extension AdminService {
             throw LHError(.invalidArgument, "WfRun id '\(id)' must be 1 to 128 characters without '/'")
         }
         let context = metadata.context(for: spec)
-        return (id, { (s: inout Staging) -> Littlehorse_WfRun in
-            if try s.state(id) != nil { throw LHError(.alreadyExists, "WfRun '\(id)' already exists") }
-            let earlier = try s.orphanEvents(of: id)
-            let (state, effects) = try LHError.mapping {
-                try WorkflowEngine.runWf(r, id: id, context: context, now: s.now, earlierEvents: earlier)
+        return (
+            id,
+            { (s: inout Staging) -> Littlehorse_WfRun in
+                if try s.state(id) != nil { throw LHError(.alreadyExists, "WfRun '\(id)' already exists") }
+                let earlier = try s.orphanEvents(of: id)
+                let (state, effects) = try LHError.mapping {
+                    try WorkflowEngine.runWf(r, id: id, context: context, now: s.now, earlierEvents: earlier)
+                }
+                if !earlier.isEmpty { s.claimOrphanEvents(of: id) }
+                s.save(id, state, effects)
+                return state.wfRun
             }
-            if !earlier.isEmpty { s.claimOrphanEvents(of: id) }
-            s.save(id, state, effects)
-            return state.wfRun
-        })
+        )
     }
 
     /// Posts an ExternalEvent: to its WfRun (interrupting or waking what
@@ -55,7 +59,9 @@ extension AdminService {
         let wfRunId = r.wfRunID.id
         guard !wfRunId.isEmpty else { throw LHError(.invalidArgument, "wf_run_id is empty") }
         let defName = r.externalEventDefID.name
-        guard metadata.externalEventDefs[defName] != nil else { throw LHError(.notFound, "ExternalEventDef '\(defName)' not found") }
+        guard metadata.externalEventDefs[defName] != nil else {
+            throw LHError(.notFound, "ExternalEventDef '\(defName)' not found")
+        }
         var event = Littlehorse_ExternalEvent()
         event.id.wfRunID = r.wfRunID
         event.id.externalEventDefID.name = defName
@@ -65,32 +71,39 @@ extension AdminService {
         if r.hasThreadRunNumber { event.threadRunNumber = r.threadRunNumber }
         if r.hasNodeRunPosition { event.nodeRunPosition = r.nodeRunPosition }
         let e = event
-        return (wfRunId, { (s: inout Staging) -> Littlehorse_ExternalEvent in
-            if let state = try s.state(wfRunId) {
-                if let existing = state.externalEvents.first(where: { $0.id == e.id }) { return existing }
-                try s.apply(.putExternalEvent(e), to: wfRunId)
-                return try s.state(wfRunId)?.externalEvents.last(where: { $0.id == e.id }) ?? e
+        return (
+            wfRunId,
+            { (s: inout Staging) -> Littlehorse_ExternalEvent in
+                if let state = try s.state(wfRunId) {
+                    if let existing = state.externalEvents.first(where: { $0.id == e.id }) { return existing }
+                    try s.apply(.putExternalEvent(e), to: wfRunId)
+                    return try s.state(wfRunId)?.externalEvents.last(where: { $0.id == e.id }) ?? e
+                }
+                if let existing = try s.orphanEvents(of: wfRunId).first(where: { $0.id == e.id }) { return existing }
+                s.storeOrphanEvent(e)
+                return e
             }
-            if let existing = try s.orphanEvents(of: wfRunId).first(where: { $0.id == e.id }) { return existing }
-            s.storeOrphanEvent(e)
-            return e
-        })
+        )
     }
 
     /// A worker's report; `connection` is that worker's, which gets first
     /// refusal of the attempts the report makes ready.
     func reportTask(_ report: Littlehorse_ReportTaskRun, from connection: ObjectIdentifier?) -> WfRunJob<Void> {
         let id = report.taskRunID.wfRunID.id
-        return (id, { s in
-            s.reportingWorker = connection
-            defer { s.reportingWorker = nil }
-            try s.apply(.reportTask(report), to: id)
-        })
+        return (
+            id,
+            { s in
+                s.reportingWorker = connection
+                defer { s.reportingWorker = nil }
+                try s.apply(.reportTask(report), to: id)
+            }
+        )
     }
 
     /// The worker on `connection` has room again once its report is settled.
     func reported(_ report: Littlehorse_ReportTaskRun, connection: ObjectIdentifier) {
-        dispatcher.reported(connection: connection, wfRunId: report.taskRunID.wfRunID.id, guid: report.taskRunID.taskGuid)
+        dispatcher.reported(
+            connection: connection, wfRunId: report.taskRunID.wfRunID.id, guid: report.taskRunID.taskGuid)
     }
 
     /// StopWfRun: the thread (and its children) halt with a manual halt reason.
@@ -109,18 +122,24 @@ extension AdminService {
     /// attempts and timers.
     func deleteWfRun(_ r: Littlehorse_DeleteWfRunRequest) -> WfRunJob<Void> {
         let id = r.id.id
-        return (id, { s in
-            guard try s.state(id) != nil else { throw LHError(.notFound, "WfRun '\(id)' not found") }
-            s.delete(id)
-        })
+        return (
+            id,
+            { s in
+                guard try s.state(id) != nil else { throw LHError(.notFound, "WfRun '\(id)' not found") }
+                s.delete(id)
+            }
+        )
     }
 
     /// A worker subscribes to a TaskDef on its connection.
     func subscribe(_ r: Lhwire_Subscribe, session: LHSession) throws {
-        guard session.role == .worker else { throw LHError(.failedPrecondition, "subscribe is for connections whose hello has role WORKER") }
+        guard session.role == .worker else {
+            throw LHError(.failedPrecondition, "subscribe is for connections whose hello has role WORKER")
+        }
         _ = try taskDef(r.taskDefID.name)
-        dispatcher.subscribe(connection: session.token.id, workerId: r.taskWorkerID.isEmpty ? session.clientId : r.taskWorkerID,
-                             taskDef: r.taskDefID.name, capacity: Int(max(1, r.capacity)), push: session.responder)
+        dispatcher.subscribe(
+            connection: session.token.id, workerId: r.taskWorkerID.isEmpty ? session.clientId : r.taskWorkerID,
+            taskDef: r.taskDefID.name, capacity: Int(max(1, r.capacity)), push: session.responder)
     }
 
     func connectionClosed(_ session: LHSession) {

@@ -16,7 +16,10 @@ struct AdminService: Sendable {
     let dispatcher: TaskDispatcher
     let clock: any LHClock
 
-    init(processor: CommandProcessor, store: any LHStorage, dispatcher: TaskDispatcher, clock: any LHClock = SystemClock()) {
+    init(
+        processor: CommandProcessor, store: any LHStorage, dispatcher: TaskDispatcher,
+        clock: any LHClock = SystemClock()
+    ) {
         self.processor = processor
         self.store = store
         self.dispatcher = dispatcher
@@ -27,7 +30,8 @@ struct AdminService: Sendable {
 
     static func checkName(_ name: String, _ what: String) throws {
         guard WorkflowEngine.isKebabCase(name) else {
-            throw LHError(.invalidArgument, "\(what) name '\(name)' must be kebab-case (lowercase letters, digits and '-')")
+            throw LHError(
+                .invalidArgument, "\(what) name '\(name)' must be kebab-case (lowercase letters, digits and '-')")
         }
     }
 
@@ -39,7 +43,9 @@ struct AdminService: Sendable {
         try Self.checkName(r.name, "TaskDef")
         for v in r.inputVars {
             try Self.checkName(v.name, "input variable of TaskDef '\(r.name)': the")
-            guard v.declaredType != nil else { throw LHError(.invalidArgument, "input variable '\(v.name)' of TaskDef '\(r.name)' has no type") }
+            guard v.declaredType != nil else {
+                throw LHError(.invalidArgument, "input variable '\(v.name)' of TaskDef '\(r.name)' has no type")
+            }
         }
         var def = Littlehorse_TaskDef()
         def.id.name = r.name
@@ -62,7 +68,9 @@ struct AdminService: Sendable {
     }
 
     func searchTaskDefs(prefix: String?) -> [Littlehorse_TaskDefId] {
-        metadata.taskDefs.keys.filter { prefix == nil || $0.hasPrefix(prefix!) }.sorted().map { n in .with { $0.name = n } }
+        metadata.taskDefs.keys.filter { prefix == nil || $0.hasPrefix(prefix!) }.sorted().map { n in
+            .with { $0.name = n }
+        }
     }
 
     // MARK: - ExternalEventDef
@@ -82,12 +90,16 @@ struct AdminService: Sendable {
     }
 
     func externalEventDef(_ name: String) throws -> Littlehorse_ExternalEventDef {
-        guard let e = metadata.externalEventDefs[name] else { throw LHError(.notFound, "ExternalEventDef '\(name)' not found") }
+        guard let e = metadata.externalEventDefs[name] else {
+            throw LHError(.notFound, "ExternalEventDef '\(name)' not found")
+        }
         return e
     }
 
     func searchExternalEventDefs(prefix: String?) -> [Littlehorse_ExternalEventDefId] {
-        metadata.externalEventDefs.keys.filter { prefix == nil || $0.hasPrefix(prefix!) }.sorted().map { n in .with { $0.name = n } }
+        metadata.externalEventDefs.keys.filter { prefix == nil || $0.hasPrefix(prefix!) }.sorted().map { n in
+            .with { $0.name = n }
+        }
     }
 
     // MARK: - WfSpec
@@ -97,7 +109,9 @@ struct AdminService: Sendable {
     func putWfSpec(_ r: Littlehorse_PutWfSpecRequest) async throws -> Littlehorse_WfSpec {
         let metadata = self.metadata
         var spec = try LHError.mapping { try WorkflowEngine.validate(r, metadata: metadata.lookup) }
-        switch try WfSpecVersioning.decide(spec, allowedUpdates: r.allowedUpdates, versions: metadata.wfSpecs[r.name] ?? []) {
+        switch try WfSpecVersioning.decide(
+            spec, allowedUpdates: r.allowedUpdates, versions: metadata.wfSpecs[r.name] ?? [])
+        {
         case .existing(let existing):
             return existing
         case .new(let id):
@@ -118,7 +132,9 @@ struct AdminService: Sendable {
     }
 
     func latestWfSpec(_ name: String, majorVersion: Int32?) throws -> Littlehorse_WfSpec {
-        guard let s = metadata.latestWfSpec(name, major: majorVersion) else { throw LHError(.notFound, "WfSpec '\(name)' not found") }
+        guard let s = metadata.latestWfSpec(name, major: majorVersion) else {
+            throw LHError(.notFound, "WfSpec '\(name)' not found")
+        }
         return s
     }
 
@@ -139,7 +155,9 @@ extension Littlehorse_WfSpec {
     /// Whether a TASK node of any thread runs the TaskDef `name`.
     func uses(taskDef name: String) -> Bool {
         threadSpecs.values.contains { thread in
-            thread.nodes.values.contains { if case .task(let task)? = $0.node { task.taskDefID.name == name } else { false } }
+            thread.nodes.values.contains {
+                if case .task(let task)? = $0.node { task.taskDefID.name == name } else { false }
+            }
         }
     }
 }

@@ -12,7 +12,9 @@ struct MetadataCache: Sendable {
     /// By name, versions in ascending order.
     var wfSpecs: [String: [Littlehorse_WfSpec]] = [:]
 
-    var lookup: LHMetadataLookup { LHMetadataLookup(taskDefs: taskDefs, externalEventDefs: Set(externalEventDefs.keys)) }
+    var lookup: LHMetadataLookup {
+        LHMetadataLookup(taskDefs: taskDefs, externalEventDefs: Set(externalEventDefs.keys))
+    }
 
     func wfSpec(_ id: Littlehorse_WfSpecId) -> Littlehorse_WfSpec? {
         wfSpecs[id.name]?.first { $0.id.majorVersion == id.majorVersion && $0.id.revision == id.revision }

@@ -21,8 +21,10 @@ enum WfSpecVersioning {
 
     /// The version a PutWfSpec of `spec` (validated, named) gets, given the
     /// stored versions of its name in ascending order.
-    static func decide(_ spec: Littlehorse_WfSpec, allowedUpdates: Littlehorse_AllowedUpdateType,
-                               versions: [Littlehorse_WfSpec]) throws -> Decision {
+    static func decide(
+        _ spec: Littlehorse_WfSpec, allowedUpdates: Littlehorse_AllowedUpdateType,
+        versions: [Littlehorse_WfSpec]
+    ) throws -> Decision {
         var id = Littlehorse_WfSpecId()
         id.name = spec.id.name
         guard let latest = versions.last else { return .new(id) }
@@ -34,8 +36,10 @@ enum WfSpecVersioning {
         case .noUpdates:
             throw LHError(.failedPrecondition, "WfSpec '\(id.name)' exists and allowed_updates is NO_UPDATES")
         case .minorRevisionUpdates where newMajor:
-            throw LHError(.failedPrecondition,
-                          "WfSpec '\(id.name)': the change needs a new major version but allowed_updates is MINOR_REVISION_UPDATES")
+            throw LHError(
+                .failedPrecondition,
+                "WfSpec '\(id.name)': the change needs a new major version but allowed_updates is MINOR_REVISION_UPDATES"
+            )
         default:
             break
         }

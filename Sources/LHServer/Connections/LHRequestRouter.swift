@@ -7,8 +7,10 @@ package protocol LHRequestRouter: Sendable {
     /// loop: must not block): returns true and calls `reply` once, from any
     /// thread, with what `handle` would return; false to have `handle`
     /// called in a task instead.
-    func handleDirectly(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
-                        reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void) -> Bool
+    func handleDirectly(
+        _ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
+        reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void
+    ) -> Bool
     /// The response kind, nil for a frame that needs no response, or an
     /// ``LHError`` thrown to answer with an error.
     func handle(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind?
@@ -18,7 +20,8 @@ package protocol LHRequestRouter: Sendable {
 
 extension LHRequestRouter {
     package func connectionClosed(_ session: LHSession) async {}
-    package func handleDirectly(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
-                               reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void) -> Bool { false }
+    package func handleDirectly(
+        _ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
+        reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void
+    ) -> Bool { false }
 }
-

@@ -52,18 +52,23 @@ package final class WireServer: Service, Sendable {
     func listenerTLS() throws -> LHTLS.ServerConfiguration? {
         switch configuration.tls {
         case .plaintext:
-            logger.warning("TLS IS OFF: lh-server accepts plaintext connections (--plaintext); never do this outside a trusted network")
+            logger.warning(
+                "TLS IS OFF: lh-server accepts plaintext connections (--plaintext); never do this outside a trusted network"
+            )
             return nil
         case .files(let cert, let key):
             return .init(certificatePath: cert, keyPath: key, clientCAPath: configuration.clientCAPath)
         case .developmentCA:
-            let files = try DevCertificateAuthority.ensure(in: configuration.dataDirectory.appendingPathComponent("tls"), hostnames: configuration.tlsHostnames)
+            let files = try DevCertificateAuthority.ensure(
+                in: configuration.dataDirectory.appendingPathComponent("tls"), hostnames: configuration.tlsHostnames)
             state.withLockedValue { $0.caPath = files.caCertPath }
             logger.notice(
                 files.created ? "made a development CA and server certificate" : "using the development CA",
                 metadata: ["lh.caCert": "\(files.caCertPath)"]
             )
-            return .init(certificatePath: files.serverCertPath, keyPath: files.serverKeyPath, clientCAPath: configuration.clientCAPath)
+            return .init(
+                certificatePath: files.serverCertPath, keyPath: files.serverKeyPath,
+                clientCAPath: configuration.clientCAPath)
         }
     }
 
@@ -141,7 +146,8 @@ package final class WireServer: Service, Sendable {
         let responder = session.responder
         let id = envelope.id
         guard let kind = envelope.kind else {
-            responder.yield(Lhwire_Envelope(id: id, .error(LHError(.invalidArgument, "empty envelope: no request kind set").wire)))
+            responder.yield(
+                Lhwire_Envelope(id: id, .error(LHError(.invalidArgument, "empty envelope: no request kind set").wire)))
             return
         }
         let handled = router.handleDirectly(kind, session: session) { result in
@@ -166,8 +172,10 @@ package final class WireServer: Service, Sendable {
     }
 
     /// The frame that answers request `id`: none for id 0 or no response.
-    static func reply(to id: UInt64, _ request: Lhwire_Envelope.OneOf_Kind, _ result: Result<Lhwire_Envelope.OneOf_Kind?, Error>,
-                      logger: Logger) -> Lhwire_Envelope? {
+    static func reply(
+        to id: UInt64, _ request: Lhwire_Envelope.OneOf_Kind, _ result: Result<Lhwire_Envelope.OneOf_Kind?, Error>,
+        logger: Logger
+    ) -> Lhwire_Envelope? {
         switch result {
         case .success(let reply):
             guard let reply, id != 0 else { return nil }

@@ -24,7 +24,9 @@ struct DispatchState {
     /// `prefer`: this worker's connection first, if it takes `taskDef` and has room.
     mutating func reserve(_ taskDef: String, key: String, prefer: ObjectIdentifier? = nil) -> TaskReservation? {
         // No `let w = workers[id]` before the insert: the copy would make it copy the whole set.
-        if let id = prefer, workers[id]?.taskDef == taskDef, let held = workers[id]?.holding.count, held < workers[id]!.capacity {
+        if let id = prefer, workers[id]?.taskDef == taskDef, let held = workers[id]?.holding.count,
+            held < workers[id]!.capacity
+        {
             workers[id]!.holding.insert(key)
             let w = workers[id]!
             return TaskReservation(connection: id, workerId: w.id, taskDef: taskDef, key: key, push: w.push)

@@ -55,10 +55,13 @@ final class TaskDispatcher: Sendable {
     func subscribe(connection: ObjectIdentifier, workerId: String, taskDef: String, capacity: Int, push: LHResponder) {
         let ready = state.withLock { s -> [(QueuedTask, TaskReservation)] in
             if s.workers[connection] == nil { s.order[taskDef, default: []].append(connection) }
-            s.workers[connection] = DispatchState.Worker(id: workerId, taskDef: taskDef, capacity: max(1, capacity), push: push)
+            s.workers[connection] = DispatchState.Worker(
+                id: workerId, taskDef: taskDef, capacity: max(1, capacity), push: push)
             return s.assignable(taskDef)
         }
-        logger.info("worker subscribed", metadata: ["lh.worker": "\(workerId)", LHLog.taskDef: "\(taskDef)", "lh.capacity": "\(capacity)"])
+        logger.info(
+            "worker subscribed",
+            metadata: ["lh.worker": "\(workerId)", LHLog.taskDef: "\(taskDef)", "lh.capacity": "\(capacity)"])
         handOver(ready)
     }
 
@@ -71,8 +74,9 @@ final class TaskDispatcher: Sendable {
             return worker
         }
         if let gone, !gone.holding.isEmpty {
-            logger.warning("worker left holding TaskRuns; they retry when their attempts time out",
-                           metadata: ["lh.worker": "\(gone.id)", "lh.holding": "\(gone.holding.count)"])
+            logger.warning(
+                "worker left holding TaskRuns; they retry when their attempts time out",
+                metadata: ["lh.worker": "\(gone.id)", "lh.holding": "\(gone.holding.count)"])
         }
     }
 
@@ -99,7 +103,9 @@ final class TaskDispatcher: Sendable {
                 case .failure(let error):
                     // Withdrawn by a halt, deleted, or already handed over: not for a worker.
                     self.release(r)
-                    self.logger.debug("queued TaskRun not handed over", metadata: [LHLog.taskRunId: "\(r.key)", LHLog.error: "\(error)"])
+                    self.logger.debug(
+                        "queued TaskRun not handed over",
+                        metadata: [LHLog.taskRunId: "\(r.key)", LHLog.error: "\(error)"])
                     self.starter.dropQueuedTask(task)
                 }
             }
@@ -114,7 +120,9 @@ extension TaskDispatcher: DirectReservations {
     /// gets the attempt if it takes that TaskDef and has room, so that the
     /// report's answer and the next task leave in one frame write and the
     /// worker wakes once for both (other workers are not woken at all).
-    func reserveDirect(taskDef: String, wfRunId: String, guid: String, prefer: ObjectIdentifier? = nil) -> TaskReservation? {
+    func reserveDirect(taskDef: String, wfRunId: String, guid: String, prefer: ObjectIdentifier? = nil)
+        -> TaskReservation?
+    {
         state.withLock { s in
             guard s.queues[taskDef]?.isEmpty ?? true else { return nil }
             return s.reserve(taskDef, key: DispatchState.key(wfRunId, guid), prefer: prefer)

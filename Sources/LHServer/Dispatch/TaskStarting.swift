@@ -9,8 +9,9 @@ protocol TaskStarting: Sendable {
     /// and takes it out of the stored queue; `done` gets the ScheduledTask to
     /// push once that is durable (nil: not for a worker any more), or the
     /// error that refused the job (withdrawn by a halt, deleted, ...).
-    func startQueuedTask(_ task: QueuedTask, workerId: String,
-                         done: @escaping @Sendable (Result<Littlehorse_ScheduledTask?, Error>) -> Void)
+    func startQueuedTask(
+        _ task: QueuedTask, workerId: String,
+        done: @escaping @Sendable (Result<Littlehorse_ScheduledTask?, Error>) -> Void)
     /// Takes an attempt that is no longer for a worker out of the stored queue.
     func dropQueuedTask(_ task: QueuedTask)
 }

@@ -23,7 +23,9 @@ struct BatchBuilder: Sendable {
 
     private func staging() -> Staging {
         let (overlay, cache, store) = (base.overlay, cache, store)
-        return Staging(now: now, metadata: metadata, store: store, pendingOrphans: base.orphans, reservations: reservations) { id in
+        return Staging(
+            now: now, metadata: metadata, store: store, pendingOrphans: base.orphans, reservations: reservations
+        ) { id in
             if let entry = overlay[id] { return entry.state }
             if let s = cache.get(id) { return s }
             return try store.wfRun(id)

@@ -62,8 +62,10 @@ actor CommandProcessor {
     private let graveyard = Mutex<[[WfRunState]]>([])
     private var batchNumber: UInt64 = 0
 
-    init(store: any LHStorage, metadata: MetadataCache, logger: Logger, cacheCapacity: Int = 10_000,
-                 clock: any LHClock = SystemClock()) {
+    init(
+        store: any LHStorage, metadata: MetadataCache, logger: Logger, cacheCapacity: Int = 10_000,
+        clock: any LHClock = SystemClock()
+    ) {
         self.store = store
         self.cache = StateCache(capacity: cacheCapacity)
         self.commitLine = CommitLine(store: store)
@@ -83,8 +85,11 @@ actor CommandProcessor {
 
     /// Runs `work` inside the next group commit and returns when it is durable.
     @discardableResult
-    nonisolated func submit<T: Sendable>(key: String, _ work: @escaping @Sendable (inout Staging) throws -> T) async throws -> T {
-        let result = try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<any Sendable, Error>) in
+    nonisolated func submit<T: Sendable>(key: String, _ work: @escaping @Sendable (inout Staging) throws -> T)
+        async throws -> T
+    {
+        let result = try await withCheckedThrowingContinuation {
+            (continuation: CheckedContinuation<any Sendable, Error>) in
             enqueue(key: key, { try work(&$0) }, done: { continuation.resume(with: $0) })
         }
         return result as! T
@@ -94,8 +99,10 @@ actor CommandProcessor {
     /// result once that is durable (on the commit thread: `done` must be
     /// quick), or with the error that refused it. Callable from any thread
     /// without a task: the server's event loops hand requests over this way.
-    nonisolated func enqueue(key: String, _ work: @escaping BatchBuilder.Work,
-                                     done: @escaping @Sendable (Result<any Sendable, Error>) -> Void) {
+    nonisolated func enqueue(
+        key: String, _ work: @escaping BatchBuilder.Work,
+        done: @escaping @Sendable (Result<any Sendable, Error>) -> Void
+    ) {
         if intake.append(Job(key: key, work: work, done: done)) { Task { await self.flushLoop() } }
     }
 
@@ -119,12 +126,15 @@ actor CommandProcessor {
             await waitForRoom()
             let jobs = intake.takeAll()
             if jobs.isEmpty { return }
-            let builder = BatchBuilder(now: clock.now(), metadata: metadata, store: store, base: pipeline.withLock { $0.base() },
-                                       cache: cache, reservations: wiring.reservations)
-            let outcomes = await builder.run(jobs, freeing: graveyard.withLock { g in
-                defer { g = [] }
-                return g
-            })
+            let builder = BatchBuilder(
+                now: clock.now(), metadata: metadata, store: store, base: pipeline.withLock { $0.base() },
+                cache: cache, reservations: wiring.reservations)
+            let outcomes = await builder.run(
+                jobs,
+                freeing: graveyard.withLock { g in
+                    defer { g = [] }
+                    return g
+                })
             var results = [Result<any Sendable, Error>?](repeating: nil, count: jobs.count)
             for outcome in outcomes { for (i, r) in outcome.results { results[i] = r } }
             batchNumber += 1
@@ -137,10 +147,14 @@ actor CommandProcessor {
     /// jobs built on failed meanwhile.
     private nonisolated func hand(_ built: BuiltBatch, answers: [Answer], wiring: Wiring) {
         let accepted = pipeline.withLock {
-            $0.accept(batch: built.number, builtOn: built.epoch, states: built.states, deleted: built.deleted, orphans: built.batch.orphanEvents)
+            $0.accept(
+                batch: built.number, builtOn: built.epoch, states: built.states, deleted: built.deleted,
+                orphans: built.batch.orphanEvents)
         }
         guard accepted else {
-            for (done, _) in answers { done(.failure(LHError(.unavailable, "storage failed; the command was not applied"))) }
+            for (done, _) in answers {
+                done(.failure(LHError(.unavailable, "storage failed; the command was not applied")))
+            }
             for (reservation, _) in built.pushes { wiring.reservations?.release(reservation) }
             return
         }
@@ -170,7 +184,9 @@ actor CommandProcessor {
             for (done, result) in answers { done(result) }
         }
         pipeline.withLock { $0.committed(batch: built.number, states: built.states, deleted: built.deleted) }?.resume()
-        if let sink = wiring.sink, !built.effects.isEmpty || !built.deleted.isEmpty { sink.carryOut(built.effects, deleted: built.deleted) }
+        if let sink = wiring.sink, !built.effects.isEmpty || !built.deleted.isEmpty {
+            sink.carryOut(built.effects, deleted: built.deleted)
+        }
         statistics.record(jobs: answers.count, seconds: Date().timeIntervalSince(started), logger: logger)
     }
 

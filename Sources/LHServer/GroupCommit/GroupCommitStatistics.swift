@@ -24,11 +24,13 @@ final class GroupCommitStatistics: Sendable {
             defer { w = 0 }
             return w
         }
-        logger.debug("group commits", metadata: [
-            "lh.commitsPerSecond": "\(Int(Double(line.commits) / line.elapsed))",
-            "lh.jobsPerCommit": "\(String(format: "%.1f", Double(line.jobs) / commits))",
-            "lh.commitBusy": "\(String(format: "%.0f%%", line.commitSeconds / line.elapsed * 100))",
-            "lh.writeMs": "\(String(format: "%.2f", writeSeconds / commits * 1000))",
-        ])
+        logger.debug(
+            "group commits",
+            metadata: [
+                "lh.commitsPerSecond": "\(Int(Double(line.commits) / line.elapsed))",
+                "lh.jobsPerCommit": "\(String(format: "%.1f", Double(line.jobs) / commits))",
+                "lh.commitBusy": "\(String(format: "%.0f%%", line.commitSeconds / line.elapsed * 100))",
+                "lh.writeMs": "\(String(format: "%.2f", writeSeconds / commits * 1000))",
+            ])
     }
 }

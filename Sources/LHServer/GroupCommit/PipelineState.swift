@@ -42,8 +42,10 @@ struct PipelineState<Waiter> {
     /// A batch built on `base` is handed over for writing. True: its states
     /// are what later batches build on and it is in flight. False: a commit
     /// it built on failed meanwhile; it must be refused, not written.
-    mutating func accept(batch number: UInt64, builtOn epoch: UInt64, states: [(key: String, value: WfRunState)],
-                         deleted: Set<String>, orphans: [Littlehorse_ExternalEvent]) -> Bool {
+    mutating func accept(
+        batch number: UInt64, builtOn epoch: UInt64, states: [(key: String, value: WfRunState)],
+        deleted: Set<String>, orphans: [Littlehorse_ExternalEvent]
+    ) -> Bool {
         guard epoch == self.epoch else { return false }
         for (id, state) in states { overlay[id] = (state, number) }
         for id in deleted { overlay[id] = (nil, number) }
@@ -55,7 +57,9 @@ struct PipelineState<Waiter> {
     /// The batch is durable: reads see it in the store (or cache) now, so its
     /// overlay entries go, unless a later batch replaced them. Returns the
     /// parked builder to resume.
-    mutating func committed(batch number: UInt64, states: [(key: String, value: WfRunState)], deleted: Set<String>) -> Waiter? {
+    mutating func committed(batch number: UInt64, states: [(key: String, value: WfRunState)], deleted: Set<String>)
+        -> Waiter?
+    {
         for (id, _) in states where overlay[id]?.batch == number { overlay[id] = nil }
         for id in deleted where overlay[id]?.batch == number { overlay[id] = nil }
         overlayOrphans.removeAll { $0.batch <= number }

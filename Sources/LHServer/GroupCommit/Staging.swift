@@ -36,8 +36,10 @@ struct Staging: Sendable {
     /// attempts the job makes ready go to that worker first.
     var reportingWorker: ObjectIdentifier?
 
-    init(now: Date, metadata: MetadataCache, store: any LHStorage, pendingOrphans: [Littlehorse_ExternalEvent] = [],
-         reservations: (any DirectReservations)? = nil, loadState: @escaping @Sendable (String) throws -> WfRunState?) {
+    init(
+        now: Date, metadata: MetadataCache, store: any LHStorage, pendingOrphans: [Littlehorse_ExternalEvent] = [],
+        reservations: (any DirectReservations)? = nil, loadState: @escaping @Sendable (String) throws -> WfRunState?
+    ) {
         self.now = now
         self.metadata = metadata
         self.store = store

@@ -59,7 +59,9 @@ actor TimerService {
         let logger = self.logger
         firing.fire(timer) { result in
             if case .failure(let error) = result {
-                logger.warning("timer failed", metadata: ["lh.timer": "\(timer.key)", LHLog.wfRunId: "\(timer.wfRunId)", LHLog.error: "\(error)"])
+                logger.warning(
+                    "timer failed",
+                    metadata: ["lh.timer": "\(timer.key)", LHLog.wfRunId: "\(timer.wfRunId)", LHLog.error: "\(error)"])
             }
         }
     }
