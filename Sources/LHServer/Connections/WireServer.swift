@@ -73,42 +73,7 @@ package final class WireServer: Service, Sendable {
     }
 
     package func run() async throws {
-        let serverChannel: NIOAsyncChannel<any Channel, Never>
-        do {
-            var welcome = Lhwire_Welcome()
-            welcome.serverID = configuration.serverId
-            welcome.serverVersion = LHServerConfiguration.versionMessage
-            serverChannel = try await LHListener.bind(
-                .init(
-                    host: configuration.host, port: configuration.port, tls: try listenerTLS(),
-                    maxFrameBytes: configuration.maxFrameBytes, heartbeatInterval: configuration.heartbeatInterval,
-                    welcome: welcome
-                ),
-                logger: logger
-            ) { channel in
-                // Requests are answered by a handler on the connection's event
-                // loop: no task per connection or per frequent request.
-                try channel.pipeline.syncOperations.addHandler(LHRequestHandler(server: self, channel: channel))
-                return channel
-            }
-        } catch {
-            let waiting = state.withLockedValue { state in
-                state.failure = error
-                defer { state.listeners = [] }
-                return state.listeners
-            }
-            waiting.forEach { $0.resume(throwing: error) }
-            throw error
-        }
-        let port = serverChannel.channel.localAddress?.port ?? configuration.port
-        let waiting = state.withLockedValue { state in
-            state.boundPort = port
-            defer { state.listeners = [] }
-            return state.listeners
-        }
-        waiting.forEach { $0.resume(returning: port) }
-        logger.notice("listening", metadata: ["lh.address": "\(configuration.host):\(port)"])
-
+        let serverChannel = try await bind()
         try await withGracefulShutdownHandler {
             try await serverChannel.executeThenClose { inbound in
                 for try await channel in inbound {
@@ -121,21 +86,63 @@ package final class WireServer: Service, Sendable {
                 }
             }
         } onGracefulShutdown: {
-            self.logger.notice("shutting down: no longer accepting connections")
-            serverChannel.channel.close(promise: nil)
-            // Requests being answered finish (their commits are durable either
-            // way); then the open connections are closed.
-            let open = self.state.withLockedValue { s -> [any Channel] in
-                s.shuttingDown = true
-                return Array(s.connections.values)
-            }
-            for channel in open {
-                channel.eventLoop.scheduleTask(in: .milliseconds(200)) { channel.close(promise: nil) }
-            }
+            self.stopAccepting(serverChannel.channel)
         }
         // Stopped accepting: wait for the connections still open to close.
         let open = state.withLockedValue { Array($0.connections.values) }
         for channel in open { try? await channel.closeFuture.get() }
+    }
+
+    /// Binds the listener and tells those waiting in ``boundPort()`` (its
+    /// port, or why it could not listen).
+    private func bind() async throws -> NIOAsyncChannel<any Channel, Never> {
+        let serverChannel: NIOAsyncChannel<any Channel, Never>
+        do {
+            var welcome = Lhwire_Welcome()
+            welcome.serverID = configuration.serverId
+            welcome.serverVersion = LHServerConfiguration.versionMessage
+            let listener = LHListener.Configuration(
+                host: configuration.host, port: configuration.port, tls: try listenerTLS(),
+                maxFrameBytes: configuration.maxFrameBytes, heartbeatInterval: configuration.heartbeatInterval,
+                welcome: welcome)
+            serverChannel = try await LHListener.bind(listener, logger: logger) { channel in
+                // Requests are answered by a handler on the connection's event
+                // loop: no task per connection or per frequent request.
+                try channel.pipeline.syncOperations.addHandler(LHRequestHandler(server: self, channel: channel))
+                return channel
+            }
+        } catch {
+            let waiting = state.withLockedValue { state in
+                state.failure = error
+                defer { state.listeners = [] }
+                return state.listeners
+            }
+            for waiter in waiting { waiter.resume(throwing: error) }
+            throw error
+        }
+        let port = serverChannel.channel.localAddress?.port ?? configuration.port
+        let waiting = state.withLockedValue { state in
+            state.boundPort = port
+            defer { state.listeners = [] }
+            return state.listeners
+        }
+        for waiter in waiting { waiter.resume(returning: port) }
+        logger.notice("listening", metadata: ["lh.address": "\(configuration.host):\(port)"])
+        return serverChannel
+    }
+
+    /// Graceful shutdown: no new connections; requests being answered finish
+    /// (their commits are durable either way), then open connections close.
+    private func stopAccepting(_ listener: any Channel) {
+        logger.notice("shutting down: no longer accepting connections")
+        listener.close(promise: nil)
+        let open = state.withLockedValue { s -> [any Channel] in
+            s.shuttingDown = true
+            return Array(s.connections.values)
+        }
+        for channel in open {
+            channel.eventLoop.scheduleTask(in: .milliseconds(200)) { channel.close(promise: nil) }
+        }
     }
 
     /// Answers one request of a connection: the frequent ones handed
