@@ -69,11 +69,17 @@ let package = Package(
             ],
             swiftSettings: hotPath
         ),
+        // Our own envelope (proto/wire.proto), generated; never re-exported to SDK users.
+        .target(
+            name: "LHWireProto",
+            dependencies: ["LHProto", .product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: hotPath
+        ),
         // Framing, TLS, hello, request/response correlation, heartbeats, dev CA.
         .target(
             name: "LHWire",
             dependencies: [
-                "LHProto",
+                "LHProto", "LHWireProto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -91,7 +97,7 @@ let package = Package(
         .target(
             name: "LHServer",
             dependencies: [
-                "LHProto", "LHWire", "LHEngine", "LHStore",
+                "LHProto", "LHWireProto", "LHWire", "LHEngine", "LHStore",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -104,7 +110,7 @@ let package = Package(
         .target(
             name: "LHClient",
             dependencies: [
-                "LHProto", "LHWire",
+                "LHProto", "LHWireProto", "LHWire",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -114,7 +120,7 @@ let package = Package(
         .target(
             name: "LHWorker",
             dependencies: [
-                "LHClient", "LHProto", "LHWire", "LHWorkflow",
+                "LHClient", "LHProto", "LHWireProto", "LHWire", "LHWorkflow",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -188,7 +194,7 @@ let package = Package(
         ),
         .testTarget(
             name: "LHProtoTests",
-            dependencies: ["LHProto"],
+            dependencies: ["LHProto", "LHStore"],
             resources: [.copy("Fixtures")]
         ),
         .testTarget(
@@ -206,7 +212,7 @@ let package = Package(
         .testTarget(
             name: "LHWireTests",
             dependencies: [
-                "LHWire", "LHProto",
+                "LHWire", "LHWireProto", "LHProto",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -225,7 +231,7 @@ let package = Package(
         .testTarget(
             name: "LHServerTests",
             dependencies: [
-                "LHServer", "LHTestKit", "LHClient", "LHWire", "LHProto", "LHWorkflow", "LHWorker", "LHStore", "LHEngine",
+                "LHServer", "LHTestKit", "LHClient", "LHWire", "LHWireProto", "LHProto", "LHWorkflow", "LHWorker", "LHStore", "LHEngine",
                 "lh-server", "lhctl", "lh-test-worker", "collect-underpants-worker", "collect-underpants-register", "lh-bench",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

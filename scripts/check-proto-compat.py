@@ -4,7 +4,9 @@ LittleHorse's own Python SDK (PyPI: littlehorse-client) ships.
 
 Every message, field and enum value we declare must exist there with the same
 name, number, type, label and oneof; we may declare fewer fields than
-LittleHorse (what we do not implement), never different ones.
+LittleHorse (what we do not implement), never different ones. Every rpc of
+our `service LittleHorse` must exist there with the same request and response
+types and streaming.
 
 Usage: check-proto-compat.py DESCRIPTOR_SET   (made by protoc
 --include_imports --descriptor_set_out). Prints one line per problem and a
@@ -90,6 +92,31 @@ def main():
         for e in msg_proto.enum_type:
             check_enum(full, e)
 
+    def check_service(service_proto):
+        nonlocal passed
+        full = "littlehorse." + service_proto.name
+        try:
+            theirs = pool.FindServiceByName(full)
+        except KeyError:
+            problems.append("service %s: not in LittleHorse" % full)
+            return
+        for m in service_proto.method:
+            where = "%s.%s" % (full, m.name)
+            tm = theirs.methods_by_name.get(m.name)
+            if tm is None:
+                problems.append("rpc %s: not in LittleHorse" % where)
+                continue
+            their_proto = descriptor_pb2.MethodDescriptorProto()
+            tm.CopyToProto(their_proto)
+            diffs = []
+            for attr in ("input_type", "output_type", "client_streaming", "server_streaming"):
+                if getattr(m, attr) != getattr(their_proto, attr):
+                    diffs.append("%s %r vs LittleHorse %r" % (attr, getattr(m, attr), getattr(their_proto, attr)))
+            if diffs:
+                problems.append("rpc %s: %s" % (where, "; ".join(diffs)))
+            else:
+                passed += 1
+
     for fp in fds.file:
         if fp.package != "littlehorse":
             continue
@@ -97,6 +124,8 @@ def main():
             check_msg("littlehorse", m)
         for e in fp.enum_type:
             check_enum("littlehorse", e)
+        for svc in fp.service:
+            check_service(svc)
 
     for p in problems:
         print("MISMATCH " + p)

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Regenerates Sources/LHProto/Generated from proto/*.proto. Run by hand after
+# Regenerates the Swift of proto/*.proto. Run by hand after
 # editing proto/; the output is committed and CI never runs this script.
-# LittleHorse's data model is public (SDK users build requests with it); our
-# own wire envelope (wire.proto) and on-disk records (store.proto) are
-# `package`: only this package's modules see them.
+# LittleHorse's data model goes to LHProto (SDK users build requests with
+# it); our own wire envelope (wire.proto) to LHWireProto and our on-disk
+# records (store.proto) to LHStore, modules an SDK user never sees.
 #
 # Needs protoc (Debian: apt-get install -y protobuf-compiler) and
 # protoc-gen-swift at the same version as the swift-protobuf runtime in
@@ -28,14 +28,18 @@ fi
 
 out=Sources/LHProto/Generated
 rm -f "$out"/*.pb.swift
-internal_protos="proto/wire.proto proto/store.proto"
 public_protos=$(ls proto/*.proto | grep -v -x -F -e proto/wire.proto -e proto/store.proto)
 protoc --plugin=protoc-gen-swift="$plugin" \
   --swift_out="$out" --swift_opt=Visibility=Public \
   -I proto $public_protos
-protoc --plugin=protoc-gen-swift="$plugin" \
-  --swift_out="$out" --swift_opt=Visibility=Package \
-  -I proto $internal_protos
+# Our own envelope and storage records: modules of their own that SDK users
+# never import (LHClient and LHWorker re-export LHProto only).
+for target in "proto/wire.proto:Sources/LHWireProto" "proto/store.proto:Sources/LHStore/Generated"; do
+  protoc --plugin=protoc-gen-swift="$plugin" \
+    --swift_out="${target#*:}" --swift_opt=Visibility=Public \
+    --swift_opt=ProtoPathModuleMappings=proto/module_mappings.asciipb \
+    -I proto "${target%%:*}"
+done
 
 # The descriptors of the same files, for printing JSON as LittleHorse's lhctl
 # does (LHProtoJSON in Sources/LHProto/ProtoJSON.swift needs every field,

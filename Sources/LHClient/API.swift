@@ -1,6 +1,7 @@
 import Foundation
 import LHProto
 import LHWire
+import LHWireProto
 
 /// The admin API, one method per request (LittleHorse's names).
 extension LittleHorseClient {

@@ -1,6 +1,7 @@
 import Foundation
 import LHProto
 import LHWire
+import LHWireProto
 
 /// Client and worker settings, read with LittleHorse's names from the
 /// environment and from `~/.config/littlehorse.config` (`KEY=VALUE` lines;

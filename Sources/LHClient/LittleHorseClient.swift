@@ -1,5 +1,6 @@
 @_exported import LHProto
 import LHWire
+import LHWireProto
 import Logging
 import NIOCore
 import NIOPosix

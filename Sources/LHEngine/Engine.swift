@@ -4,23 +4,23 @@ import SwiftProtobuf
 
 /// What the engine needs besides a WfRun's state: its WfSpec and the TaskDefs
 /// it uses.
-package struct LHEngineContext: Sendable {
-    package var spec: Littlehorse_WfSpec
-    package var taskDefs: [String: Littlehorse_TaskDef]
-    package var limits: Limits
+public struct LHEngineContext: Sendable {
+    public var spec: Littlehorse_WfSpec
+    public var taskDefs: [String: Littlehorse_TaskDef]
+    public var limits: Limits
 
     /// Keeps a WfRun from running away.
-    package struct Limits: Sendable {
+    public struct Limits: Sendable {
         /// ThreadRuns in one WfRun.
-        package var maxThreadRuns = 5_000
+        public var maxThreadRuns = 5_000
         /// NodeRuns started while applying one command.
-        package var maxNodeRunsPerCommand = 10_000
+        public var maxNodeRunsPerCommand = 10_000
         /// Default attempt timeout of a TASK node without one.
-        package var defaultTaskTimeoutSeconds: Int32 = 60
-        package init() {}
+        public var defaultTaskTimeoutSeconds: Int32 = 60
+        public init() {}
     }
 
-    package init(spec: Littlehorse_WfSpec, taskDefs: [String: Littlehorse_TaskDef], limits: Limits = .init()) {
+    public init(spec: Littlehorse_WfSpec, taskDefs: [String: Littlehorse_TaskDef], limits: Limits = .init()) {
         self.spec = spec
         self.taskDefs = taskDefs
         self.limits = limits
@@ -35,12 +35,12 @@ package struct LHEngineContext: Sendable {
 /// var (state, effects) = try WorkflowEngine.runWf(request, id: "my-wf", context: ctx, now: now)
 /// effects = try WorkflowEngine.apply(.taskStarted(taskGuid: g, attempt: 0, workerId: "w1"), to: &state, context: ctx, now: now)
 /// ```
-package enum WorkflowEngine {
+public enum WorkflowEngine {
     /// Starts a WfRun: checks the input variables against the entrypoint
     /// ThreadSpec and runs until every thread waits.
     /// `earlierEvents` were posted to this id before the WfRun existed: they
     /// interrupt nothing but can satisfy its EXTERNAL_EVENT nodes.
-    package static func runWf(
+    public static func runWf(
         _ request: Littlehorse_RunWfRequest, id: String, context: LHEngineContext, now: Date,
         earlierEvents: [Littlehorse_ExternalEvent] = []
     ) throws -> (WfRunState, [LHEffect]) {
@@ -83,7 +83,7 @@ package enum WorkflowEngine {
 
     /// Applies one command. A command that refers to something the WfRun does
     /// not have throws; a late or repeated report is ignored (no effects).
-    package static func apply(
+    public static func apply(
         _ command: LHCommand, to state: inout WfRunState, context: LHEngineContext, now: Date
     ) throws -> [LHEffect] {
         var run = Run(state: state, context: context, now: now)

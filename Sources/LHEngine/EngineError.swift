@@ -3,8 +3,8 @@ import LHProto
 /// An error the engine reports to its caller (bad input, unknown ids): the
 /// server maps it to the wire's error codes. Never a workflow failure: those
 /// are ``Failure``s recorded on NodeRuns.
-package struct LHEngineError: Error, Sendable, Equatable, CustomStringConvertible {
-    package struct Code: Sendable, Hashable, CustomStringConvertible {
+public struct LHEngineError: Error, Sendable, Equatable, CustomStringConvertible {
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
         fileprivate enum Base: String {
             case invalidArgument = "INVALID_ARGUMENT"
             case notFound = "NOT_FOUND"
@@ -12,22 +12,22 @@ package struct LHEngineError: Error, Sendable, Equatable, CustomStringConvertibl
             case failedPrecondition = "FAILED_PRECONDITION"
         }
         fileprivate let base: Base
-        package static let invalidArgument = Code(base: .invalidArgument)
-        package static let notFound = Code(base: .notFound)
-        package static let alreadyExists = Code(base: .alreadyExists)
-        package static let failedPrecondition = Code(base: .failedPrecondition)
-        package var description: String { base.rawValue }
+        public static let invalidArgument = Code(base: .invalidArgument)
+        public static let notFound = Code(base: .notFound)
+        public static let alreadyExists = Code(base: .alreadyExists)
+        public static let failedPrecondition = Code(base: .failedPrecondition)
+        public var description: String { base.rawValue }
     }
 
-    package var code: Code
-    package var message: String
+    public var code: Code
+    public var message: String
 
-    package init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
     }
 
-    package var description: String { "\(code): \(message)" }
+    public var description: String { "\(code): \(message)" }
 
     static func invalid(_ message: String) -> LHEngineError { .init(.invalidArgument, message) }
 }

@@ -3,66 +3,66 @@ import LHProto
 import SwiftProtobuf
 
 /// Where one NodeRun lives: its ThreadRun and position.
-package struct NodeRunKey: Hashable, Sendable, Comparable, CustomStringConvertible {
-    package var thread: Int32
-    package var position: Int32
-    package init(thread: Int32, position: Int32) {
+public struct NodeRunKey: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var thread: Int32
+    public var position: Int32
+    public init(thread: Int32, position: Int32) {
         self.thread = thread
         self.position = position
     }
-    package static func < (a: NodeRunKey, b: NodeRunKey) -> Bool { (a.thread, a.position) < (b.thread, b.position) }
-    package var description: String { "\(thread)/\(position)" }
+    public static func < (a: NodeRunKey, b: NodeRunKey) -> Bool { (a.thread, a.position) < (b.thread, b.position) }
+    public var description: String { "\(thread)/\(position)" }
 }
 
 /// Where one Variable lives: the ThreadRun that declares it, and its name.
-package struct VariableKey: Hashable, Sendable, Comparable {
-    package var thread: Int32
-    package var name: String
-    package init(thread: Int32, name: String) {
+public struct VariableKey: Hashable, Sendable, Comparable {
+    public var thread: Int32
+    public var name: String
+    public init(thread: Int32, name: String) {
         self.thread = thread
         self.name = name
     }
-    package static func < (a: VariableKey, b: VariableKey) -> Bool { (a.thread, a.name) < (b.thread, b.name) }
+    public static func < (a: VariableKey, b: VariableKey) -> Bool { (a.thread, a.name) < (b.thread, b.name) }
 }
 
 /// Everything of one WfRun, in LittleHorse's own messages: the WfRun with
 /// its ThreadRuns, its NodeRuns, Variables, TaskRuns and ExternalEvents.
 /// The engine changes it only through ``LHEngine``.
-package struct WfRunState: Sendable, Equatable {
-    package var wfRun: Littlehorse_WfRun
-    package var nodeRuns: [NodeRunKey: Littlehorse_NodeRun] = [:]
-    package var variables: [VariableKey: Littlehorse_Variable] = [:]
+public struct WfRunState: Sendable, Equatable {
+    public var wfRun: Littlehorse_WfRun
+    public var nodeRuns: [NodeRunKey: Littlehorse_NodeRun] = [:]
+    public var variables: [VariableKey: Littlehorse_Variable] = [:]
     /// By task guid.
-    package var taskRuns: [String: Littlehorse_TaskRun] = [:]
+    public var taskRuns: [String: Littlehorse_TaskRun] = [:]
     /// In arrival order.
-    package var externalEvents: [Littlehorse_ExternalEvent] = []
+    public var externalEvents: [Littlehorse_ExternalEvent] = []
 
-    package init(wfRun: Littlehorse_WfRun) {
+    public init(wfRun: Littlehorse_WfRun) {
         self.wfRun = wfRun
     }
 
-    package var id: String { wfRun.id.id }
+    public var id: String { wfRun.id.id }
 
-    package func thread(_ number: Int32) -> Littlehorse_ThreadRun? {
+    public func thread(_ number: Int32) -> Littlehorse_ThreadRun? {
         wfRun.threadRuns.first { $0.number == number }
     }
 
     /// The current NodeRun of a ThreadRun.
-    package func currentNodeRun(of thread: Int32) -> Littlehorse_NodeRun? {
+    public func currentNodeRun(of thread: Int32) -> Littlehorse_NodeRun? {
         guard let t = self.thread(thread) else { return nil }
         return nodeRuns[NodeRunKey(thread: thread, position: t.currentNodePosition)]
     }
 
     /// The value of a variable as declared by `thread` (no scoping).
-    package func variable(_ name: String, thread: Int32 = 0) -> Littlehorse_VariableValue? {
+    public func variable(_ name: String, thread: Int32 = 0) -> Littlehorse_VariableValue? {
         variables[VariableKey(thread: thread, name: name)]?.value
     }
 
     /// The WfRun is over: COMPLETED, ERROR or EXCEPTION.
-    package var isTerminated: Bool { wfRun.status.isTerminal }
+    public var isTerminated: Bool { wfRun.status.isTerminal }
 
     /// The work item a worker receives for one attempt of a TaskRun.
-    package func scheduledTask(taskGuid: String, attempt: Int32) -> Littlehorse_ScheduledTask? {
+    public func scheduledTask(taskGuid: String, attempt: Int32) -> Littlehorse_ScheduledTask? {
         guard let taskRun = taskRuns[taskGuid] else { return nil }
         var task = Littlehorse_ScheduledTask()
         task.taskRunID = taskRun.id
@@ -77,19 +77,19 @@ package struct WfRunState: Sendable, Equatable {
 
 extension Littlehorse_LHStatus {
     /// COMPLETED, ERROR or EXCEPTION.
-    package var isTerminal: Bool { self == .completed || self == .error || self == .exception }
+    public var isTerminal: Bool { self == .completed || self == .error || self == .exception }
 }
 
 /// A timer the engine asks for; the server fires it back as
 /// ``LHCommand/timerFired(_:)``.
-package enum LHTimerKey: Hashable, Sendable, CustomStringConvertible {
+public enum LHTimerKey: Hashable, Sendable, CustomStringConvertible {
     case sleep(NodeRunKey)
     case externalEventTimeout(NodeRunKey)
     case retryBackoff(taskGuid: String, attempt: Int32)
     case attemptTimeout(taskGuid: String, attempt: Int32)
 
     /// A stable text form, for storage.
-    package var description: String {
+    public var description: String {
         switch self {
         case .sleep(let k): "sleep:\(k.thread):\(k.position)"
         case .externalEventTimeout(let k): "event-timeout:\(k.thread):\(k.position)"
@@ -99,7 +99,7 @@ package enum LHTimerKey: Hashable, Sendable, CustomStringConvertible {
     }
 
     /// Parses ``description``.
-    package init?(_ text: String) {
+    public init?(_ text: String) {
         let parts = text.split(separator: ":", maxSplits: 2).map(String.init)
         guard parts.count == 3 else { return nil }
         switch parts[0] {
@@ -121,7 +121,7 @@ package enum LHTimerKey: Hashable, Sendable, CustomStringConvertible {
 }
 
 /// What the engine asks the world to do after a command.
-package enum LHEffect: Equatable, Sendable {
+public enum LHEffect: Equatable, Sendable {
     /// Queue this attempt of the TaskRun for a worker of its TaskDef.
     case dispatchTask(taskGuid: String, taskDef: String, attempt: Int32)
     /// Take a queued (not yet handed over) TaskRun out of its queue.
@@ -133,7 +133,7 @@ package enum LHEffect: Equatable, Sendable {
 }
 
 /// A command for one WfRun; time comes with it (``LHEngine/apply(_:to:context:now:)``).
-package enum LHCommand: Sendable {
+public enum LHCommand: Sendable {
     /// A stored ExternalEvent for this WfRun.
     case putExternalEvent(Littlehorse_ExternalEvent)
     /// The TaskRun attempt is being handed to a worker now.

@@ -2,10 +2,10 @@ import Foundation
 import LHProto
 
 /// Metadata a WfSpec refers to, for validation.
-package struct LHMetadataLookup: Sendable {
-    package var taskDefs: [String: Littlehorse_TaskDef]
-    package var externalEventDefs: Set<String>
-    package init(taskDefs: [String: Littlehorse_TaskDef], externalEventDefs: Set<String>) {
+public struct LHMetadataLookup: Sendable {
+    public var taskDefs: [String: Littlehorse_TaskDef]
+    public var externalEventDefs: Set<String>
+    public init(taskDefs: [String: Littlehorse_TaskDef], externalEventDefs: Set<String>) {
         self.taskDefs = taskDefs
         self.externalEventDefs = externalEventDefs
     }
@@ -14,7 +14,7 @@ package struct LHMetadataLookup: Sendable {
 extension WorkflowEngine {
     /// User-defined names (WfSpec, TaskDef, ExternalEventDef, variable and
     /// failure names) are kebab-case.
-    package static func isKebabCase(_ name: String) -> Bool {
+    public static func isKebabCase(_ name: String) -> Bool {
         guard let first = name.first, let last = name.last, !name.isEmpty else { return false }
         func ok(_ c: Character) -> Bool { (c >= "a" && c <= "z") || (c >= "0" && c <= "9") }
         return ok(first) && ok(last) && name.allSatisfy { ok($0) || $0 == "-" }
@@ -38,7 +38,7 @@ extension WorkflowEngine {
     /// Checks a PutWfSpecRequest and returns the WfSpec body it describes (id
     /// version fields left for the caller). Every refusal is INVALID_ARGUMENT
     /// naming the thread, node, edge or variable.
-    package static func validate(_ request: Littlehorse_PutWfSpecRequest, metadata: LHMetadataLookup) throws
+    public static func validate(_ request: Littlehorse_PutWfSpecRequest, metadata: LHMetadataLookup) throws
         -> Littlehorse_WfSpec
     {
         var v = Validator(request: request, metadata: metadata)

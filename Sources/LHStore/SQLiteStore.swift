@@ -8,8 +8,8 @@ import Synchronization
 
 /// The embedded store: SQLite through GRDB in `<data-dir>/lh.sqlite`, WAL
 /// mode, `synchronous=FULL` unless asked otherwise.
-package final class SQLiteStore: LHStorage, Sendable {
-    package enum Sync: String, Sendable {
+public final class SQLiteStore: LHStorage, Sendable {
+    public enum Sync: String, Sendable {
         /// Survives power loss.
         case full = "FULL"
         /// Survives a process crash; may lose the last commits on power loss.
@@ -18,10 +18,10 @@ package final class SQLiteStore: LHStorage, Sendable {
 
     /// The format this build writes; a data directory of a newer format is
     /// refused rather than touched.
-    package static let formatVersion = 1
+    public static let formatVersion = 1
 
     let pool: DatabasePool
-    package let path: String
+    public let path: String
     /// WfRun ids that have orphan events: RunWf looks them up only for these.
     private let orphanIds = Mutex<Set<String>>([])
     /// Every stored WfRun id (and some more): a lookup of an id not in it reads nothing.
@@ -32,9 +32,9 @@ package final class SQLiteStore: LHStorage, Sendable {
     /// balancing otherwise causes on most commits (page_cache.c). Installed
     /// before the process's first connection; false if SQLite was in use
     /// before (the default page cache then serves, unchanged).
-    package static let pageCacheWrapped: Bool = lh_page_cache_install() == 0
+    public static let pageCacheWrapped: Bool = lh_page_cache_install() == 0
 
-    package init(directory: URL, sync: Sync = .full) throws {
+    public init(directory: URL, sync: Sync = .full) throws {
         _ = Self.pageCacheWrapped
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         path = directory.appendingPathComponent("lh.sqlite").path
@@ -182,7 +182,7 @@ package final class SQLiteStore: LHStorage, Sendable {
 
     // MARK: - Metadata
 
-    package func taskDefs() throws -> [Littlehorse_TaskDef] {
+    public func taskDefs() throws -> [Littlehorse_TaskDef] {
         try pool.read { db in
             try Data.fetchAll(db, sql: "SELECT body FROM task_defs").map {
                 try Littlehorse_TaskDef(serializedBytes: $0)
@@ -190,7 +190,7 @@ package final class SQLiteStore: LHStorage, Sendable {
         }
     }
 
-    package func externalEventDefs() throws -> [Littlehorse_ExternalEventDef] {
+    public func externalEventDefs() throws -> [Littlehorse_ExternalEventDef] {
         try pool.read { db in
             try Data.fetchAll(db, sql: "SELECT body FROM external_event_defs").map {
                 try Littlehorse_ExternalEventDef(serializedBytes: $0)
@@ -198,13 +198,13 @@ package final class SQLiteStore: LHStorage, Sendable {
         }
     }
 
-    package func wfSpecs() throws -> [Littlehorse_WfSpec] {
+    public func wfSpecs() throws -> [Littlehorse_WfSpec] {
         try pool.read { db in
             try Data.fetchAll(db, sql: "SELECT body FROM wf_specs").map { try Littlehorse_WfSpec(serializedBytes: $0) }
         }
     }
 
-    package func put(taskDef: Littlehorse_TaskDef) throws {
+    public func put(taskDef: Littlehorse_TaskDef) throws {
         let body: Data = try taskDef.serializedBytes()
         try pool.write { db in
             try db.execute(
@@ -212,7 +212,7 @@ package final class SQLiteStore: LHStorage, Sendable {
         }
     }
 
-    package func put(externalEventDef: Littlehorse_ExternalEventDef) throws {
+    public func put(externalEventDef: Littlehorse_ExternalEventDef) throws {
         let body: Data = try externalEventDef.serializedBytes()
         try pool.write { db in
             try db.execute(
@@ -221,7 +221,7 @@ package final class SQLiteStore: LHStorage, Sendable {
         }
     }
 
-    package func put(wfSpec: Littlehorse_WfSpec) throws {
+    public func put(wfSpec: Littlehorse_WfSpec) throws {
         let body: Data = try wfSpec.serializedBytes()
         try pool.write { db in
             try db.execute(
@@ -232,7 +232,7 @@ package final class SQLiteStore: LHStorage, Sendable {
 
     // MARK: - WfRuns
 
-    package func wfRun(_ id: String) throws -> WfRunState? {
+    public func wfRun(_ id: String) throws -> WfRunState? {
         guard wfRunIds.withLock({ $0.mayContain(id) }) else { return nil }
         guard
             let body = try pool.read({ db in
@@ -242,7 +242,7 @@ package final class SQLiteStore: LHStorage, Sendable {
         return Self.decode(try Lhstore_StoredWfRun(serializedBytes: body))
     }
 
-    package func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent] {
+    public func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent] {
         guard orphanIds.withLock({ $0.contains(wfRunId) }) else { return [] }
         return try pool.read { db in
             try Data.fetchAll(
@@ -299,7 +299,7 @@ package final class SQLiteStore: LHStorage, Sendable {
         var variables: [StatementArguments] = []
     }
 
-    package func prepareWrites(of batch: inout LHWriteBatch) throws {
+    public func prepareWrites(of batch: inout LHWriteBatch) throws {
         for (id, state) in batch.wfRuns where batch.prepared[id] == nil {
             batch.prepared[id] = try Self.prepare(id, state, in: batch)
         }
@@ -330,7 +330,7 @@ package final class SQLiteStore: LHStorage, Sendable {
         return out
     }
 
-    package func commit(_ batches: [LHWriteBatch]) throws {
+    public func commit(_ batches: [LHWriteBatch]) throws {
         let batches = batches.filter { !$0.isEmpty }
         guard !batches.isEmpty else { return }
         let prepared = try batches.map { batch in
@@ -446,7 +446,7 @@ package final class SQLiteStore: LHStorage, Sendable {
         }
     }
 
-    package func queuedTasks() throws -> [QueuedTask] {
+    public func queuedTasks() throws -> [QueuedTask] {
         try pool.read { db in
             try Row.fetchAll(db, sql: "SELECT wf_run_id, guid, task_def, attempt FROM task_queue ORDER BY seq").map {
                 QueuedTask(
@@ -458,7 +458,7 @@ package final class SQLiteStore: LHStorage, Sendable {
     /// The stored timers, and the timeout of every TaskRun attempt that is
     /// TASK_RUNNING: those are not stored as rows (see `isStoredAsRow`), they
     /// follow from the attempt's start time and the TaskRun's timeout.
-    package func timers() throws -> [StoredTimer] {
+    public func timers() throws -> [StoredTimer] {
         var timers = try pool.read { db in
             try Row.fetchAll(db, sql: "SELECT wf_run_id, key, due FROM timers ORDER BY due").compactMap {
                 row -> StoredTimer? in
@@ -499,7 +499,7 @@ package final class SQLiteStore: LHStorage, Sendable {
         return LHPage(results: rows, bookmark: nil)
     }
 
-    package func searchWfRuns(_ r: Littlehorse_SearchWfRunRequest) throws -> LHPage<String> {
+    public func searchWfRuns(_ r: Littlehorse_SearchWfRunRequest) throws -> LHPage<String> {
         let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
         let offset = Self.offset(r.hasBookmark ? r.bookmark : nil)
         var sql = "SELECT id FROM wf_runs WHERE wf_spec_name = ?"
@@ -516,7 +516,7 @@ package final class SQLiteStore: LHStorage, Sendable {
         return Self.page(rows, limit: limit, offset: offset)
     }
 
-    package func searchTaskRuns(_ r: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId> {
+    public func searchTaskRuns(_ r: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId> {
         let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
         let offset = Self.offset(r.hasBookmark ? r.bookmark : nil)
         var sql = "SELECT wf_run_id, guid FROM task_runs WHERE task_def = ?"
@@ -538,7 +538,7 @@ package final class SQLiteStore: LHStorage, Sendable {
         return Self.page(ids, limit: limit, offset: offset)
     }
 
-    package func searchVariables(_ r: Littlehorse_SearchVariableRequest) throws -> LHPage<Littlehorse_VariableId> {
+    public func searchVariables(_ r: Littlehorse_SearchVariableRequest) throws -> LHPage<Littlehorse_VariableId> {
         let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
         let offset = Self.offset(r.hasBookmark ? r.bookmark : nil)
         guard let key = Self.valueKey(r.value) else {

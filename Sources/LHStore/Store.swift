@@ -3,15 +3,15 @@ import LHEngine
 import LHProto
 
 /// One WfRun's state as it was committed.
-package typealias StoredState = WfRunState
+public typealias StoredState = WfRunState
 
 /// A TaskRun attempt waiting in a TaskDef's queue.
-package struct QueuedTask: Sendable, Hashable {
-    package var wfRunId: String
-    package var taskGuid: String
-    package var taskDef: String
-    package var attempt: Int32
-    package init(wfRunId: String, taskGuid: String, taskDef: String, attempt: Int32) {
+public struct QueuedTask: Sendable, Hashable {
+    public var wfRunId: String
+    public var taskGuid: String
+    public var taskDef: String
+    public var attempt: Int32
+    public init(wfRunId: String, taskGuid: String, taskDef: String, attempt: Int32) {
         self.wfRunId = wfRunId
         self.taskGuid = taskGuid
         self.taskDef = taskDef
@@ -20,11 +20,11 @@ package struct QueuedTask: Sendable, Hashable {
 }
 
 /// A timer due at a time for one WfRun.
-package struct StoredTimer: Sendable, Hashable {
-    package var wfRunId: String
-    package var key: LHTimerKey
-    package var due: Date
-    package init(wfRunId: String, key: LHTimerKey, due: Date) {
+public struct StoredTimer: Sendable, Hashable {
+    public var wfRunId: String
+    public var key: LHTimerKey
+    public var due: Date
+    public init(wfRunId: String, key: LHTimerKey, due: Date) {
         self.wfRunId = wfRunId
         self.key = key
         self.due = due
@@ -33,28 +33,28 @@ package struct StoredTimer: Sendable, Hashable {
 
 /// What one group commit writes: the new states of the WfRuns its commands
 /// touched, and the queue and timer changes of their effects.
-package struct LHWriteBatch: Sendable {
-    package var wfRuns: [String: WfRunState] = [:]
-    package var deletedWfRuns: Set<String> = []
-    package var enqueued: [QueuedTask] = []
-    package var dequeued: [(wfRunId: String, taskGuid: String)] = []
-    package var timersSet: [StoredTimer] = []
-    package var timersCancelled: [(wfRunId: String, key: LHTimerKey)] = []
+public struct LHWriteBatch: Sendable {
+    public var wfRuns: [String: WfRunState] = [:]
+    public var deletedWfRuns: Set<String> = []
+    public var enqueued: [QueuedTask] = []
+    public var dequeued: [(wfRunId: String, taskGuid: String)] = []
+    public var timersSet: [StoredTimer] = []
+    public var timersCancelled: [(wfRunId: String, key: LHTimerKey)] = []
     /// Events for WfRuns that do not exist (yet).
-    package var orphanEvents: [Littlehorse_ExternalEvent] = []
-    package var claimedOrphansOf: Set<String> = []
+    public var orphanEvents: [Littlehorse_ExternalEvent] = []
+    public var claimedOrphansOf: Set<String> = []
     /// What the store writes for some of `wfRuns` (their stored form and
     /// rows, in the store's own terms), made ahead (in parallel) by
     /// ``LHStorage/prepareWrites(of:)``; the rest are made at commit.
-    package var prepared: [String: any Sendable] = [:]
+    public var prepared: [String: any Sendable] = [:]
     /// What is stored of some of `wfRuns` when this batch is written (the
     /// state its first job loaded): their TaskRun and variable rows that did
     /// not change are not written again.
-    package var stored: [String: WfRunState] = [:]
-    package init() {}
+    public var stored: [String: WfRunState] = [:]
+    public init() {}
 
     /// Adds another batch's writes (of other WfRuns) to this one.
-    package mutating func merge(_ other: LHWriteBatch) {
+    public mutating func merge(_ other: LHWriteBatch) {
         wfRuns.merge(other.wfRuns) { _, b in b }
         deletedWfRuns.formUnion(other.deletedWfRuns)
         enqueued += other.enqueued
@@ -67,22 +67,22 @@ package struct LHWriteBatch: Sendable {
         stored.merge(other.stored) { a, _ in a }
     }
 
-    package var isEmpty: Bool {
+    public var isEmpty: Bool {
         wfRuns.isEmpty && deletedWfRuns.isEmpty && enqueued.isEmpty && dequeued.isEmpty && timersSet.isEmpty
             && timersCancelled.isEmpty && orphanEvents.isEmpty && claimedOrphansOf.isEmpty
     }
 }
 
 /// A page of search results.
-package struct LHPage<T: Sendable>: Sendable {
-    package var results: [T]
+public struct LHPage<T: Sendable>: Sendable {
+    public var results: [T]
     /// Where the next page starts; nil on the last page.
-    package var bookmark: Data?
+    public var bookmark: Data?
 }
 
 /// The server's durable storage. Every write is one transaction: when it
 /// returns, the data survives a crash.
-package protocol LHStorage: Sendable {
+public protocol LHStorage: Sendable {
     func taskDefs() throws -> [Littlehorse_TaskDef]
     func externalEventDefs() throws -> [Littlehorse_ExternalEventDef]
     func wfSpecs() throws -> [Littlehorse_WfSpec]
@@ -112,5 +112,5 @@ package protocol LHStorage: Sendable {
 
 extension LHStorage {
     /// Writes one batch as one transaction.
-    package func commit(_ batch: LHWriteBatch) throws { try commit([batch]) }
+    public func commit(_ batch: LHWriteBatch) throws { try commit([batch]) }
 }

@@ -1,9 +1,9 @@
 /// An error of the store, with a code a caller can switch on and a message
 /// that names the file, table or request.
-package struct StoreError: Error, CustomStringConvertible, Sendable {
+public struct StoreError: Error, CustomStringConvertible, Sendable {
     /// What kind of error this is (a struct over a private enum, so codes
     /// can grow without breaking callers' `switch`es).
-    package struct Code: Sendable, Hashable, CustomStringConvertible {
+    public struct Code: Sendable, Hashable, CustomStringConvertible {
         fileprivate enum Base: String, Sendable, Hashable {
             case invalidArgument, unreadable, damaged, newerFormat, refused, failed
         }
@@ -11,32 +11,32 @@ package struct StoreError: Error, CustomStringConvertible, Sendable {
 
         /// The request cannot be answered as asked (e.g. a search by a type
         /// the index does not hold).
-        package static let invalidArgument = Code(base: .invalidArgument)
+        public static let invalidArgument = Code(base: .invalidArgument)
         /// The data directory's database cannot be opened or read.
-        package static let unreadable = Code(base: .unreadable)
+        public static let unreadable = Code(base: .unreadable)
         /// The database failed its integrity check.
-        package static let damaged = Code(base: .damaged)
+        public static let damaged = Code(base: .damaged)
         /// The database was written by a newer build or in another format.
-        package static let newerFormat = Code(base: .newerFormat)
+        public static let newerFormat = Code(base: .newerFormat)
         /// A write was refused without being tried (an earlier one it built
         /// on failed).
-        package static let refused = Code(base: .refused)
+        public static let refused = Code(base: .refused)
         /// A read or write failed.
-        package static let failed = Code(base: .failed)
+        public static let failed = Code(base: .failed)
 
-        package var description: String { base.rawValue }
+        public var description: String { base.rawValue }
     }
 
-    package var code: Code
-    package var message: String
+    public var code: Code
+    public var message: String
 
-    package init(_ code: Code, _ message: String) {
+    public init(_ code: Code, _ message: String) {
         self.code = code
         self.message = message
     }
 
     /// A failed read or write.
-    package init(_ message: String) { self.init(.failed, message) }
+    public init(_ message: String) { self.init(.failed, message) }
 
-    package var description: String { message }
+    public var description: String { message }
 }

@@ -12,20 +12,20 @@ import X509
 /// let files = try DevCertificateAuthority.ensure(in: dataDir.appending(path: "tls"))
 /// print("clients trust \(files.caCertPath)")
 /// ```
-package enum DevCertificateAuthority {
+public enum DevCertificateAuthority {
     /// Where the development CA's files are.
-    package struct Files: Sendable, Equatable {
-        package var caCertPath: String
-        package var caKeyPath: String
-        package var serverCertPath: String
-        package var serverKeyPath: String
+    public struct Files: Sendable, Equatable {
+        public var caCertPath: String
+        public var caKeyPath: String
+        public var serverCertPath: String
+        public var serverKeyPath: String
         /// Whether ``ensure(in:hostnames:)`` made them just now.
-        package var created: Bool
+        public var created: Bool
     }
 
     /// Returns the CA and server files in `directory`, making them when the
     /// directory holds none. Existing files are never overwritten.
-    package static func ensure(in directory: URL, hostnames: [String] = ["localhost"]) throws -> Files {
+    public static func ensure(in directory: URL, hostnames: [String] = ["localhost"]) throws -> Files {
         let fm = FileManager.default
         var files = Files(
             caCertPath: directory.appendingPathComponent("ca.pem").path,
@@ -60,15 +60,15 @@ package enum DevCertificateAuthority {
     }
 
     /// A certificate and its private key, PEM-encoded.
-    package struct Issued: Sendable {
-        package var certificatePEM: String
-        package var keyPEM: String
+    public struct Issued: Sendable {
+        public var certificatePEM: String
+        public var keyPEM: String
         fileprivate var certificate: Certificate
         fileprivate var key: P256.Signing.PrivateKey
     }
 
     /// Makes a self-signed CA (ECDSA P-256, valid ten years).
-    package static func makeCA(commonName: String) throws -> Issued {
+    public static func makeCA(commonName: String) throws -> Issued {
         let key = P256.Signing.PrivateKey()
         let name = try DistinguishedName {
             CommonName(commonName); OrganizationName("littlehorse-swift")
@@ -96,7 +96,7 @@ package enum DevCertificateAuthority {
 
     /// Issues a leaf certificate signed by `ca` (valid two years): for a
     /// server (`.serverAuth`) or for a client under mutual TLS (`.clientAuth`).
-    package static func issue(
+    public static func issue(
         commonName: String,
         dnsNames: [String] = [],
         ipAddresses: [[UInt8]] = [],
@@ -135,7 +135,7 @@ package enum DevCertificateAuthority {
 
     /// Loads a CA written by ``ensure(in:hostnames:)`` (to issue client
     /// certificates with it).
-    package static func loadCA(certPath: String, keyPath: String) throws -> Issued {
+    public static func loadCA(certPath: String, keyPath: String) throws -> Issued {
         let certPEM = try String(contentsOfFile: certPath, encoding: .utf8)
         let keyPEM = try String(contentsOfFile: keyPath, encoding: .utf8)
         let cert = try Certificate(pemEncoded: certPEM)

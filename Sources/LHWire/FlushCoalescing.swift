@@ -6,15 +6,15 @@ import NIOCore
 /// from many threads (responses, pushed tasks, pipelined requests) leave in
 /// one TLS write and one syscall instead of one each. Sits next to the TLS
 /// handler (or at the head without TLS).
-package final class LHFlushCoalescingHandler: ChannelOutboundHandler, RemovableChannelHandler {
-    package typealias OutboundIn = ByteBuffer
-    package typealias OutboundOut = ByteBuffer
+public final class LHFlushCoalescingHandler: ChannelOutboundHandler, RemovableChannelHandler {
+    public typealias OutboundIn = ByteBuffer
+    public typealias OutboundOut = ByteBuffer
 
     private var flushPending = false
 
-    package init() {}
+    public init() {}
 
-    package func flush(context: ChannelHandlerContext) {
+    public func flush(context: ChannelHandlerContext) {
         guard !flushPending else { return }
         flushPending = true
         context.eventLoop.assumeIsolated().execute {
@@ -24,7 +24,7 @@ package final class LHFlushCoalescingHandler: ChannelOutboundHandler, RemovableC
     }
 
     /// What was written before a close still goes out.
-    package func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
+    public func close(context: ChannelHandlerContext, mode: CloseMode, promise: EventLoopPromise<Void>?) {
         if flushPending {
             flushPending = false
             context.flush()

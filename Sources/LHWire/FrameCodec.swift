@@ -1,13 +1,14 @@
 import LHProto
+import LHWireProto
 import NIOCore
 import SwiftProtobuf
 
 /// Limits of the frame protocol.
-package enum LHFrame {
+public enum LHFrame {
     /// Bytes of the length prefix.
-    package static let headerBytes = 4
+    public static let headerBytes = 4
     /// Default largest frame body accepted: 4 MiB.
-    package static let defaultMaxFrameBytes = 4 * 1024 * 1024
+    public static let defaultMaxFrameBytes = 4 * 1024 * 1024
 }
 
 /// Decodes frames of a 4-byte big-endian length followed by that many bytes
@@ -18,16 +19,16 @@ package enum LHFrame {
 /// prefix arrives and fails with ``LHError/Code/frameTooLarge`` before it
 /// buffers the body; ``LHProtocolErrorHandler`` then answers with an error
 /// frame and closes the connection.
-package struct LHFrameDecoder: NIOSingleStepByteToMessageDecoder {
-    package typealias InboundOut = Lhwire_Envelope
+public struct LHFrameDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = Lhwire_Envelope
 
-    package let maxFrameBytes: Int
+    public let maxFrameBytes: Int
 
-    package init(maxFrameBytes: Int = LHFrame.defaultMaxFrameBytes) {
+    public init(maxFrameBytes: Int = LHFrame.defaultMaxFrameBytes) {
         self.maxFrameBytes = maxFrameBytes
     }
 
-    package mutating func decode(buffer: inout ByteBuffer) throws -> Lhwire_Envelope? {
+    public mutating func decode(buffer: inout ByteBuffer) throws -> Lhwire_Envelope? {
         guard let length = buffer.getInteger(at: buffer.readerIndex, endianness: .big, as: UInt32.self) else {
             return nil
         }
@@ -65,7 +66,7 @@ package struct LHFrameDecoder: NIOSingleStepByteToMessageDecoder {
         return (20...23).contains(bytes[0]) && bytes[1] == 3 && bytes[2] <= 4
     }
 
-    package mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> Lhwire_Envelope? {
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> Lhwire_Envelope? {
         if let envelope = try decode(buffer: &buffer) { return envelope }
         if buffer.readableBytes > 0 {
             let pending = buffer.readableBytes
@@ -78,12 +79,12 @@ package struct LHFrameDecoder: NIOSingleStepByteToMessageDecoder {
 
 /// Encodes an ``Lhwire_Envelope`` as one frame: 4-byte big-endian length and
 /// the protobuf bytes.
-package struct LHFrameEncoder: MessageToByteEncoder {
-    package typealias OutboundIn = Lhwire_Envelope
+public struct LHFrameEncoder: MessageToByteEncoder {
+    public typealias OutboundIn = Lhwire_Envelope
 
-    package init() {}
+    public init() {}
 
-    package func encode(data: Lhwire_Envelope, out: inout ByteBuffer) throws {
+    public func encode(data: Lhwire_Envelope, out: inout ByteBuffer) throws {
         // Sized once, then written straight into the outgoing buffer.
         let prepared = try LHFastEncoding.prepare(data)
         out.reserveCapacity(minimumWritableBytes: LHFrame.headerBytes + prepared.size)
@@ -97,7 +98,7 @@ package struct LHFrameEncoder: MessageToByteEncoder {
 
 extension Lhwire_Envelope {
     /// An envelope with the given id and kind.
-    package init(id: UInt64, _ kind: Lhwire_Envelope.OneOf_Kind) {
+    public init(id: UInt64, _ kind: Lhwire_Envelope.OneOf_Kind) {
         self.init()
         self.id = id
         self.kind = kind

@@ -1,5 +1,6 @@
 import Foundation
 import LHProto
+import LHWireProto
 import Logging
 import NIOCore
 import NIOPosix
@@ -8,17 +9,17 @@ import NIOSSL
 /// The server's side of the protocol: accepts connections and sets up each
 /// one's pipeline (TLS, frames, protocol errors, hello, heartbeats), handing
 /// it on as an `NIOAsyncChannel` of envelopes or completed by the caller.
-package enum LHListener {
-    package struct Configuration: Sendable {
-        package var host: String
-        package var port: Int
+public enum LHListener {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
         /// nil: plaintext (an explicit opt-out).
-        package var tls: LHTLS.ServerConfiguration?
-        package var maxFrameBytes: Int
-        package var heartbeatInterval: TimeAmount
-        package var welcome: Lhwire_Welcome
+        public var tls: LHTLS.ServerConfiguration?
+        public var maxFrameBytes: Int
+        public var heartbeatInterval: TimeAmount
+        public var welcome: Lhwire_Welcome
 
-        package init(
+        public init(
             host: String = "127.0.0.1", port: Int = 2023, tls: LHTLS.ServerConfiguration?,
             maxFrameBytes: Int = LHFrame.defaultMaxFrameBytes, heartbeatInterval: TimeAmount = .seconds(5),
             welcome: Lhwire_Welcome = .init()
@@ -32,11 +33,11 @@ package enum LHListener {
         }
     }
 
-    package typealias Connection = NIOAsyncChannel<Lhwire_Envelope, Lhwire_Envelope>
+    public typealias Connection = NIOAsyncChannel<Lhwire_Envelope, Lhwire_Envelope>
 
     /// Binds the listening socket. Port 0 picks a free port: read it from
     /// `channel.channel.localAddress`.
-    package static func bind(
+    public static func bind(
         _ config: Configuration,
         group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger
@@ -53,7 +54,7 @@ package enum LHListener {
     /// connection's pipeline on its event loop, after the hello handler
     /// (e.g. with a handler that answers the envelopes right there), and
     /// returns what the accept sequence yields for it.
-    package static func bind<Accepted: Sendable>(
+    public static func bind<Accepted: Sendable>(
         _ config: Configuration,
         group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger,

@@ -1,4 +1,5 @@
 import LHProto
+import LHWireProto
 import Logging
 import NIOCore
 import SwiftProtobuf
@@ -6,19 +7,19 @@ import SwiftProtobuf
 /// Answers a protocol error (a frame too large, bytes that are not an
 /// envelope) with an error frame naming the problem, then closes the
 /// connection. Only that connection is affected.
-package final class LHProtocolErrorHandler: ChannelInboundHandler, RemovableChannelHandler {
-    package typealias InboundIn = Lhwire_Envelope
-    package typealias InboundOut = Lhwire_Envelope
-    package typealias OutboundOut = Lhwire_Envelope
+public final class LHProtocolErrorHandler: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = Lhwire_Envelope
+    public typealias InboundOut = Lhwire_Envelope
+    public typealias OutboundOut = Lhwire_Envelope
 
     private let logger: Logger
     private var closing = false
 
-    package init(logger: Logger) {
+    public init(logger: Logger) {
         self.logger = logger
     }
 
-    package func errorCaught(context: ChannelHandlerContext, error: Error) {
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
         guard !closing else { return }
         closing = true
         if let lhError = error as? LHError {
@@ -51,19 +52,19 @@ package final class LHProtocolErrorHandler: ChannelInboundHandler, RemovableChan
 /// and then passed on, so the server learns the client's id and role. A
 /// request before the hello, or a hello of another version, is answered with
 /// an error and the connection is closed.
-package final class LHServerHelloHandler: ChannelInboundHandler, RemovableChannelHandler {
-    package typealias InboundIn = Lhwire_Envelope
-    package typealias InboundOut = Lhwire_Envelope
-    package typealias OutboundOut = Lhwire_Envelope
+public final class LHServerHelloHandler: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = Lhwire_Envelope
+    public typealias InboundOut = Lhwire_Envelope
+    public typealias OutboundOut = Lhwire_Envelope
 
     private let welcome: Lhwire_Welcome
     private var greeted = false
 
-    package init(welcome: Lhwire_Welcome) {
+    public init(welcome: Lhwire_Welcome) {
         self.welcome = welcome
     }
 
-    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let envelope = unwrapInboundIn(data)
         if greeted {
             if case .hello = envelope.kind {
@@ -104,34 +105,34 @@ package final class LHServerHelloHandler: ChannelInboundHandler, RemovableChanne
 /// Sends a heartbeat when the connection has been quiet for `interval`, and
 /// closes it when nothing has come from the peer for three intervals. Inbound
 /// heartbeats are consumed here. Needs an `IdleStateHandler` before it.
-package final class LHHeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
-    package typealias InboundIn = Lhwire_Envelope
-    package typealias InboundOut = Lhwire_Envelope
-    package typealias OutboundIn = Lhwire_Envelope
-    package typealias OutboundOut = Lhwire_Envelope
+public final class LHHeartbeatHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    public typealias InboundIn = Lhwire_Envelope
+    public typealias InboundOut = Lhwire_Envelope
+    public typealias OutboundIn = Lhwire_Envelope
+    public typealias OutboundOut = Lhwire_Envelope
 
     private let logger: Logger
     private let deadAfter: TimeAmount
 
-    package init(deadAfter: TimeAmount, logger: Logger) {
+    public init(deadAfter: TimeAmount, logger: Logger) {
         self.deadAfter = deadAfter
         self.logger = logger
     }
 
     /// The handlers to add to a pipeline for heartbeats every `interval`.
-    package static func handlers(interval: TimeAmount, logger: Logger) -> [ChannelHandler] {
+    public static func handlers(interval: TimeAmount, logger: Logger) -> [ChannelHandler] {
         [
             IdleStateHandler(readTimeout: interval * 3, writeTimeout: interval),
             LHHeartbeatHandler(deadAfter: interval * 3, logger: logger),
         ]
     }
 
-    package func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if case .heartbeat = unwrapInboundIn(data).kind { return }
         context.fireChannelRead(data)
     }
 
-    package func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+    public func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         guard let idle = event as? IdleStateHandler.IdleStateEvent else {
             context.fireUserInboundEventTriggered(event)
             return
@@ -156,26 +157,26 @@ package final class LHHeartbeatHandler: ChannelDuplexHandler, RemovableChannelHa
 }
 
 /// Protocol constants.
-package enum LHProtocol {
+public enum LHProtocol {
     /// The protocol version this build speaks (see wire.proto).
-    package static let version = UInt32(Lhwire_ProtocolVersion.current.rawValue)
+    public static let version = UInt32(Lhwire_ProtocolVersion.current.rawValue)
 }
 
 /// Logger metadata keys, defined in one place.
-package enum LHLog {
-    package static let remote = "lh.remote"
-    package static let error = "lh.error"
-    package static let clientId = "lh.clientId"
-    package static let requestId = "lh.requestId"
-    package static let wfRunId = "lh.wfRunId"
-    package static let taskRunId = "lh.taskRunId"
-    package static let taskDef = "lh.taskDef"
+public enum LHLog {
+    public static let remote = "lh.remote"
+    public static let error = "lh.error"
+    public static let clientId = "lh.clientId"
+    public static let requestId = "lh.requestId"
+    public static let wfRunId = "lh.wfRunId"
+    public static let taskRunId = "lh.taskRunId"
+    public static let taskDef = "lh.taskDef"
 }
 
 extension Lhwire_Envelope {
     /// The name of the envelope's kind as wire.proto spells it (e.g.
     /// `run_wf`), for messages. Not for hot paths.
-    package var kindName: String {
+    public var kindName: String {
         guard let kind else { return "an empty envelope" }
         var only = Lhwire_Envelope()
         only.kind = kind

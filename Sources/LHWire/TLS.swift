@@ -4,16 +4,16 @@ import NIOCore
 import NIOSSL
 
 /// TLS set-up for both ends of a connection.
-package enum LHTLS {
+public enum LHTLS {
     /// The server's TLS settings.
-    package struct ServerConfiguration: Sendable {
-        package var certificatePath: String
-        package var keyPath: String
+    public struct ServerConfiguration: Sendable {
+        public var certificatePath: String
+        public var keyPath: String
         /// With a client CA, every client must present a certificate signed
         /// by it (mutual TLS); without one, is refused during the handshake.
-        package var clientCAPath: String?
+        public var clientCAPath: String?
 
-        package init(certificatePath: String, keyPath: String, clientCAPath: String? = nil) {
+        public init(certificatePath: String, keyPath: String, clientCAPath: String? = nil) {
             self.certificatePath = certificatePath
             self.keyPath = keyPath
             self.clientCAPath = clientCAPath
@@ -22,20 +22,20 @@ package enum LHTLS {
 
     /// The client's TLS settings (from `LHC_CA_CERT`, `LHC_CLIENT_CERT`,
     /// `LHC_CLIENT_KEY`).
-    package struct ClientConfiguration: Sendable {
+    public struct ClientConfiguration: Sendable {
         /// CA to trust; nil means the system's trust store.
-        package var caCertPath: String?
-        package var clientCertPath: String?
-        package var clientKeyPath: String?
+        public var caCertPath: String?
+        public var clientCertPath: String?
+        public var clientKeyPath: String?
 
-        package init(caCertPath: String? = nil, clientCertPath: String? = nil, clientKeyPath: String? = nil) {
+        public init(caCertPath: String? = nil, clientCertPath: String? = nil, clientKeyPath: String? = nil) {
             self.caCertPath = caCertPath
             self.clientCertPath = clientCertPath
             self.clientKeyPath = clientKeyPath
         }
     }
 
-    package static func makeServerContext(_ config: ServerConfiguration) throws -> NIOSSLContext {
+    public static func makeServerContext(_ config: ServerConfiguration) throws -> NIOSSLContext {
         let chain = try certificates(at: config.certificatePath, what: "the TLS certificate")
         let key = try privateKey(at: config.keyPath, what: "the TLS key")
         var tls = TLSConfiguration.makeServerConfiguration(
@@ -49,7 +49,7 @@ package enum LHTLS {
         return try context(tls, certificate: config.certificatePath, key: config.keyPath)
     }
 
-    package static func makeClientContext(_ config: ClientConfiguration) throws -> NIOSSLContext {
+    public static func makeClientContext(_ config: ClientConfiguration) throws -> NIOSSLContext {
         var tls = TLSConfiguration.makeClientConfiguration()
         tls.minimumTLSVersion = .tlsv12
         if let ca = config.caCertPath {
@@ -71,7 +71,7 @@ package enum LHTLS {
 
     /// The certificates of a PEM file; an error names the file and what is
     /// wrong with it (missing, unreadable, a key instead, not PEM).
-    package static func certificates(at file: String, what: String, setting: String? = nil) throws
+    public static func certificates(at file: String, what: String, setting: String? = nil) throws
         -> [NIOSSLCertificate]
     {
         let path = setting.map { "\(file) (\($0))" } ?? file
@@ -94,7 +94,7 @@ package enum LHTLS {
 
     /// The private key of a PEM file, with the same kind of errors; an
     /// encrypted key is refused by name (no passphrase can be given).
-    package static func privateKey(at file: String, what: String, setting: String? = nil) throws -> NIOSSLPrivateKey {
+    public static func privateKey(at file: String, what: String, setting: String? = nil) throws -> NIOSSLPrivateKey {
         let path = setting.map { "\(file) (\($0))" } ?? file
         let text = try pemText(at: file, named: path, what: what)
         if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") || text.contains("Proc-Type: 4,ENCRYPTED") {
@@ -154,7 +154,7 @@ package enum LHTLS {
 
     /// The name to send in SNI and verify: nil for an IP address literal
     /// (NIOSSL then verifies the certificate against the peer's address).
-    package static func serverHostname(for host: String) -> String? {
+    public static func serverHostname(for host: String) -> String? {
         if host.contains(":") { return nil }
         if host.split(separator: ".").count == 4, host.allSatisfy({ $0.isNumber || $0 == "." }) { return nil }
         return host

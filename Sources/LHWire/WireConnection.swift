@@ -1,4 +1,5 @@
 import LHProto
+import LHWireProto
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -13,25 +14,25 @@ import NIOSSL
 ///                                                     tls: .init(caCertPath: "lh-data/tls/ca.pem")))
 /// let reply = try await conn.request(.getServerVersion(.init()))
 /// ```
-package final class LHWireConnection: Sendable {
-    package struct Configuration: Sendable {
-        package var host: String
-        package var port: Int
+public final class LHWireConnection: Sendable {
+    public struct Configuration: Sendable {
+        public var host: String
+        public var port: Int
         /// TLS settings; nil connects in plaintext (only to a server started
         /// with plaintext explicitly allowed).
-        package var tls: LHTLS.ClientConfiguration?
-        package var clientId: String
-        package var role: Lhwire_Role
-        package var maxFrameBytes: Int
-        package var heartbeatInterval: TimeAmount
-        package var connectTimeout: TimeAmount
+        public var tls: LHTLS.ClientConfiguration?
+        public var clientId: String
+        public var role: Lhwire_Role
+        public var maxFrameBytes: Int
+        public var heartbeatInterval: TimeAmount
+        public var connectTimeout: TimeAmount
         /// A request with no answer within this time fails with UNAVAILABLE
         /// (the connection stays open; a late answer is dropped). Checked
         /// once a second (or four times per timeout, when shorter), so it
         /// fails up to that much later.
-        package var requestTimeout: TimeAmount
+        public var requestTimeout: TimeAmount
 
-        package init(
+        public init(
             host: String, port: Int, tls: LHTLS.ClientConfiguration? = .init(),
             clientId: String = "lh-client", role: Lhwire_Role = .admin,
             maxFrameBytes: Int = LHFrame.defaultMaxFrameBytes,
@@ -52,11 +53,11 @@ package final class LHWireConnection: Sendable {
 
     /// Called on the event loop for each frame that is not a response (id 0),
     /// such as a ScheduledTask pushed to a worker.
-    package typealias PushHandler = @Sendable (Lhwire_Envelope) -> Void
+    public typealias PushHandler = @Sendable (Lhwire_Envelope) -> Void
 
-    package let channel: Channel
+    public let channel: Channel
     /// The server's welcome.
-    package let welcome: Lhwire_Welcome
+    public let welcome: Lhwire_Welcome
     private let handler: NIOLoopBound<LHClientRequestHandler>
     private let stats: LHClientRequestHandler.Stats
 
@@ -71,7 +72,7 @@ package final class LHWireConnection: Sendable {
     }
 
     /// Connects, does the TLS handshake and the hello.
-    package static func connect(
+    public static func connect(
         _ config: Configuration,
         group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger = Logger(label: "lh.wire.client"),
@@ -144,13 +145,13 @@ package final class LHWireConnection: Sendable {
 
     /// Sends one request and waits for its response. An error response is
     /// thrown as ``LHError``.
-    package func request(_ kind: Lhwire_Envelope.OneOf_Kind) async throws -> Lhwire_Envelope.OneOf_Kind {
+    public func request(_ kind: Lhwire_Envelope.OneOf_Kind) async throws -> Lhwire_Envelope.OneOf_Kind {
         try await Self.send(kind, on: channel, stats: stats)
     }
 
     /// Sends one request; `completion` gets its response (an error response
     /// as ``LHError``) on the connection's event loop: no task waits for it.
-    package func request(
+    public func request(
         _ kind: Lhwire_Envelope.OneOf_Kind,
         completion: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind, Error>) -> Void
     ) {
@@ -192,21 +193,21 @@ package final class LHWireConnection: Sendable {
     }
 
     /// Sends a frame that expects no response (id 0).
-    package func send(_ kind: Lhwire_Envelope.OneOf_Kind) async throws {
+    public func send(_ kind: Lhwire_Envelope.OneOf_Kind) async throws {
         try await channel.writeAndFlush(LHClientRequestHandler.Outbound(kind: kind, promise: nil))
     }
 
     /// Responses that matched no request in flight (logged and dropped).
-    package var unmatchedResponses: Int { stats.unmatched.withLockedValue { $0 } }
+    public var unmatchedResponses: Int { stats.unmatched.withLockedValue { $0 } }
 
     /// Closes the connection; requests in flight fail with
     /// ``LHError/Code/connectionClosed``.
-    package func close() async {
+    public func close() async {
         try? await channel.close()
     }
 
     /// Completes when the connection is closed, from either side.
-    package var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
+    public var closeFuture: EventLoopFuture<Void> { channel.closeFuture }
 }
 
 /// Matches responses to requests by id on the event loop.

@@ -2,6 +2,7 @@ import Foundation
 import LHClient
 import LHProto
 import LHWire
+import LHWireProto
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore

@@ -1,5 +1,7 @@
 import Foundation
 import LHProto
+import LHStore
+import LHWireProto
 import SwiftProtobuf
 import Testing
 

@@ -1,6 +1,7 @@
 import Foundation
 import LHProto
 import LHStore
+import LHWireProto
 import Logging
 import NIOCore
 import NIOEmbedded

@@ -3,6 +3,7 @@ import LHClient
 import LHServer
 import LHTestKit
 import LHWire
+import LHWireProto
 import Logging
 import NIOCore
 import NIOPosix

@@ -1,6 +1,7 @@
 import Foundation
 import LHClient
 import LHWire
+import LHWireProto
 import LHWorker
 import NIOConcurrencyHelpers
 import NIOCore

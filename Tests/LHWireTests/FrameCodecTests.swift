@@ -1,4 +1,5 @@
 import LHProto
+import LHWireProto
 import NIOCore
 import NIOEmbedded
 import Testing

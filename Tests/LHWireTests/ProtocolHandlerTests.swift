@@ -1,4 +1,5 @@
 import LHProto
+import LHWireProto
 import Logging
 import NIOCore
 import NIOEmbedded

@@ -1544,6 +1544,123 @@ public nonisolated struct Littlehorse_LittleHorseVersion: Sendable {
   fileprivate var _preReleaseIdentifier: String? = nil
 }
 
+/// The worker's handshake with LittleHorse's gRPC service: a worker says which
+/// TaskDef it serves and learns the hosts to poll.
+public nonisolated struct Littlehorse_RegisterTaskWorkerRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var taskWorkerID: String = String()
+
+  public var taskDefID: Littlehorse_TaskDefId {
+    get {_taskDefID ?? Littlehorse_TaskDefId()}
+    set {_taskDefID = newValue}
+  }
+  /// Returns true if `taskDefID` has been explicitly set.
+  public var hasTaskDefID: Bool {self._taskDefID != nil}
+  /// Clears the value of `taskDefID`. Subsequent reads from it will return its default value.
+  public mutating func clearTaskDefID() {self._taskDefID = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _taskDefID: Littlehorse_TaskDefId? = nil
+}
+
+public nonisolated struct Littlehorse_RegisterTaskWorkerResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var yourHosts: [Littlehorse_LHHostInfo] = []
+
+  public var isClusterHealthy: Bool {
+    get {_isClusterHealthy ?? false}
+    set {_isClusterHealthy = newValue}
+  }
+  /// Returns true if `isClusterHealthy` has been explicitly set.
+  public var hasIsClusterHealthy: Bool {self._isClusterHealthy != nil}
+  /// Clears the value of `isClusterHealthy`. Subsequent reads from it will return its default value.
+  public mutating func clearIsClusterHealthy() {self._isClusterHealthy = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _isClusterHealthy: Bool? = nil
+}
+
+public nonisolated struct Littlehorse_LHHostInfo: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var host: String = String()
+
+  public var port: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// One request for one task: the server answers when it has one (a long poll).
+public nonisolated struct Littlehorse_PollTaskRequest: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var taskDefID: Littlehorse_TaskDefId {
+    get {_taskDefID ?? Littlehorse_TaskDefId()}
+    set {_taskDefID = newValue}
+  }
+  /// Returns true if `taskDefID` has been explicitly set.
+  public var hasTaskDefID: Bool {self._taskDefID != nil}
+  /// Clears the value of `taskDefID`. Subsequent reads from it will return its default value.
+  public mutating func clearTaskDefID() {self._taskDefID = nil}
+
+  public var clientID: String = String()
+
+  public var taskWorkerVersion: String {
+    get {_taskWorkerVersion ?? String()}
+    set {_taskWorkerVersion = newValue}
+  }
+  /// Returns true if `taskWorkerVersion` has been explicitly set.
+  public var hasTaskWorkerVersion: Bool {self._taskWorkerVersion != nil}
+  /// Clears the value of `taskWorkerVersion`. Subsequent reads from it will return its default value.
+  public mutating func clearTaskWorkerVersion() {self._taskWorkerVersion = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _taskDefID: Littlehorse_TaskDefId? = nil
+  fileprivate var _taskWorkerVersion: String? = nil
+}
+
+public nonisolated struct Littlehorse_PollTaskResponse: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var result: Littlehorse_ScheduledTask {
+    get {_result ?? Littlehorse_ScheduledTask()}
+    set {_result = newValue}
+  }
+  /// Returns true if `result` has been explicitly set.
+  public var hasResult: Bool {self._result != nil}
+  /// Clears the value of `result`. Subsequent reads from it will return its default value.
+  public mutating func clearResult() {self._result = nil}
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _result: Littlehorse_ScheduledTask? = nil
+}
+
 // MARK: - Code below here is support for the SwiftProtobuf runtime.
 
 fileprivate nonisolated let _protobuf_package = "littlehorse"
@@ -3402,6 +3519,197 @@ nonisolated extension Littlehorse_LittleHorseVersion: SwiftProtobuf.Message, Swi
     if lhs.minorVersion != rhs.minorVersion {return false}
     if lhs._patchVersion != rhs._patchVersion {return false}
     if lhs._preReleaseIdentifier != rhs._preReleaseIdentifier {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Littlehorse_RegisterTaskWorkerRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RegisterTaskWorkerRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_worker_id\0\u{3}task_def_id\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.taskWorkerID) }()
+      case 2: try { try decoder.decodeSingularMessageField(value: &self._taskDefID) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.taskWorkerID.isEmpty {
+      try visitor.visitSingularStringField(value: self.taskWorkerID, fieldNumber: 1)
+    }
+    try { if let v = self._taskDefID {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Littlehorse_RegisterTaskWorkerRequest, rhs: Littlehorse_RegisterTaskWorkerRequest) -> Bool {
+    if lhs.taskWorkerID != rhs.taskWorkerID {return false}
+    if lhs._taskDefID != rhs._taskDefID {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Littlehorse_RegisterTaskWorkerResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RegisterTaskWorkerResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}your_hosts\0\u{3}is_cluster_healthy\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.yourHosts) }()
+      case 2: try { try decoder.decodeSingularBoolField(value: &self._isClusterHealthy) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    if !self.yourHosts.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.yourHosts, fieldNumber: 1)
+    }
+    try { if let v = self._isClusterHealthy {
+      try visitor.visitSingularBoolField(value: v, fieldNumber: 2)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Littlehorse_RegisterTaskWorkerResponse, rhs: Littlehorse_RegisterTaskWorkerResponse) -> Bool {
+    if lhs.yourHosts != rhs.yourHosts {return false}
+    if lhs._isClusterHealthy != rhs._isClusterHealthy {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Littlehorse_LHHostInfo: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LHHostInfo"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}host\0\u{1}port\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.host) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.port) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.host.isEmpty {
+      try visitor.visitSingularStringField(value: self.host, fieldNumber: 1)
+    }
+    if self.port != 0 {
+      try visitor.visitSingularInt32Field(value: self.port, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Littlehorse_LHHostInfo, rhs: Littlehorse_LHHostInfo) -> Bool {
+    if lhs.host != rhs.host {return false}
+    if lhs.port != rhs.port {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Littlehorse_PollTaskRequest: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PollTaskRequest"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_def_id\0\u{3}client_id\0\u{3}task_worker_version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._taskDefID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.clientID) }()
+      case 3: try { try decoder.decodeSingularStringField(value: &self._taskWorkerVersion) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._taskDefID {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if !self.clientID.isEmpty {
+      try visitor.visitSingularStringField(value: self.clientID, fieldNumber: 2)
+    }
+    try { if let v = self._taskWorkerVersion {
+      try visitor.visitSingularStringField(value: v, fieldNumber: 3)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Littlehorse_PollTaskRequest, rhs: Littlehorse_PollTaskRequest) -> Bool {
+    if lhs._taskDefID != rhs._taskDefID {return false}
+    if lhs.clientID != rhs.clientID {return false}
+    if lhs._taskWorkerVersion != rhs._taskWorkerVersion {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Littlehorse_PollTaskResponse: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".PollTaskResponse"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}result\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._result) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._result {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Littlehorse_PollTaskResponse, rhs: Littlehorse_PollTaskResponse) -> Bool {
+    if lhs._result != rhs._result {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -5,9 +5,9 @@
 /// throw LHError(.notFound, "WfRun 'my-wf' not found")
 /// ```
 ///
-/// The codes map one to one onto ``Lhwire_ErrorCode`` (see
-/// ``LHError/init(wire:)`` and ``LHError/wire``): that is the only place the
-/// mapping lives.
+/// The codes map one to one onto the wire's error codes (LHWire's
+/// `LHError.wire` and `LHError(wire:)`): that is the only place the mapping
+/// lives.
 public struct LHError: Error, Sendable, Hashable, CustomStringConvertible {
     /// What kind of error this is. A struct over a private enum so codes can
     /// grow without breaking callers' `switch`es.
@@ -76,52 +76,5 @@ public struct LHError: Error, Sendable, Hashable, CustomStringConvertible {
     public func hash(into hasher: inout Hasher) {
         hasher.combine(code)
         hasher.combine(message)
-    }
-}
-
-extension LHError {
-    /// The error as it travels in an envelope.
-    package var wire: Lhwire_Error {
-        var e = Lhwire_Error()
-        e.message = message
-        switch code.base {
-        case .invalidArgument: e.code = .invalidArgument
-        case .notFound: e.code = .notFound
-        case .alreadyExists: e.code = .alreadyExists
-        case .failedPrecondition: e.code = .failedPrecondition
-        case .internal: e.code = .internal
-        case .unavailable, .connectionClosed: e.code = .unavailable
-        case .unauthenticated: e.code = .unauthenticated
-        case .resourceExhausted: e.code = .resourceExhausted
-        case .unimplemented: e.code = .unimplemented
-        case .frameTooLarge: e.code = .frameTooLarge
-        case .malformedFrame: e.code = .malformedFrame
-        case .protocolVersionMismatch: e.code = .protocolVersionMismatch
-        case .helloRequired: e.code = .helloRequired
-        case .unknown: e.code = .unspecified
-        }
-        return e
-    }
-
-    /// The error a peer sent.
-    package init(wire: Lhwire_Error) {
-        let code: Code
-        switch wire.code {
-        case .invalidArgument: code = .invalidArgument
-        case .notFound: code = .notFound
-        case .alreadyExists: code = .alreadyExists
-        case .failedPrecondition: code = .failedPrecondition
-        case .internal: code = .internal
-        case .unavailable: code = .unavailable
-        case .unauthenticated: code = .unauthenticated
-        case .resourceExhausted: code = .resourceExhausted
-        case .unimplemented: code = .unimplemented
-        case .frameTooLarge: code = .frameTooLarge
-        case .malformedFrame: code = .malformedFrame
-        case .protocolVersionMismatch: code = .protocolVersionMismatch
-        case .helloRequired: code = .helloRequired
-        case .unspecified, .UNRECOGNIZED: code = .unknown
-        }
-        self.init(code, wire.message)
     }
 }

@@ -1,6 +1,7 @@
 import LHProto
 import LHStore
 import LHWire
+import LHWireProto
 
 /// The router's request kinds by group: each decodes, calls the service and
 /// encodes.

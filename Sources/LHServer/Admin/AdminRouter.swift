@@ -3,6 +3,7 @@ import LHEngine
 import LHProto
 import LHStore
 import LHWire
+import LHWireProto
 import SwiftProtobuf
 
 /// Our protocol's door to the ``AdminService``: decodes a request, calls the

@@ -3,6 +3,7 @@ import LHEngine
 import LHProto
 import LHStore
 import LHWire
+import LHWireProto
 import SwiftProtobuf
 
 /// A job of the group commit for one WfRun: its id and its work.

@@ -1,5 +1,6 @@
 import Foundation
 import LHProto
+import LHWireProto
 import NIOCore
 
 /// The frames yielded inside ``LHResponder/grouping(_:)`` on one thread.

@@ -1,4 +1,5 @@
 import LHProto
+import LHWireProto
 
 /// Answers requests. The server calls `handle` concurrently for requests of
 /// one connection and of many.

@@ -1,4 +1,5 @@
 import LHProto
+import LHWireProto
 import NIOCore
 
 /// Sends frames to one connection's peer from any thread: straight into the

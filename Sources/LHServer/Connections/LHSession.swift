@@ -1,4 +1,5 @@
 import LHProto
+import LHWireProto
 
 /// Identifies one connection for as long as it is open.
 package final class LHConnectionToken: Sendable {

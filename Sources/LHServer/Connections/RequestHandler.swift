@@ -1,5 +1,6 @@
 import LHProto
 import LHWire
+import LHWireProto
 import Logging
 import NIOCore
 

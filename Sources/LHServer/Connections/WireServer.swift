@@ -1,6 +1,7 @@
 import Foundation
 import LHProto
 import LHWire
+import LHWireProto
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore

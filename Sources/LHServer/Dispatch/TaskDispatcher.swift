@@ -3,6 +3,7 @@ import LHEngine
 import LHProto
 import LHStore
 import LHWire
+import LHWireProto
 import Logging
 import Synchronization
 
