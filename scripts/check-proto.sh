@@ -5,23 +5,18 @@
 # possible it says so and exits 0 with a SKIPPED line: never silently.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-LH_CLIENT_VERSION=1.3.0
 
 command -v protoc >/dev/null || scripts/apt-install.sh protobuf-compiler
 if ! command -v protoc >/dev/null; then
   echo "SKIPPED proto-compat: protoc is not installed and could not be installed (apt-get install protobuf-compiler)"
   exit 0
 fi
-if [ ! -x .build-py/bin/python ] || ! .build-py/bin/python -c "import littlehorse" 2>/dev/null; then
-  python3 -m venv .build-py >/dev/null 2>&1 && \
-    .build-py/bin/pip install -q "littlehorse-client==$LH_CLIENT_VERSION" >/dev/null 2>&1
-fi
-if ! .build-py/bin/python -c "import littlehorse" 2>/dev/null; then
-  echo "SKIPPED proto-compat: could not install littlehorse-client==$LH_CLIENT_VERSION from PyPI into .build-py/"
+if ! python=$(scripts/python-sdk.sh); then
+  echo "SKIPPED proto-compat: could not install littlehorse-client from PyPI into .build-py/"
   exit 0
 fi
 set -e
 out=$(mktemp)
 protoc --include_imports --descriptor_set_out="$out" -I proto proto/*.proto
-.build-py/bin/python scripts/check-proto-compat.py "$out"
+"$python" scripts/check-proto-compat.py "$out"
 rm -f "$out"

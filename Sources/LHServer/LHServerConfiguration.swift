@@ -2,6 +2,7 @@ import Foundation
 import LHProto
 import LHWire
 import NIOCore
+import Synchronization
 
 /// Settings of one `lh-server`.
 package struct LHServerConfiguration: Sendable {
@@ -57,6 +58,31 @@ package struct LHServerConfiguration: Sendable {
             $0.majorVersion = version.major
             $0.minorVersion = version.minor
             $0.patchVersion = version.patch
+        }
+    }
+}
+
+extension LHServerConfiguration {
+    /// Serialises the making of the development CA: every listener asks.
+    private static let tlsLock = Mutex(())
+
+    /// The TLS files every listener of this server uses: the operator's, or
+    /// the development CA's (made on first use in `<data-dir>/tls`, never
+    /// overwritten); nil with plaintext. `devCA` says which CA clients trust.
+    func tlsFiles() throws -> (tls: LHTLS.ServerConfiguration, devCA: DevCertificateAuthority.Files?)? {
+        switch tls {
+        case .plaintext:
+            return nil
+        case .files(let cert, let key):
+            return (.init(certificatePath: cert, keyPath: key, clientCAPath: clientCAPath), nil)
+        case .developmentCA:
+            let files = try Self.tlsLock.withLock { _ in
+                try DevCertificateAuthority.ensure(
+                    in: dataDirectory.appendingPathComponent("tls"), hostnames: tlsHostnames)
+            }
+            let tls = LHTLS.ServerConfiguration(
+                certificatePath: files.serverCertPath, keyPath: files.serverKeyPath, clientCAPath: clientCAPath)
+            return (tls, files)
         }
     }
 }

@@ -21,6 +21,8 @@ package struct TestServer: Sendable {
     /// The development CA's file: what clients trust (`LHC_CA_CERT`).
     package let caPath: String?
     package let dataDir: URL
+    /// The port of LittleHorse's gRPC service, when started with `grpc: true`.
+    package let grpcPort: Int?
 
     /// Client settings for this server (`caPath`: trust another CA instead).
     package func config(caPath: String? = nil) -> LHConfig {
@@ -37,7 +39,7 @@ package struct TestServer: Sendable {
     /// Runs `body` with a fresh server whose configuration `configure` may
     /// change (maximum frame size, client CA, ...).
     package static func with<T: Sendable>(
-        configure: (inout LHServerConfiguration) -> Void = { _ in },
+        configure: (inout LHServerConfiguration) -> Void = { _ in }, grpc: Bool = false,
         _ body: (TestServer) async throws -> T
     ) async throws -> T {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
@@ -50,15 +52,20 @@ package struct TestServer: Sendable {
         configure(&configuration)
         let core = try await LHCore(dataDirectory: dir, logger: logger)
         let server = WireServer(configuration: configuration, router: LHAdminRouter(core: core), logger: logger)
-        let group = ServiceGroup(
-            configuration: .init(services: [.init(service: core), .init(service: server)], logger: logger))
+        let front =
+            grpc ? GRPCFront(.init(host: "127.0.0.1", port: 0), server: configuration, core: core, logger: logger) : nil
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: core), .init(service: server)]
+        if let front { services.append(.init(service: front)) }
+        let group = ServiceGroup(configuration: .init(services: services, logger: logger))
         return try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
             let outcome: Result<T, Error>
             do {
                 let port = try await server.boundPort()
-                outcome = .success(
-                    try await body(TestServer(port: port, caPath: server.developmentCAPath, dataDir: dir)))
+                let grpcPort = try await front?.boundPort()
+                let testServer = TestServer(
+                    port: port, caPath: server.developmentCAPath, dataDir: dir, grpcPort: grpcPort)
+                outcome = .success(try await body(testServer))
             } catch {
                 outcome = .failure(error)
             }

@@ -26,6 +26,18 @@ struct LHServerCommand: AsyncParsableCommand {
 
     @Option(
         help:
+            "Also serve LittleHorse's gRPC service (its SDKs and lhctl) at HOST:PORT, e.g. 127.0.0.1:2024; port 0 picks a free one (env LHS_GRPC_LISTEN). Off by default."
+    )
+    var grpcListen: String? = env["LHS_GRPC_LISTEN"]
+
+    @Option(
+        help:
+            "Host gRPC workers are told to poll (RegisterTaskWorker); default: the host they used to reach the server (env LHS_GRPC_ADVERTISED_HOST)."
+    )
+    var grpcAdvertisedHost: String? = env["LHS_GRPC_ADVERTISED_HOST"]
+
+    @Option(
+        help:
             "PEM certificate chain of the server (env LHS_TLS_CERT); without it a development CA is made in DATA_DIR/tls."
     )
     var tlsCert: String? = env["LHS_TLS_CERT"]
@@ -68,6 +80,9 @@ struct LHServerCommand: AsyncParsableCommand {
             throw ValidationError("--max-frame-bytes must be between 1024 and \(Int32.max), got \(maxFrameBytes)")
         }
         _ = try parseListen()
+        if let grpcListen {
+            _ = try Self.parseAddress(grpcListen, option: "--grpc-listen")
+        }
         guard ["full", "normal"].contains(sync.lowercased()) else {
             throw ValidationError("--sync must be full or normal, got '\(sync)'")
         }
@@ -78,12 +93,21 @@ struct LHServerCommand: AsyncParsableCommand {
     }
 
     private func parseListen() throws -> (String, Int) {
-        guard let colon = listen.lastIndex(of: ":"), let port = Int(listen[listen.index(after: colon)...]),
+        try Self.parseAddress(listen, option: "--listen")
+    }
+
+    private static func hostOf(_ address: String?) -> String {
+        guard let address, let colon = address.lastIndex(of: ":") else { return "" }
+        return String(address[..<colon])
+    }
+
+    private static func parseAddress(_ address: String, option: String) throws -> (String, Int) {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]),
             (0...65535).contains(port)
         else {
-            throw ValidationError("--listen must be HOST:PORT, got '\(listen)'")
+            throw ValidationError("\(option) must be HOST:PORT, got '\(address)'")
         }
-        var host = String(listen[..<colon])
+        var host = String(address[..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         return (host, port)
     }
@@ -138,18 +162,28 @@ struct LHServerCommand: AsyncParsableCommand {
             Self.fail("\(error)")
         }
         let server = WireServer(configuration: config, router: LHAdminRouter(core: core), logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: core), .init(service: server)]
+        var grpc: GRPCFront?
+        if let grpcListen {
+            let (grpcHost, grpcPort) = try Self.parseAddress(grpcListen, option: "--grpc-listen")
+            let front = GRPCFront(
+                .init(host: grpcHost, port: grpcPort, advertisedHost: grpcAdvertisedHost), server: config, core: core,
+                logger: logger)
+            services.append(.init(service: front))
+            grpc = front
+        }
         let group = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: core), .init(service: server)],
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            )
-        )
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let transport = plaintext ? "PLAINTEXT" : "TLS"
         async let announce: Void = {
             guard let bound = try? await server.boundPort() else { return }
-            var line = "lh-server listening on \(host):\(bound) (\(plaintext ? "PLAINTEXT" : "TLS"))"
+            var line = "lh-server listening on \(host):\(bound) (\(transport))"
             if let ca = server.developmentCAPath {
                 line += "; clients trust the CA at \(ca) (export LHC_CA_CERT=\(ca))"
+            }
+            if let grpc, let grpcPort = try? await grpc.boundPort() {
+                line +=
+                    "\nlh-server gRPC (LittleHorse's service) listening on \(Self.hostOf(grpcListen)):\(grpcPort) (\(transport))"
             }
             FileHandle.standardOutput.write(Data((line + "\n").utf8))
         }()

@@ -84,4 +84,32 @@ import Testing
         _ = try one.finish()
         _ = try two.finish()
     }
+
+    /// A gRPC PollTask stream's room is its unanswered polls, not its
+    /// reports: each reservation takes one, a release gives it back.
+    @Test func aPollersRoomIsItsUnansweredPollsAndItTakesItsTurnWithOtherWorkers() throws {
+        let d = try dispatcher()
+        let poller = LHConnectionToken()
+        let (_, continuation) = AsyncStream<Littlehorse_ScheduledTask>.makeStream()
+        d.subscribePoller(connection: poller.id, workerId: "py", taskDef: "step", push: .stream(continuation))
+        #expect(d.reserveDirect(taskDef: "step", wfRunId: "w0", guid: "g") == nil, "no poll yet, no room")
+        d.addCredit(connection: poller.id)
+        d.addCredit(connection: poller.id)
+        let first = try #require(d.reserveDirect(taskDef: "step", wfRunId: "w1", guid: "g"))
+        #expect(first.workerId == "py")
+        #expect(d.reserveDirect(taskDef: "step", wfRunId: "w2", guid: "g")?.workerId == "py")
+        #expect(d.reserveDirect(taskDef: "step", wfRunId: "w3", guid: "g") == nil, "both polls answered")
+        d.release(first)
+        #expect(
+            d.reserveDirect(taskDef: "step", wfRunId: "w4", guid: "g")?.workerId == "py",
+            "a released room is a poll again")
+        // With a worker of our protocol beside it, they take turns.
+        let wire = subscribe(d, "swift", capacity: 2)
+        d.addCredit(connection: poller.id)
+        let names = (5...7).compactMap { d.reserveDirect(taskDef: "step", wfRunId: "w\($0)", guid: "g")?.workerId }
+        #expect(Set(names) == ["py", "swift"] && names.count == 3)
+        d.disconnected(connection: poller.id)
+        #expect(d.reserveDirect(taskDef: "step", wfRunId: "w8", guid: "g") == nil, "swift holds 2, the poller is gone")
+        withExtendedLifetime((poller, wire)) {}
+    }
 }

@@ -69,6 +69,7 @@ import Testing
                 if k == "LHC_API_HOST" && (value == "lh-server" || value == "localhost") { value = "127.0.0.1" }
                 if k == "LHC_API_PORT" { value = "\(port)" }
                 if k == "LHS_LISTEN" { value = "127.0.0.1:\(port)" }
+                if k == "LHS_GRPC_LISTEN" { value = "127.0.0.1:0" }
                 out[k] = value
             }
             return out
@@ -84,6 +85,8 @@ import Testing
         let serverProcess = try LiveProcess("lh-server", [], environment: local(server.env))
         try await withProcesses([serverProcess]) {
             try await serverProcess.waitFor("lh-server listening on 127.0.0.1:\(port)")
+            // LHS_GRPC_LISTEN: LittleHorse's gRPC service beside ours.
+            try await serverProcess.waitFor("lh-server gRPC (LittleHorse's service) listening on 127.0.0.1:")
             #expect(
                 FileManager.default.fileExists(atPath: data.appendingPathComponent("tls/ca.pem").path),
                 "LHS_DATA_DIR was used")

@@ -10,9 +10,11 @@ final class LiveProcess: @unchecked Sendable {
     let stdout = NIOLockedValueBox("")
     let stderr = NIOLockedValueBox("")
 
-    init(_ binary: String, _ arguments: [String], environment: [String: String]) throws {
+    /// `binary`: one of this package's executables, or a path with `absolutePath`.
+    init(_ binary: String, _ arguments: [String], environment: [String: String], absolutePath: Bool = false) throws {
         process = Process()
-        process.executableURL = ServerProcess.binDir.appendingPathComponent(binary)
+        process.executableURL =
+            absolutePath ? URL(fileURLWithPath: binary) : ServerProcess.binDir.appendingPathComponent(binary)
         process.arguments = arguments
         process.environment = environment
         let out = Pipe()

@@ -101,12 +101,6 @@ extension AdminService {
         )
     }
 
-    /// The worker on `connection` has room again once its report is settled.
-    func reported(_ report: Littlehorse_ReportTaskRun, connection: ObjectIdentifier) {
-        dispatcher.reported(
-            connection: connection, wfRunId: report.taskRunID.wfRunID.id, guid: report.taskRunID.taskGuid)
-    }
-
     /// StopWfRun: the thread (and its children) halt with a manual halt reason.
     func stopWfRun(_ r: Littlehorse_StopWfRunRequest) -> WfRunJob<Void> {
         let id = r.wfRunID.id
@@ -130,20 +124,5 @@ extension AdminService {
                 s.delete(id)
             }
         )
-    }
-
-    /// A worker subscribes to a TaskDef on its connection.
-    func subscribe(_ r: Lhwire_Subscribe, session: LHSession) throws {
-        guard session.role == .worker else {
-            throw LHError(.failedPrecondition, "subscribe is for connections whose hello has role WORKER")
-        }
-        _ = try taskDef(r.taskDefID.name)
-        dispatcher.subscribe(
-            connection: session.token.id, workerId: r.taskWorkerID.isEmpty ? session.clientId : r.taskWorkerID,
-            taskDef: r.taskDefID.name, capacity: Int(max(1, r.capacity)), push: session.responder)
-    }
-
-    func connectionClosed(_ session: LHSession) {
-        dispatcher.disconnected(connection: session.token.id)
     }
 }

@@ -51,26 +51,19 @@ package final class WireServer: Service, Sendable {
 
     /// Resolves the TLS settings, making the development CA when needed.
     func listenerTLS() throws -> LHTLS.ServerConfiguration? {
-        switch configuration.tls {
-        case .plaintext:
+        guard let (tls, devCA) = try configuration.tlsFiles() else {
             logger.warning(
                 "TLS IS OFF: lh-server accepts plaintext connections (--plaintext); never do this outside a trusted network"
             )
             return nil
-        case .files(let cert, let key):
-            return .init(certificatePath: cert, keyPath: key, clientCAPath: configuration.clientCAPath)
-        case .developmentCA:
-            let files = try DevCertificateAuthority.ensure(
-                in: configuration.dataDirectory.appendingPathComponent("tls"), hostnames: configuration.tlsHostnames)
-            state.withLockedValue { $0.caPath = files.caCertPath }
-            logger.notice(
-                files.created ? "made a development CA and server certificate" : "using the development CA",
-                metadata: ["lh.caCert": "\(files.caCertPath)"]
-            )
-            return .init(
-                certificatePath: files.serverCertPath, keyPath: files.serverKeyPath,
-                clientCAPath: configuration.clientCAPath)
         }
+        if let devCA {
+            state.withLockedValue { $0.caPath = devCA.caCertPath }
+            logger.notice(
+                devCA.created ? "made a development CA and server certificate" : "using the development CA",
+                metadata: ["lh.caCert": "\(devCA.caCertPath)"])
+        }
+        return tls
     }
 
     package func run() async throws {

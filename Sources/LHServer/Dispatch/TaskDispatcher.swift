@@ -57,12 +57,35 @@ final class TaskDispatcher: Sendable {
         let ready = state.withLock { s -> [(QueuedTask, TaskReservation)] in
             if s.workers[connection] == nil { s.order[taskDef, default: []].append(connection) }
             s.workers[connection] = DispatchState.Worker(
-                id: workerId, taskDef: taskDef, capacity: max(1, capacity), push: push)
+                id: workerId, taskDef: taskDef, capacity: max(1, capacity), push: .wire(push))
             return s.assignable(taskDef)
         }
         logger.info(
             "worker subscribed",
             metadata: ["lh.worker": "\(workerId)", LHLog.taskDef: "\(taskDef)", "lh.capacity": "\(capacity)"])
+        handOver(ready)
+    }
+
+    /// A gRPC `PollTask` stream serving `taskDef`: a worker whose room is its
+    /// credit (``addCredit(connection:)``), not its reports.
+    func subscribePoller(connection: ObjectIdentifier, workerId: String, taskDef: String, push: WorkerPush) {
+        state.withLock { s in
+            if s.workers[connection] == nil { s.order[taskDef, default: []].append(connection) }
+            s.workers[connection] = DispatchState.Worker(
+                id: workerId, taskDef: taskDef, capacity: 0, push: push, credit: 0)
+        }
+        logger.info("gRPC worker polling", metadata: ["lh.worker": "\(workerId)", LHLog.taskDef: "\(taskDef)"])
+    }
+
+    /// One more PollTaskRequest of a poller: room for one more task.
+    func addCredit(connection: ObjectIdentifier) {
+        let ready = state.withLock { s -> [(QueuedTask, TaskReservation)] in
+            guard let credit = s.workers[connection]?.credit, let def = s.workers[connection]?.taskDef else {
+                return []
+            }
+            s.workers[connection]!.credit = credit + 1
+            return s.assignable(def)
+        }
         handOver(ready)
     }
 
@@ -98,7 +121,7 @@ final class TaskDispatcher: Sendable {
             starter.startQueuedTask(task, workerId: r.workerId) { result in
                 switch result {
                 case .success(let scheduled?):
-                    r.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(scheduled)))
+                    r.push.send(scheduled)
                 case .success(nil):
                     self.release(r)
                 case .failure(let error):
@@ -132,7 +155,7 @@ extension TaskDispatcher: DirectReservations {
 
     func release(_ r: TaskReservation) {
         let ready = state.withLock { s -> [(QueuedTask, TaskReservation)] in
-            guard s.workers[r.connection]?.holding.remove(r.key) != nil else { return [] }
+            guard s.giveBack(r) else { return [] }
             return s.assignable(r.taskDef)
         }
         handOver(ready)

@@ -7,5 +7,5 @@ struct TaskReservation: Sendable {
     let taskDef: String
     /// "<wfRunId>/<guid>"
     let key: String
-    let push: LHResponder
+    let push: WorkerPush
 }

@@ -177,7 +177,7 @@ actor CommandProcessor {
         LHResponder.grouping {
             for (reservation, task) in built.pushes {
                 if let task {
-                    reservation.push.yield(Lhwire_Envelope(id: 0, .scheduledTask(task)))
+                    reservation.push.send(task)
                 } else {
                     reservations?.release(reservation)
                 }

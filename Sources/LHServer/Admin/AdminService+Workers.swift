@@ -1,0 +1,60 @@
+import Foundation
+import LHProto
+import LHWire
+import LHWireProto
+
+/// Workers, whichever door they use: our protocol's subscribe (room = its
+/// capacity, back on each report) or gRPC's PollTask (room = its unanswered
+/// polls). Both take from the same task queues.
+extension AdminService {
+    /// A worker of our protocol subscribes to a TaskDef on its connection.
+    func subscribe(_ r: Lhwire_Subscribe, session: LHSession) throws {
+        guard session.role == .worker else {
+            throw LHError(.failedPrecondition, "subscribe is for connections whose hello has role WORKER")
+        }
+        _ = try taskDef(r.taskDefID.name)
+        dispatcher.subscribe(
+            connection: session.token.id, workerId: r.taskWorkerID.isEmpty ? session.clientId : r.taskWorkerID,
+            taskDef: r.taskDefID.name, capacity: Int(max(1, r.capacity)), push: session.responder)
+    }
+
+    /// The worker on `connection` has room again once its report is settled.
+    func reported(_ report: Littlehorse_ReportTaskRun, connection: ObjectIdentifier) {
+        dispatcher.reported(
+            connection: connection, wfRunId: report.taskRunID.wfRunID.id, guid: report.taskRunID.taskGuid)
+    }
+
+    func connectionClosed(_ session: LHSession) {
+        dispatcher.disconnected(connection: session.token.id)
+    }
+
+    /// LittleHorse's RegisterTaskWorker: the hosts the worker should poll
+    /// (never empty: a worker given none would sit idle without an error).
+    func registerTaskWorker(_ r: Littlehorse_RegisterTaskWorkerRequest, advertising host: Littlehorse_LHHostInfo) throws
+        -> Littlehorse_RegisterTaskWorkerResponse
+    {
+        guard !r.taskWorkerID.isEmpty else { throw LHError(.invalidArgument, "task_worker_id is empty") }
+        _ = try taskDef(r.taskDefID.name)
+        return .with {
+            $0.yourHosts = [host]
+            $0.isClusterHealthy = true
+        }
+    }
+
+    /// A gRPC PollTask stream starts polling `taskDef` (from its first request).
+    func startPolling(_ first: Littlehorse_PollTaskRequest, stream: ObjectIdentifier, push: WorkerPush) throws {
+        _ = try taskDef(first.taskDefID.name)
+        dispatcher.subscribePoller(
+            connection: stream, workerId: first.clientID, taskDef: first.taskDefID.name, push: push)
+    }
+
+    /// One more PollTaskRequest on a polling stream.
+    func poll(_ request: Littlehorse_PollTaskRequest, stream: ObjectIdentifier) {
+        dispatcher.addCredit(connection: stream)
+    }
+
+    /// The polling stream ended: it gets nothing more.
+    func stopPolling(stream: ObjectIdentifier) {
+        dispatcher.disconnected(connection: stream)
+    }
+}
