@@ -4,9 +4,10 @@ import Testing
 
 /// LittleHorse's own Python SDK (PyPI littlehorse-client 1.3.0, installed by
 /// scripts/python-sdk.sh) against the gRPC front of a real server, TLS with
-/// its development CA: the SDK registers a TaskDef and a WfSpec with an
-/// interrupt, runs its own task worker, and drives a WfRun with its stub
-/// (Tests/grpc/python_sdk_test.py says what is checked).
+/// its development CA: the SDK's task workers in a process of their own, a
+/// Swift worker of our protocol beside them on one TaskDef, and the SDK's
+/// stub driving WfRuns with interrupts and a stop while a Python worker holds
+/// a task (Tests/grpc/python_sdk_test.py says what is checked).
 @Suite(.timeLimit(.minutes(5))) struct PythonSDKTests {
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
@@ -27,29 +28,44 @@ import Testing
         return (process.terminationStatus == 0 && !python.isEmpty ? python : nil, reason)
     }
 
-    @Test func littleHorsesPythonSDKRunsItsWorkerAndDrivesAWfRunWithInterrupts() async throws {
+    @Test func littleHorsesPythonSDKAndItsWorkersRunAgainstTheGRPCFrontBesideASwiftWorker() async throws {
         let (python, reason) = try Self.python()
         guard let python else {
             print("SKIPPED PythonSDKTests: \(reason)")
             return
         }
+        let gates = try ServerProcess.temporaryDirectory("python-gates")
         try await TestServer.with(grpc: true) { server in
             let grpcPort = try #require(server.grpcPort)
-            let sdk = try LiveProcess(
-                python, [Self.root.appendingPathComponent("Tests/grpc/python_sdk_test.py").path],
-                environment: [
-                    "LHC_API_HOST": "localhost", "LHC_API_PORT": "\(grpcPort)", "LHC_API_PROTOCOL": "TLS",
-                    "LHC_CA_CERT": server.caPath ?? "", "LHW_TASK_WORKER_ID": "py-worker-1", "HOME": server.dataDir.path,
-                    "PYTHONUNBUFFERED": "1",
-                ], absolutePath: true)
-            try await withProcesses([sdk]) {
-                try await eventually("the Python SDK's checks end", timeout: 180) { !sdk.process.isRunning }
-                let output = sdk.stdout.withLockedValue { $0 }
-                let errors = sdk.stderr.withLockedValue { $0 }
-                print(output)
-                #expect(sdk.process.terminationStatus == 0, "python_sdk_test.py: \(output)\n\(errors.suffix(4000))")
-                #expect(output.contains("python sdk: all checks passed"), "\(output)")
+            let environment = [
+                "LHC_API_HOST": "localhost", "LHC_API_PORT": "\(grpcPort)", "LHC_API_PROTOCOL": "TLS",
+                "LHC_CA_CERT": server.caPath ?? "", "LHW_TASK_WORKER_ID": "py-worker-1", "HOME": server.dataDir.path,
+                "PYTHONUNBUFFERED": "1", "HOLD_GATE_DIR": gates.path,
+            ]
+            // A Swift worker of our protocol registers and serves "mixed"; the
+            // Python SDK's workers (greet, hold, mixed) run in their own process.
+            let swift = try await server.startWorker(
+                "lh-test-worker", ["mixed:echo"], environment: ["LHW_TASK_WORKER_ID": "swift-worker-1"],
+                ready: "test worker ready")
+            let workers = try LiveProcess(
+                python, [Self.script("python_sdk_worker.py")], environment: environment, absolutePath: true)
+            try await withProcesses([swift, workers]) {
+                try await workers.waitFor("python workers ready")
+                let driver = try LiveProcess(
+                    python, [Self.script("python_sdk_test.py")], environment: environment, absolutePath: true)
+                try await withProcesses([driver]) {
+                    try await eventually("the Python SDK's checks end", timeout: 240) { !driver.process.isRunning }
+                    let output = driver.stdout.withLockedValue { $0 }
+                    let errors = driver.stderr.withLockedValue { $0 }
+                    print(output)
+                    #expect(
+                        driver.process.terminationStatus == 0,
+                        "python_sdk_test.py: \(output)\n\(errors.suffix(4000))\nworkers: \(workers.stderr.withLockedValue { $0.suffix(4000) })")
+                    #expect(output.contains("python sdk: all checks passed"), "\(output)")
+                }
             }
         }
     }
+
+    static func script(_ name: String) -> String { root.appendingPathComponent("Tests/grpc/\(name)").path }
 }

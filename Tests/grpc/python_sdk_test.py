@@ -1,11 +1,12 @@
 """LittleHorse's own Python SDK (PyPI littlehorse-client) against lh-server's
-gRPC front: it registers a TaskDef and a WfSpec with an interrupt, runs its
-own task worker, and drives a WfRun with its stub, as a LittleHorse user
-would. Configured by LittleHorse's LHC_* variables (set by the caller).
-Exits 0 when every check passed; prints what failed otherwise.
+gRPC front, as a LittleHorse user would drive it: it registers WfSpecs (one
+with an interrupt) and drives WfRuns with its stub, while the SDK's task
+workers run in their own process (python_sdk_worker.py) beside a Swift worker
+of our protocol. Configured by LittleHorse's LHC_* variables and
+HOLD_GATE_DIR (set by the caller). Exits 0 when every check passed.
 """
-import asyncio
 import json
+import os
 import sys
 import time
 
@@ -30,15 +31,12 @@ from littlehorse.model import (
     VariableDef,
     TypeDefinition,
     StructDefId,
+    StopWfRunRequest,
+    ResumeWfRunRequest,
 )
-from littlehorse.worker import LHTaskWorker, WorkerContext
 from littlehorse.workflow import Workflow, WorkflowThread
 from google.protobuf.empty_pb2 import Empty
-
-
-async def greet(name: str, ctx: WorkerContext) -> str:
-    ctx.log(f"greeting {name}")
-    return f"hello {name}"
+from google.protobuf.json_format import MessageToJson
 
 
 def on_poke(wf: WorkflowThread) -> None:
@@ -52,6 +50,14 @@ def entry(wf: WorkflowThread) -> None:
     wf.execute("greet", name)
     wf.wait_for_event("done", auto_register=True, return_type=str)
     wf.add_interrupt_handler("poke", on_poke).with_event_type(str)
+
+
+def halting(wf: WorkflowThread) -> None:
+    wf.execute("hold", wf.declare_str("name"))
+
+
+def mixing(wf: WorkflowThread) -> None:
+    wf.execute("mixed", wf.declare_str("input"))
 
 
 def until(what, check, timeout=30.0):
@@ -78,18 +84,15 @@ def expect_code(what, code, call):
     raise AssertionError(f"{what}: no error, expected {code}")
 
 
-async def main() -> None:
+def main() -> None:
     config = LHConfig()
-    littlehorse.create_task_def(greet, "greet", config)
-    littlehorse.create_workflow_spec(Workflow("grpc-front", entry), config)
-    worker = LHTaskWorker(greet, "greet", config)
-    running = asyncio.create_task(littlehorse.start(worker))
+    for wf in (Workflow("grpc-front", entry), Workflow("grpc-halt", halting), Workflow("grpc-mixed", mixing)):
+        littlehorse.create_workflow_spec(wf, config)
     stub = config.stub()
-    try:
-        await asyncio.to_thread(drive, stub)
-    finally:
-        worker.stop()
-        running.cancel()
+    drive(stub)
+    drive_halt(stub)
+    drive_mixed(stub)
+    drive_errors(stub)
 
 
 def drive(stub) -> None:
@@ -129,6 +132,50 @@ def drive(stub) -> None:
         content=VariableValue(str="done!")))
     until("the WfRun's completion", lambda: stub.GetWfRun(WfRunId(id="g1")).status == LHStatus.COMPLETED)
     print("ok: WfRun COMPLETED")
+    v = stub.GetVariable(VariableId(wf_run_id=WfRunId(id="g1"), thread_run_number=0, name="pokes"))
+    print("variable pokes: " + MessageToJson(v))
+
+
+def drive_halt(stub) -> None:
+    """StopWfRun while the Python worker holds the task: HALTING until it reports."""
+    stub.RunWf(RunWfRequest(wf_spec_name="grpc-halt", id="h1", variables={"name": VariableValue(str="leia")}))
+    until("the Python worker holding h1's task", lambda: any(
+        t.status == TaskStatus.TASK_RUNNING
+        for t in stub.ListTaskRuns(ListTaskRunsRequest(wf_run_id=WfRunId(id="h1"))).results))
+    stub.StopWfRun(StopWfRunRequest(wf_run_id=WfRunId(id="h1")))
+    time.sleep(0.5)
+    wf = stub.GetWfRun(WfRunId(id="h1"))
+    assert wf.status == LHStatus.HALTING and wf.thread_runs[0].status == LHStatus.HALTING, wf
+    print("ok: stopped with the task in the Python worker's hands: HALTING")
+    open(os.path.join(os.environ["HOLD_GATE_DIR"], "h1"), "w").close()
+    until("HALTED after the report", lambda: stub.GetWfRun(WfRunId(id="h1")).status == LHStatus.HALTED)
+    runs = stub.ListTaskRuns(ListTaskRunsRequest(wf_run_id=WfRunId(id="h1"))).results
+    assert runs[0].status == TaskStatus.TASK_SUCCESS and runs[0].attempts[-1].output.str == "held leia", runs
+    print("ok: HALTED once the worker reported")
+    stub.ResumeWfRun(ResumeWfRunRequest(wf_run_id=WfRunId(id="h1")))
+    until("COMPLETED after resume", lambda: stub.GetWfRun(WfRunId(id="h1")).status == LHStatus.COMPLETED)
+    print("ok: resumed and COMPLETED")
+
+
+def drive_mixed(stub) -> None:
+    """A Python worker and a Swift worker serve one TaskDef: both take tasks."""
+    ids = [f"m{i}" for i in range(24)]
+    for i in ids:
+        stub.RunWf(RunWfRequest(wf_spec_name="grpc-mixed", id=i, variables={"input": VariableValue(str=i)}))
+    outputs = {}
+    for i in ids:
+        until(f"{i} COMPLETED", lambda: stub.GetWfRun(WfRunId(id=i)).status == LHStatus.COMPLETED)
+        run = stub.ListTaskRuns(ListTaskRunsRequest(wf_run_id=WfRunId(id=i))).results[0]
+        outputs[i] = (run.attempts[-1].task_worker_id, run.attempts[-1].output.str)
+    by = {}
+    for i, (worker, out) in outputs.items():
+        by.setdefault(worker, []).append(out)
+        assert out in (f"python:{i}", f"echo:{i}"), (i, out)
+    assert len(by) == 2, f"one worker took every task: {by}"
+    print("ok: one TaskDef served by both workers: " + ", ".join(f"{w} {len(o)}" for w, o in sorted(by.items())))
+
+
+def drive_errors(stub) -> None:
 
     expect_code("GetWfRun of a WfRun that does not exist", grpc.StatusCode.NOT_FOUND,
                 lambda: stub.GetWfRun(WfRunId(id="nope")))
@@ -159,7 +206,7 @@ def drive(stub) -> None:
 
 if __name__ == "__main__":
     try:
-        asyncio.run(main())
+        main()
     except AssertionError as e:
         print(f"FAILED: {e}")
         sys.exit(1)
