@@ -60,7 +60,8 @@ import Testing
                     print(output)
                     #expect(
                         driver.process.terminationStatus == 0,
-                        "python_sdk_test.py: \(output)\n\(errors.suffix(4000))\nworkers: \(workers.stderr.withLockedValue { $0.suffix(4000) })")
+                        "python_sdk_test.py: \(output)\n\(errors.suffix(4000))\nworkers: \(workers.stderr.withLockedValue { $0.suffix(4000) })"
+                    )
                     #expect(output.contains("python sdk: all checks passed"), "\(output)")
                 }
             }
