@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Formats the hand-written Swift with swift-format and .swift-format (4
-# spaces, 120 columns). Generated code (Sources/LHProto/Generated, the
-# worker's closure overloads) is left as its generator writes it.
+# spaces, 120 columns). Generated code (every Generated/ folder, LHWireProto,
+# the worker's closure overloads, UnsupportedFields.swift) is left as its
+# generator writes it.
 #   scripts/format.sh          format in place
 #   scripts/format.sh --check  list the files it would change; exit 1 if any
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mapfile -t files < <(git ls-files '*.swift' | grep -v -e '^Sources/LHProto/Generated/' -e 'TaskWorker+Overloads.swift' -e '^Package.swift$')
+mapfile -t files < <(git ls-files '*.swift' | grep -v -e '/Generated/' -e '^Sources/LHWireProto/' -e 'TaskWorker+Overloads.swift' -e 'UnsupportedFields.swift' -e '^Package.swift$')
 if [ "${1:-}" = "--check" ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT

@@ -35,7 +35,9 @@ package final class GRPCFront: Service, Sendable {
     private let server: LHServerConfiguration
     private let admin: AdminService
     private let logger: Logger
-    private let bound = NIOLockedValueBox<(port: Int?, failure: (any Error)?, waiting: [CheckedContinuation<Int, any Error>])>(
+    private let bound = NIOLockedValueBox<
+        (port: Int?, failure: (any Error)?, waiting: [CheckedContinuation<Int, any Error>])
+    >(
         (nil, nil, []))
 
     package init(_ configuration: Configuration, server: LHServerConfiguration, core: LHCore, logger: Logger) {
@@ -86,8 +88,9 @@ package final class GRPCFront: Service, Sendable {
                 try? await gracefulShutdown()
                 grpc.beginGracefulShutdown()
             }
-        } catch where bound.withLockedValue({ $0.port == nil }) {
-            let failure = LHError(.unavailable, "cannot listen for gRPC on \(configuration.host):\(configuration.port): \(error)")
+        } catch  where bound.withLockedValue({ $0.port == nil }) {
+            let failure = LHError(
+                .unavailable, "cannot listen for gRPC on \(configuration.host):\(configuration.port): \(error)")
             settle(.failure(failure))
             throw failure
         }
@@ -121,7 +124,8 @@ package final class GRPCFront: Service, Sendable {
     /// idle worker is disconnected for too many pings.
     private func transportConfig() -> HTTP2ServerTransport.Posix.Config {
         var config = HTTP2ServerTransport.Posix.Config.defaults
-        config.connection.keepalive.clientBehavior = .init(minPingIntervalWithoutCalls: .seconds(15), allowWithoutCalls: true)
+        config.connection.keepalive.clientBehavior = .init(
+            minPingIntervalWithoutCalls: .seconds(15), allowWithoutCalls: true)
         config.rpc.maxRequestPayloadSize = server.maxFrameBytes
         return config
     }
@@ -131,7 +135,8 @@ package final class GRPCFront: Service, Sendable {
         let port = bound.withLockedValue { $0.port } ?? configuration.port
         var host = configuration.advertisedHost
         if host == nil, let authority, !authority.isEmpty {
-            host = authority.hasPrefix("[")
+            host =
+                authority.hasPrefix("[")
                 ? String(authority.dropFirst().prefix { $0 != "]" })
                 : String(authority.split(separator: ":", maxSplits: 1)[0])
         }

@@ -37,7 +37,8 @@ struct LittleHorseGRPCService: RegistrableRPCService {
                 let single = try await ServerRequest(stream: request)
                 try Self.checkTenant(single.metadata)
                 try UnknownFields.refuse(in: single.message)
-                return StreamingServerResponse(single: ServerResponse(message: try await body(single.message, single.metadata)))
+                return StreamingServerResponse(
+                    single: ServerResponse(message: try await body(single.message, single.metadata)))
             } catch {
                 return StreamingServerResponse(error: Self.rpcError(error, method: method))
             }
@@ -47,7 +48,9 @@ struct LittleHorseGRPCService: RegistrableRPCService {
     /// Until tenants exist, the only tenant is `default` (the header absent
     /// means `default`, as on LittleHorse's server).
     static func checkTenant(_ metadata: Metadata) throws {
-        guard let tenant = metadata[stringValues: "tenantid"].first(where: { _ in true }), tenant != "default" else { return }
+        guard let tenant = metadata[stringValues: "tenantid"].first(where: { _ in true }), tenant != "default" else {
+            return
+        }
         throw LHError(
             .invalidArgument, "tenant '\(tenant)' does not exist: this server has only the tenant 'default'")
     }
