@@ -67,27 +67,9 @@ extension LHAdminRouter {
 
     func search(_ request: Lhwire_Envelope.OneOf_Kind) throws -> Lhwire_Envelope.OneOf_Kind {
         switch request {
-        case .searchWfRun(let r):
-            let page = try service.searchWfRuns(r)
-            return .wfRunIDList(
-                .with { l in
-                    l.results = page.results.map { id in .with { $0.id = id } }
-                    if let b = page.bookmark { l.bookmark = b }
-                })
-        case .searchTaskRun(let r):
-            let page = try service.searchTaskRuns(r)
-            return .taskRunIDList(
-                .with { l in
-                    l.results = page.results
-                    if let b = page.bookmark { l.bookmark = b }
-                })
-        case .searchVariable(let r):
-            let page = try service.searchVariables(r)
-            return .variableIDList(
-                .with { l in
-                    l.results = page.results
-                    if let b = page.bookmark { l.bookmark = b }
-                })
+        case .searchWfRun(let r): return .wfRunIDList(try service.searchWfRuns(r))
+        case .searchTaskRun(let r): return .taskRunIDList(try service.searchTaskRuns(r))
+        case .searchVariable(let r): return .variableIDList(try service.searchVariables(r))
         default: throw Self.misrouted(request)
         }
     }

@@ -86,17 +86,32 @@ extension AdminService {
         return e
     }
 
-    func searchWfRuns(_ r: Littlehorse_SearchWfRunRequest) throws -> LHPage<String> {
+    /// A page of the WfRuns of a WfSpec, as the API answers it.
+    func searchWfRuns(_ r: Littlehorse_SearchWfRunRequest) throws -> Littlehorse_WfRunIdList {
         guard !r.wfSpecName.isEmpty else { throw LHError(.invalidArgument, "search wfRun needs wf_spec_name") }
-        return try LHError.mapping { try store.searchWfRuns(r) }
+        let page = try LHError.mapping { try store.searchWfRuns(r) }
+        return .with { l in
+            l.results = page.results.map { id in .with { $0.id = id } }
+            if let b = page.bookmark { l.bookmark = b }
+        }
     }
 
-    func searchTaskRuns(_ r: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId> {
+    /// A page of the TaskRuns of a TaskDef, as the API answers it.
+    func searchTaskRuns(_ r: Littlehorse_SearchTaskRunRequest) throws -> Littlehorse_TaskRunIdList {
         guard !r.taskDefName.isEmpty else { throw LHError(.invalidArgument, "search taskRun needs task_def_name") }
-        return try LHError.mapping { try store.searchTaskRuns(r) }
+        let page = try LHError.mapping { try store.searchTaskRuns(r) }
+        return .with { l in
+            l.results = page.results
+            if let b = page.bookmark { l.bookmark = b }
+        }
     }
 
-    func searchVariables(_ r: Littlehorse_SearchVariableRequest) throws -> LHPage<Littlehorse_VariableId> {
-        try LHError.mapping { try store.searchVariables(r) }
+    /// A page of the variables with a name and value, as the API answers it.
+    func searchVariables(_ r: Littlehorse_SearchVariableRequest) throws -> Littlehorse_VariableIdList {
+        let page = try LHError.mapping { try store.searchVariables(r) }
+        return .with { l in
+            l.results = page.results
+            if let b = page.bookmark { l.bookmark = b }
+        }
     }
 }

@@ -134,26 +134,8 @@ extension LittleHorseGRPCService {
             let list = try await admin.externalEvents(of: r.wfRunID.id)
             return Littlehorse_ExternalEventList.with { $0.results = list }
         }
-        unary(&router, "SearchWfRun") { (r: Littlehorse_SearchWfRunRequest, _) in
-            let page = try admin.searchWfRuns(r)
-            return Littlehorse_WfRunIdList.with { l in
-                l.results = page.results.map { id in .with { $0.id = id } }
-                if let b = page.bookmark { l.bookmark = b }
-            }
-        }
-        unary(&router, "SearchTaskRun") { (r: Littlehorse_SearchTaskRunRequest, _) in
-            let page = try admin.searchTaskRuns(r)
-            return Littlehorse_TaskRunIdList.with { l in
-                l.results = page.results
-                if let b = page.bookmark { l.bookmark = b }
-            }
-        }
-        unary(&router, "SearchVariable") { (r: Littlehorse_SearchVariableRequest, _) in
-            let page = try admin.searchVariables(r)
-            return Littlehorse_VariableIdList.with { l in
-                l.results = page.results
-                if let b = page.bookmark { l.bookmark = b }
-            }
-        }
+        unary(&router, "SearchWfRun") { (r: Littlehorse_SearchWfRunRequest, _) in try admin.searchWfRuns(r) }
+        unary(&router, "SearchTaskRun") { (r: Littlehorse_SearchTaskRunRequest, _) in try admin.searchTaskRuns(r) }
+        unary(&router, "SearchVariable") { (r: Littlehorse_SearchVariableRequest, _) in try admin.searchVariables(r) }
     }
 }
