@@ -68,5 +68,51 @@ import Testing
         }
     }
 
+    /// Seed 003's walkthrough with the Python client instead of lhctl: the
+    /// Swift example's WfSpec and workers on our protocol, the WfRun driven
+    /// through the gRPC front; `get variable` gives the seed's JSON.
+    @Test func seedWalkthroughWithThePythonClientGivesTheSeedsVariable() async throws {
+        let (python, reason) = try Self.python()
+        guard let python else {
+            print("SKIPPED PythonSDKTests: \(reason)")
+            return
+        }
+        try await TestServer.with(grpc: true) { server in
+            let grpcPort = try #require(server.grpcPort)
+            let worker = try await server.startWorker("collect-underpants-worker", [], ready: "workers ready")
+            try await withProcesses([worker]) {
+                let register = try server.command("collect-underpants-register", [])
+                #expect(register.status == 0, "register: \(register.stderr)")
+                let walkthrough = try LiveProcess(
+                    python, [Self.script("python_seed_walkthrough.py")],
+                    environment: [
+                        "LHC_API_HOST": "localhost", "LHC_API_PORT": "\(grpcPort)", "LHC_API_PROTOCOL": "TLS",
+                        "LHC_CA_CERT": server.caPath ?? "", "HOME": server.dataDir.path, "PYTHONUNBUFFERED": "1",
+                    ], absolutePath: true)
+                try await withProcesses([walkthrough]) {
+                    try await eventually("the walkthrough ends", timeout: 120) { !walkthrough.process.isRunning }
+                    let output = walkthrough.stdout.withLockedValue { $0 }
+                    #expect(
+                        walkthrough.process.terminationStatus == 0,
+                        "\(output)\n\(walkthrough.stderr.withLockedValue { $0.suffix(4000) })")
+                    #expect(output.contains("seed walkthrough: done"), "\(output)")
+                    let printed =
+                        output.components(separatedBy: "BEGIN VARIABLE\n").last?
+                        .components(separatedBy: "END VARIABLE").first ?? ""
+                    // The same JSON as the seed's (Python's printer puts the fields it
+                    // fills in at their defaults last: compared as JSON, not as text).
+                    func json(_ text: String) throws -> NSDictionary? {
+                        try JSONSerialization.jsonObject(with: Data(text.utf8)) as? NSDictionary
+                    }
+                    let seed = try json(SeedWalkthroughTests.seedsVariable)
+                    #expect(seed != nil)
+                    #expect(
+                        try json(SeedWalkthroughTests.withoutCreatedAt(printed)) == seed,
+                        "the Python client printed:\n\(printed)")
+                }
+            }
+        }
+    }
+
     static func script(_ name: String) -> String { root.appendingPathComponent("Tests/grpc/\(name)").path }
 }
