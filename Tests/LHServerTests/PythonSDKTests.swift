@@ -1,5 +1,7 @@
 import Foundation
+import LHClient
 import LHTestKit
+import LHWorkflow
 import Testing
 
 /// LittleHorse's own Python SDK (PyPI littlehorse-client 1.3.0, installed by
@@ -111,6 +113,74 @@ import Testing
                         "the Python client printed:\n\(printed)")
                 }
             }
+        }
+    }
+
+    /// kill -9 of the server (the binary, with --grpc-listen) while a Python
+    /// worker holds a task and another WfRun is done: after the restart on the
+    /// same data directory nothing is lost, the held task's report lands (the
+    /// SDK retries it), and the worker polls again (at its next heartbeat).
+    @Test(.timeLimit(.minutes(4))) func aPythonWorkerOutlivesAKillMinus9OfTheServer() async throws {
+        let (python, reason) = try Self.python()
+        guard let python else {
+            print("SKIPPED PythonSDKTests: \(reason)")
+            return
+        }
+        let dir = try ServerProcess.temporaryDirectory("lh-python-kill9")
+        let gates = try ServerProcess.temporaryDirectory("python-gates")
+        let (port, grpcPort) = (try ServerProcess.freePort(), try ServerProcess.freePort())
+        let arguments = ["--grpc-listen", "127.0.0.1:\(grpcPort)"]
+        var server = try await ServerProcess.start(arguments: arguments, dataDir: dir, port: port)
+        defer { server.stop() }
+        let environment = [
+            "LHC_API_HOST": "localhost", "LHC_API_PORT": "\(grpcPort)", "LHC_API_PROTOCOL": "TLS",
+            "LHC_CA_CERT": server.caPath ?? "", "LHW_TASK_WORKER_ID": "py-worker-1", "HOME": dir.path,
+            "PYTHONUNBUFFERED": "1", "HOLD_GATE_DIR": gates.path, "PYTHON_TASKS": "greet,hold",
+        ]
+        let workers = try LiveProcess(
+            python, [Self.script("python_sdk_worker.py")], environment: environment, absolutePath: true)
+        try await withProcesses([workers]) {
+            try await workers.waitFor("python workers ready")
+            let client = try await server.client()
+            let greeting = Workflow("py-greet") { $0.execute("greet", $0.declareStr("name")) }
+            let holding = Workflow("py-hold") { $0.execute("hold", $0.declareStr("name")) }
+            try await eventually("the Python worker's TaskDefs") {
+                let greet = try? await client.getTaskDef("greet")
+                let hold = try? await client.getTaskDef("hold")
+                return greet != nil && hold != nil
+            }
+            for wf in [greeting, holding] { _ = try await client.putWfSpec(wf.compile()) }
+            func run(_ spec: String, _ id: String, on client: LittleHorseClient) async throws {
+                _ = try await client.runWf(
+                    .with {
+                        $0.wfSpecName = spec
+                        $0.id = id
+                        $0.variables["name"] = .with { $0.str = id }
+                    })
+            }
+            try await run("py-greet", "before", on: client)
+            try await eventually("before COMPLETED") { try await client.getWfRun("before").status == .completed }
+            try await run("py-hold", "held", on: client)
+            try await workers.waitFor("hold: held waiting")
+            await client.close()
+
+            server.kill9()
+            server = try await ServerProcess.start(arguments: arguments, dataDir: dir, port: port)
+            // The worker finishes the task it held across the kill; its report lands.
+            #expect(FileManager.default.createFile(atPath: gates.appendingPathComponent("held").path, contents: Data()))
+            let after = try await server.client()
+            try await eventually("held COMPLETED with the report made across the restart", timeout: 60) {
+                try await after.getWfRun("held").status == .completed
+            }
+            #expect(try await after.listTaskRuns("held").results.first?.attempts.count == 1, "not retried: reported")
+            #expect(try await after.getWfRun("before").status == .completed, "acknowledged before the kill")
+            try await run("py-greet", "after", on: after)
+            try await eventually("after COMPLETED: the worker polls again", timeout: 100) {
+                try await after.getWfRun("after").status == .completed
+            }
+            let output = try await after.listTaskRuns("after").results.first?.attempts.last?.output.str
+            #expect(output == "hello after")
+            await after.close()
         }
     }
 

@@ -5,7 +5,8 @@ PythonSDKTests beside a Swift worker of our protocol):
                  "held <name>" (for halting while a worker holds a task)
   mixed(input) -> "python:<input>" (the Swift worker serves the same TaskDef)
 It registers greet and hold (mixed is the Swift worker's), prints
-"python workers ready" and serves until killed.
+"python workers ready" and serves until killed. PYTHON_TASKS (comma-
+separated) picks the tasks it serves; all three by default.
 """
 import asyncio
 import os
@@ -38,8 +39,9 @@ async def main() -> None:
     config = LHConfig()
     littlehorse.create_task_def(greet, "greet", config)
     littlehorse.create_task_def(hold, "hold", config)
-    workers = [LHTaskWorker(greet, "greet", config), LHTaskWorker(hold, "hold", config),
-               LHTaskWorker(mixed, "mixed", config)]
+    tasks = {"greet": greet, "hold": hold, "mixed": mixed}
+    wanted = os.environ.get("PYTHON_TASKS", "greet,hold,mixed").split(",")
+    workers = [LHTaskWorker(tasks[name], name, config) for name in wanted]
     print("python workers ready", flush=True)
     await littlehorse.start(*workers)
 
