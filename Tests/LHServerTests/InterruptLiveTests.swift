@@ -248,14 +248,14 @@ import Testing
             try await eventually("slow-step in flight") {
                 try await client.listTaskRuns("wf-stop").results.first?.status == .taskRunning
             }
-            try server.lhctl("stop", "wfRun", "wf-stop")
+            try await server.lhctl("stop", "wfRun", "wf-stop")
             #expect(try await client.getWfRun("wf-stop").status == .halting)
             #expect(
                 FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-stop").path, contents: Data()),
                 "the gate file")
             try await eventually("HALTED after the report") { try await client.getWfRun("wf-stop").status == .halted }
             #expect(try await client.listTaskRuns("wf-stop").results.count == 1, "nothing runs while stopped")
-            try server.lhctl("resume", "wfRun", "wf-stop")
+            try await server.lhctl("resume", "wfRun", "wf-stop")
             try await eventually("COMPLETED after resume") { try await client.getWfRun("wf-stop").status == .completed }
         }
     }

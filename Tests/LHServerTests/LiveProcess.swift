@@ -53,6 +53,16 @@ final class LiveProcess: @unchecked Sendable {
         )
     }
 
+    /// SIGTERM, then SIGKILL after 5 s, waiting without blocking a thread of
+    /// the test process (an in-process server needs them).
+    func terminate() async {
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(5)
+        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
     func stop() {
         guard process.isRunning else { return }
         process.terminate()
@@ -92,27 +102,70 @@ extension LiveServer {
         return worker
     }
 
-    /// Runs a short-lived command (lhctl, the register example) to its end.
-    func command(_ binary: String, _ arguments: [String]) throws -> (status: Int32, stdout: String, stderr: String) {
+    /// Runs a short-lived command (lhctl, the register example) to its end,
+    /// without blocking a thread of the test process (an in-process server
+    /// answers the command on those threads).
+    func command(_ binary: String, _ arguments: [String]) async throws -> (
+        status: Int32, stdout: String, stderr: String
+    ) {
         let process = Process()
         process.executableURL = ServerProcess.binDir.appendingPathComponent(binary)
         process.arguments = arguments
         process.environment = clientEnvironment()
-        let out = Pipe()
-        let err = Pipe()
+        let (out, err) = (Pipe(), Pipe())
         process.standardOutput = out
         process.standardError = err
+        let collected = NIOLockedValueBox((out: Data(), err: Data(), open: 2))
+        let done = NIOLockedValueBox<(exited: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
+        @Sendable func finishIfDone() {
+            let waiter = done.withLockedValue { d -> CheckedContinuation<Void, Never>? in
+                guard d.exited, collected.withLockedValue({ $0.open == 0 }) else { return nil }
+                defer { d.waiter = nil }
+                return d.waiter
+            }
+            waiter?.resume()
+        }
+        for (pipe, isOut) in [(out, true), (err, false)] {
+            pipe.fileHandleForReading.readabilityHandler = { h in
+                let d = h.availableData
+                collected.withLockedValue { c in
+                    if d.isEmpty {
+                        c.open -= 1
+                    } else if isOut {
+                        c.out += d
+                    } else {
+                        c.err += d
+                    }
+                }
+                if d.isEmpty {
+                    h.readabilityHandler = nil
+                    finishIfDone()
+                }
+            }
+        }
+        process.terminationHandler = { _ in
+            done.withLockedValue { $0.exited = true }
+            finishIfDone()
+        }
         try process.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let ready = done.withLockedValue { d -> Bool in
+                if d.exited && collected.withLockedValue({ $0.open == 0 }) { return true }
+                d.waiter = c
+                return false
+            }
+            if ready { c.resume() }
+        }
+        let c = collected.withLockedValue { $0 }
+        return (
+            process.terminationStatus, String(decoding: c.out, as: UTF8.self), String(decoding: c.err, as: UTF8.self)
+        )
     }
 
     /// Runs lhctl and returns its stdout; a non-zero exit is an error.
     @discardableResult
-    func lhctl(_ arguments: String...) throws -> String {
-        let r = try command("lhctl", arguments)
+    func lhctl(_ arguments: String...) async throws -> String {
+        let r = try await command("lhctl", arguments)
         guard r.status == 0 else {
             throw LHError(.unknown, "lhctl \(arguments.joined(separator: " ")) exited \(r.status): \(r.stderr)")
         }
@@ -124,10 +177,10 @@ extension LiveServer {
 func withProcesses<T>(_ processes: [LiveProcess], _ body: () async throws -> T) async throws -> T {
     do {
         let r = try await body()
-        processes.forEach { $0.stop() }
+        for p in processes { await p.terminate() }
         return r
     } catch {
-        processes.forEach { $0.stop() }
+        for p in processes { await p.terminate() }
         throw error
     }
 }

@@ -83,7 +83,7 @@ import Testing
             let grpcPort = try #require(server.grpcPort)
             let worker = try await server.startWorker("collect-underpants-worker", [], ready: "workers ready")
             try await withProcesses([worker]) {
-                let register = try server.command("collect-underpants-register", [])
+                let register = try await server.command("collect-underpants-register", [])
                 #expect(register.status == 0, "register: \(register.stderr)")
                 let walkthrough = try LiveProcess(
                     python, [Self.script("python_seed_walkthrough.py")],

@@ -12,11 +12,12 @@ import Testing
         try await withServer { server in
             let worker = try await server.startWorker("collect-underpants-worker", [], ready: "workers ready")
             try await withProcesses([worker]) {
-                let reg = try server.command("collect-underpants-register", [])
+                let reg = try await server.command("collect-underpants-register", [])
                 #expect(reg.status == 0, "register: \(reg.stderr)")
                 #expect(reg.stdout.contains("registered WfSpec collect-underpants"))
 
-                let run = try server.lhctl("run", "collect-underpants", "--wfRunId", "my-wf", "all-underpants", "[]")
+                let run = try await server.lhctl(
+                    "run", "collect-underpants", "--wfRunId", "my-wf", "all-underpants", "[]")
                 #expect(run.contains("\"status\": \"RUNNING\""))
                 let client = try await server.connectClient()
                 // The WfRun waits on done-collecting-underpants.
@@ -24,25 +25,25 @@ import Testing
                     try await client.getWfRun("my-wf").threadRuns[0].currentNodePosition == 2
                 }
 
-                try server.lhctl("postEvent", "my-wf", "underpant-collected", "STR", "obiwan")
+                try await server.lhctl("postEvent", "my-wf", "underpant-collected", "STR", "obiwan")
                 try await eventually("the first handler completes") {
                     let wf = try await client.getWfRun("my-wf")
                     return wf.threadRuns.count == 2 && wf.threadRuns[1].status == .completed
                 }
-                let first = try server.lhctl("get", "variable", "my-wf", "0", "all-underpants")
+                let first = try await server.lhctl("get", "variable", "my-wf", "0", "all-underpants")
                 // As the seed prints it, every line, but for the time it was made.
                 #expect(Self.withoutCreatedAt(first) == Self.seedsVariable, "lhctl get variable printed:\n\(first)")
 
-                try server.lhctl("postEvent", "my-wf", "underpant-collected", "STR", "anakin")
-                try server.lhctl("postEvent", "my-wf", "underpant-collected", "STR", "yoda")
+                try await server.lhctl("postEvent", "my-wf", "underpant-collected", "STR", "anakin")
+                try await server.lhctl("postEvent", "my-wf", "underpant-collected", "STR", "yoda")
                 try await eventually("three handler ThreadRuns completed") {
                     let wf = try await client.getWfRun("my-wf")
                     return wf.threadRuns.filter { $0.type == .interrupt && $0.status == .completed }.count == 3
                 }
-                let grown = try server.lhctl("get", "variable", "my-wf", "0", "all-underpants")
+                let grown = try await server.lhctl("get", "variable", "my-wf", "0", "all-underpants")
                 #expect(grown.contains(#""jsonArr": "[\"obiwan\",\"anakin\",\"yoda\"]""#), "printed: \(grown)")
 
-                try server.lhctl("postEvent", "my-wf", "done-collecting-underpants", "STR", "done!")
+                try await server.lhctl("postEvent", "my-wf", "done-collecting-underpants", "STR", "done!")
                 try await eventually("my-wf COMPLETED") { try await client.getWfRun("my-wf").status == .completed }
                 let tasks = try await client.listTaskRuns("my-wf").results
                 let profit = try #require(tasks.first { $0.taskDefID.name == "profit" })

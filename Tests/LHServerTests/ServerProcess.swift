@@ -110,6 +110,16 @@ final class ServerProcess: @unchecked Sendable {
     /// What the server logged so far.
     var log: String { output.withLockedValue { $0 } }
 
+    /// SIGTERM, then SIGKILL after 10 s, waiting without blocking a thread
+    /// of the test process (in-process servers of other tests need them).
+    func terminate() async {
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+
     /// SIGTERM, then SIGKILL if it has not exited within 10 s.
     func stop() {
         guard process.isRunning else { return }
@@ -140,10 +150,10 @@ func withServer<T>(
     let server = try await ServerProcess.start(arguments: arguments, dataDir: dataDir)
     do {
         let result = try await body(server)
-        server.stop()
+        await server.terminate()
         return result
     } catch {
-        server.stop()
+        await server.terminate()
         throw error
     }
 }
