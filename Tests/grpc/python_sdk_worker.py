@@ -1,6 +1,6 @@
 """LittleHorse's Python SDK task workers, as their own process (started by
 PythonSDKTests beside a Swift worker of our protocol):
-  greet(name) -> "hello <name>", logging "greeting <name>"
+  greet(name) -> "hello <name>", logging "greeting <name> at <unix ns>"
   hold(name)  -> waits until the file $HOLD_GATE_DIR/<wfRunId> exists, then
                  "held <name>" (for halting while a worker holds a task)
   mixed(input) -> "python:<input>" (the Swift worker serves the same TaskDef)
@@ -10,6 +10,7 @@ separated) picks the tasks it serves; all three by default.
 """
 import asyncio
 import os
+import time
 
 import littlehorse
 from littlehorse.config import LHConfig
@@ -19,7 +20,7 @@ GATES = os.environ.get("HOLD_GATE_DIR", "/tmp")
 
 
 async def greet(name: str, ctx: WorkerContext) -> str:
-    ctx.log(f"greeting {name}")
+    ctx.log(f"greeting {name} at {time.time_ns()}")
     return f"hello {name}"
 
 
