@@ -1,6 +1,7 @@
 import Foundation
 import LHClient
 import LHTestKit
+import LHWire
 import LHWorkflow
 import Testing
 
@@ -37,8 +38,9 @@ import Testing
             return
         }
         let gates = try ServerProcess.temporaryDirectory("python-gates")
-        try await TestServer.with(grpc: true) { server in
-            let grpcPort = try #require(server.grpcPort)
+        // The lh-server binary, as a LittleHorse user runs it.
+        let grpcPort = try ServerProcess.freePort()
+        try await withServer(arguments: ["--grpc-listen", "127.0.0.1:\(grpcPort)"]) { server in
             let environment = [
                 "LHC_API_HOST": "localhost", "LHC_API_PORT": "\(grpcPort)", "LHC_API_PROTOCOL": "TLS",
                 "LHC_CA_CERT": server.caPath ?? "", "LHW_TASK_WORKER_ID": "py-worker-1", "HOME": server.dataDir.path,
@@ -65,6 +67,59 @@ import Testing
                         "python_sdk_test.py: \(output)\n\(errors.suffix(4000))\nworkers: \(workers.stderr.withLockedValue { $0.suffix(4000) })"
                     )
                     #expect(output.contains("python sdk: all checks passed"), "\(output)")
+                }
+            }
+        }
+    }
+
+    /// With --client-ca the gRPC front is mutual TLS too: the SDK without a
+    /// client certificate is refused at the handshake, with one it is served.
+    @Test func mutualTLSOnTheGRPCFrontRefusesAClientWithoutACertificate() async throws {
+        let (python, reason) = try Self.python()
+        guard let python else {
+            print("SKIPPED PythonSDKTests: \(reason)")
+            return
+        }
+        let dir = try ServerProcess.temporaryDirectory("grpc-mtls")
+        let clientCA = try DevCertificateAuthority.makeCA(commonName: "client CA")
+        let clientCAPath = dir.appendingPathComponent("client-ca.pem").path
+        try clientCA.certificatePEM.write(toFile: clientCAPath, atomically: true, encoding: .utf8)
+        let leaf = try DevCertificateAuthority.issue(commonName: "py-client", usages: [.clientAuth], by: clientCA)
+        let (certPath, keyPath) = (
+            dir.appendingPathComponent("py.pem").path, dir.appendingPathComponent("py-key.pem").path
+        )
+        try leaf.certificatePEM.write(toFile: certPath, atomically: true, encoding: .utf8)
+        try leaf.keyPEM.write(toFile: keyPath, atomically: true, encoding: .utf8)
+        try await TestServer.with(configure: { $0.clientCAPath = clientCAPath }, grpc: true) { server in
+            let grpcPort = try #require(server.grpcPort)
+            let call = """
+                from littlehorse.config import LHConfig
+                from google.protobuf.empty_pb2 import Empty
+                import grpc
+                try:
+                    print("version", LHConfig().stub().GetServerVersion(Empty(), timeout=10).minor_version)
+                except grpc.RpcError as e:
+                    print("refused", e.code().name)
+                """
+            var environment = [
+                "LHC_API_HOST": "localhost", "LHC_API_PORT": "\(grpcPort)", "LHC_API_PROTOCOL": "TLS",
+                "LHC_CA_CERT": server.caPath ?? "", "HOME": server.dataDir.path,
+            ]
+            for withCertificate in [false, true] {
+                if withCertificate {
+                    (environment["LHC_CLIENT_CERT"], environment["LHC_CLIENT_KEY"]) = (certPath, keyPath)
+                }
+                let client = try LiveProcess(python, ["-c", call], environment: environment, absolutePath: true)
+                try await withProcesses([client]) {
+                    try await eventually("the call ends", timeout: 60) { !client.process.isRunning }
+                    let out = client.stdout.withLockedValue { $0 }
+                    if withCertificate {
+                        #expect(
+                            out.contains("version "),
+                            "with a client certificate: \(out) \(client.stderr.withLockedValue { $0 })")
+                    } else {
+                        #expect(out.contains("refused UNAVAILABLE"), "without a client certificate: \(out)")
+                    }
                 }
             }
         }
