@@ -55,13 +55,7 @@ final class LiveProcess: @unchecked Sendable {
 
     /// SIGTERM, then SIGKILL after 5 s, waiting without blocking a thread of
     /// the test process (an in-process server needs them).
-    func terminate() async {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = Date().addingTimeInterval(5)
-        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(10)) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    }
+    func terminate() async { await terminateWithoutBlocking(process, grace: 5) }
 
     func stop() {
         guard process.isRunning else { return }
@@ -194,4 +188,14 @@ func eventually(_ what: String, timeout: Double = 20, _ condition: () async thro
     }
     if try await condition() { return }
     throw LHError(.unknown, "timed out after \(timeout) s waiting for: \(what)")
+}
+
+/// SIGTERM, then SIGKILL after `grace` seconds, polling with Task.sleep: no
+/// thread of the test process is blocked meanwhile.
+func terminateWithoutBlocking(_ process: Process, grace: Double) async {
+    guard process.isRunning else { return }
+    process.terminate()
+    let deadline = Date().addingTimeInterval(grace)
+    while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
 }

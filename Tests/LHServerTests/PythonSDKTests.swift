@@ -15,6 +15,24 @@ import Testing
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent()
 
+    /// The virtualenv's python; nil (the reason printed: the test is skipped)
+    /// only when the SDK cannot be installed.
+    static func pythonOrSkip() throws -> String? {
+        let (python, reason) = try Self.python()
+        if python == nil { print("SKIPPED PythonSDKTests: \(reason)") }
+        return python
+    }
+
+    /// LittleHorse's LHC_* settings for the gRPC front of `server` at `grpcPort`.
+    static func environment(_ server: some LiveServer, grpcPort: Int, _ extra: [String: String] = [:]) -> [String:
+        String]
+    {
+        [
+            "LHC_API_HOST": "localhost", "LHC_API_PORT": "\(grpcPort)", "LHC_API_PROTOCOL": "TLS",
+            "LHC_CA_CERT": server.caPath ?? "", "HOME": server.dataDir.path, "PYTHONUNBUFFERED": "1",
+        ].merging(extra) { _, b in b }
+    }
+
     /// The virtualenv's python, or nil with the reason it could not be had.
     static func python() throws -> (String?, String) {
         let process = Process()
@@ -32,20 +50,13 @@ import Testing
     }
 
     @Test func littleHorsesPythonSDKAndItsWorkersRunAgainstTheGRPCFrontBesideASwiftWorker() async throws {
-        let (python, reason) = try Self.python()
-        guard let python else {
-            print("SKIPPED PythonSDKTests: \(reason)")
-            return
-        }
+        guard let python = try Self.pythonOrSkip() else { return }
         let gates = try ServerProcess.temporaryDirectory("python-gates")
         // The lh-server binary, as a LittleHorse user runs it.
         let grpcPort = try ServerProcess.freePort()
         try await withServer(arguments: ["--grpc-listen", "127.0.0.1:\(grpcPort)"]) { server in
-            let environment = [
-                "LHC_API_HOST": "localhost", "LHC_API_PORT": "\(grpcPort)", "LHC_API_PROTOCOL": "TLS",
-                "LHC_CA_CERT": server.caPath ?? "", "LHW_TASK_WORKER_ID": "py-worker-1", "HOME": server.dataDir.path,
-                "PYTHONUNBUFFERED": "1", "HOLD_GATE_DIR": gates.path,
-            ]
+            let environment = Self.environment(
+                server, grpcPort: grpcPort, ["LHW_TASK_WORKER_ID": "py-worker-1", "HOLD_GATE_DIR": gates.path])
             // A Swift worker of our protocol registers and serves "mixed"; the
             // Python SDK's workers (greet, hold, mixed) run in their own process.
             let swift = try await server.startWorker(
@@ -75,11 +86,7 @@ import Testing
     /// With --client-ca the gRPC front is mutual TLS too: the SDK without a
     /// client certificate is refused at the handshake, with one it is served.
     @Test func mutualTLSOnTheGRPCFrontRefusesAClientWithoutACertificate() async throws {
-        let (python, reason) = try Self.python()
-        guard let python else {
-            print("SKIPPED PythonSDKTests: \(reason)")
-            return
-        }
+        guard let python = try Self.pythonOrSkip() else { return }
         let dir = try ServerProcess.temporaryDirectory("grpc-mtls")
         let clientCA = try DevCertificateAuthority.makeCA(commonName: "client CA")
         let clientCAPath = dir.appendingPathComponent("client-ca.pem").path
@@ -101,10 +108,7 @@ import Testing
                 except grpc.RpcError as e:
                     print("refused", e.code().name)
                 """
-            var environment = [
-                "LHC_API_HOST": "localhost", "LHC_API_PORT": "\(grpcPort)", "LHC_API_PROTOCOL": "TLS",
-                "LHC_CA_CERT": server.caPath ?? "", "HOME": server.dataDir.path,
-            ]
+            var environment = Self.environment(server, grpcPort: grpcPort)
             for withCertificate in [false, true] {
                 if withCertificate {
                     (environment["LHC_CLIENT_CERT"], environment["LHC_CLIENT_KEY"]) = (certPath, keyPath)
@@ -129,11 +133,7 @@ import Testing
     /// Swift example's WfSpec and workers on our protocol, the WfRun driven
     /// through the gRPC front; `get variable` gives the seed's JSON.
     @Test func seedWalkthroughWithThePythonClientGivesTheSeedsVariable() async throws {
-        let (python, reason) = try Self.python()
-        guard let python else {
-            print("SKIPPED PythonSDKTests: \(reason)")
-            return
-        }
+        guard let python = try Self.pythonOrSkip() else { return }
         try await TestServer.with(grpc: true) { server in
             let grpcPort = try #require(server.grpcPort)
             let worker = try await server.startWorker("collect-underpants-worker", [], ready: "workers ready")
@@ -142,10 +142,7 @@ import Testing
                 #expect(register.status == 0, "register: \(register.stderr)")
                 let walkthrough = try LiveProcess(
                     python, [Self.script("python_seed_walkthrough.py")],
-                    environment: [
-                        "LHC_API_HOST": "localhost", "LHC_API_PORT": "\(grpcPort)", "LHC_API_PROTOCOL": "TLS",
-                        "LHC_CA_CERT": server.caPath ?? "", "HOME": server.dataDir.path, "PYTHONUNBUFFERED": "1",
-                    ], absolutePath: true)
+                    environment: Self.environment(server, grpcPort: grpcPort), absolutePath: true)
                 try await withProcesses([walkthrough]) {
                     try await eventually("the walkthrough ends", timeout: 120) { !walkthrough.process.isRunning }
                     let output = walkthrough.stdout.withLockedValue { $0 }
@@ -176,22 +173,16 @@ import Testing
     /// same data directory nothing is lost, the held task's report lands (the
     /// SDK retries it), and the worker polls again (at its next heartbeat).
     @Test(.timeLimit(.minutes(4))) func aPythonWorkerOutlivesAKillMinus9OfTheServer() async throws {
-        let (python, reason) = try Self.python()
-        guard let python else {
-            print("SKIPPED PythonSDKTests: \(reason)")
-            return
-        }
+        guard let python = try Self.pythonOrSkip() else { return }
         let dir = try ServerProcess.temporaryDirectory("lh-python-kill9")
         let gates = try ServerProcess.temporaryDirectory("python-gates")
         let (port, grpcPort) = (try ServerProcess.freePort(), try ServerProcess.freePort())
         let arguments = ["--grpc-listen", "127.0.0.1:\(grpcPort)"]
         var server = try await ServerProcess.start(arguments: arguments, dataDir: dir, port: port)
         defer { server.stop() }
-        let environment = [
-            "LHC_API_HOST": "localhost", "LHC_API_PORT": "\(grpcPort)", "LHC_API_PROTOCOL": "TLS",
-            "LHC_CA_CERT": server.caPath ?? "", "LHW_TASK_WORKER_ID": "py-worker-1", "HOME": dir.path,
-            "PYTHONUNBUFFERED": "1", "HOLD_GATE_DIR": gates.path, "PYTHON_TASKS": "greet,hold",
-        ]
+        let environment = Self.environment(
+            server, grpcPort: grpcPort,
+            ["LHW_TASK_WORKER_ID": "py-worker-1", "HOLD_GATE_DIR": gates.path, "PYTHON_TASKS": "greet,hold"])
         let workers = try LiveProcess(
             python, [Self.script("python_sdk_worker.py")], environment: environment, absolutePath: true)
         try await withProcesses([workers]) {

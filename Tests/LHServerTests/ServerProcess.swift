@@ -112,13 +112,7 @@ final class ServerProcess: @unchecked Sendable {
 
     /// SIGTERM, then SIGKILL after 10 s, waiting without blocking a thread
     /// of the test process (in-process servers of other tests need them).
-    func terminate() async {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(10)) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    }
+    func terminate() async { await terminateWithoutBlocking(process, grace: 10) }
 
     /// SIGTERM, then SIGKILL if it has not exited within 10 s.
     func stop() {
