@@ -96,9 +96,10 @@ extension LiveServer {
         return worker
     }
 
-    /// Runs a short-lived command (lhctl, the register example) to its end,
-    /// without blocking a thread of the test process (an in-process server
-    /// answers the command on those threads).
+    /// Runs a short-lived command (lhctl, the register example) to its end.
+    /// The blocking waits run on a thread of their own, never on one of the
+    /// test process's concurrency threads (an in-process server answers the
+    /// command on those).
     func command(_ binary: String, _ arguments: [String]) async throws -> (
         status: Int32, stdout: String, stderr: String
     ) {
@@ -109,51 +110,19 @@ extension LiveServer {
         let (out, err) = (Pipe(), Pipe())
         process.standardOutput = out
         process.standardError = err
-        let collected = NIOLockedValueBox((out: Data(), err: Data(), open: 2))
-        let done = NIOLockedValueBox<(exited: Bool, waiter: CheckedContinuation<Void, Never>?)>((false, nil))
-        @Sendable func finishIfDone() {
-            let waiter = done.withLockedValue { d -> CheckedContinuation<Void, Never>? in
-                guard d.exited, collected.withLockedValue({ $0.open == 0 }) else { return nil }
-                defer { d.waiter = nil }
-                return d.waiter
-            }
-            waiter?.resume()
-        }
-        for (pipe, isOut) in [(out, true), (err, false)] {
-            pipe.fileHandleForReading.readabilityHandler = { h in
-                let d = h.availableData
-                collected.withLockedValue { c in
-                    if d.isEmpty {
-                        c.open -= 1
-                    } else if isOut {
-                        c.out += d
-                    } else {
-                        c.err += d
-                    }
-                }
-                if d.isEmpty {
-                    h.readabilityHandler = nil
-                    finishIfDone()
-                }
-            }
-        }
-        process.terminationHandler = { _ in
-            done.withLockedValue { $0.exited = true }
-            finishIfDone()
-        }
         try process.run()
-        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-            let ready = done.withLockedValue { d -> Bool in
-                if d.exited && collected.withLockedValue({ $0.open == 0 }) { return true }
-                d.waiter = c
-                return false
+        return await withCheckedContinuation { continuation in
+            Thread.detachNewThread {
+                let o = out.fileHandleForReading.readDataToEndOfFile()
+                let e = err.fileHandleForReading.readDataToEndOfFile()
+                process.waitUntilExit()
+                continuation.resume(
+                    returning: (
+                        process.terminationStatus, String(decoding: o, as: UTF8.self),
+                        String(decoding: e, as: UTF8.self)
+                    ))
             }
-            if ready { c.resume() }
         }
-        let c = collected.withLockedValue { $0 }
-        return (
-            process.terminationStatus, String(decoding: c.out, as: UTF8.self), String(decoding: c.err, as: UTF8.self)
-        )
     }
 
     /// Runs lhctl and returns its stdout; a non-zero exit is an error.
