@@ -31,6 +31,12 @@ fi
 grep -E 'warning:|Compiling|Build complete' "$log" | grep -v -E '^\[' | tail -5 || true
 echo "built in $(( $(date +%s) - start )) s"
 
+# The dashboard's browser and metrics tests need Chromium, chromium-driver,
+# Selenium and prometheus-client: installed here, before the tests' clocks
+# run (the tests skip, saying why, only when they cannot be installed).
+echo "== dashboard test tools (Chromium, Selenium, prometheus-client)"
+scripts/browser.sh >/dev/null || echo "the dashboard tests will say SKIPPED"
+
 echo "== tests"
 swift test --skip-build 2>&1
 

@@ -21,6 +21,8 @@ package final class LHCore: Service, Sendable {
     let timers: TimerService
     let admin: AdminService
     let logger: Logger
+    /// Counted work and levels, served at `/metrics` (``HTTPFront``).
+    package let metrics: LHMetrics
 
     /// Opens (or creates) the store in `dataDirectory` and rebuilds queues
     /// and timers from it.
@@ -33,7 +35,8 @@ package final class LHCore: Service, Sendable {
         self.store = store
         self.logger = logger
         let metadata = try LHError.mapping { try MetadataCache(loadingFrom: store) }
-        processor = CommandProcessor(store: store, metadata: metadata, logger: logger, clock: clock)
+        metrics = LHMetrics()
+        processor = CommandProcessor(store: store, metadata: metadata, logger: logger, clock: clock, metrics: metrics)
         dispatcher = TaskDispatcher(starter: processor, logger: logger)
         timers = TimerService(firing: processor, clock: clock, logger: logger)
         admin = AdminService(processor: processor, store: store, dispatcher: dispatcher, clock: clock)

@@ -516,6 +516,33 @@ public final class SQLiteStore: LHStorage, Sendable {
         return Self.page(rows, limit: limit, offset: offset)
     }
 
+    public func recentWfRuns(wfSpecName: String?, status: Littlehorse_LHStatus?, since: Date?, limit: Int) throws
+        -> [String]
+    {
+        var conditions: [String] = []
+        var args: [any DatabaseValueConvertible] = []
+        if let wfSpecName { conditions.append("wf_spec_name = ?"); args.append(wfSpecName) }
+        if let status { conditions.append("status = ?"); args.append(status.rawValue) }
+        if let since { conditions.append("start_time >= ?"); args.append(since.timeIntervalSince1970) }
+        var sql = "SELECT id FROM wf_runs"
+        if !conditions.isEmpty { sql += " WHERE " + conditions.joined(separator: " AND ") }
+        sql += " ORDER BY start_time DESC, id DESC LIMIT ?"
+        args.append(max(1, limit))
+        return try pool.read { db in try String.fetchAll(db, sql: sql, arguments: StatementArguments(args)) }
+    }
+
+    public func wfRunCounts() throws -> [Littlehorse_LHStatus: Int] {
+        let rows = try pool.read { db in
+            try Row.fetchAll(db, sql: "SELECT status, count(*) FROM wf_runs GROUP BY status")
+        }
+        var counts: [Littlehorse_LHStatus: Int] = [:]
+        for row in rows {
+            let status = Littlehorse_LHStatus(rawValue: row[0] as Int) ?? .UNRECOGNIZED(row[0])
+            counts[status, default: 0] += row[1] as Int
+        }
+        return counts
+    }
+
     public func searchTaskRuns(_ r: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId> {
         let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
         let offset = Self.offset(r.hasBookmark ? r.bookmark : nil)

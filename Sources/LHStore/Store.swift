@@ -108,6 +108,12 @@ public protocol LHStorage: Sendable {
     func searchWfRuns(_ request: Littlehorse_SearchWfRunRequest) throws -> LHPage<String>
     func searchTaskRuns(_ request: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId>
     func searchVariables(_ request: Littlehorse_SearchVariableRequest) throws -> LHPage<Littlehorse_VariableId>
+    /// The newest WfRuns first (the dashboard's lists): of one WfSpec and
+    /// one status when given, started at or after `since` when given.
+    func recentWfRuns(wfSpecName: String?, status: Littlehorse_LHStatus?, since: Date?, limit: Int) throws
+        -> [String]
+    /// How many WfRuns the store holds in each status (the metrics).
+    func wfRunCounts() throws -> [Littlehorse_LHStatus: Int]
 }
 
 extension LHStorage {

@@ -23,6 +23,8 @@ package struct TestServer: Sendable {
     package let dataDir: URL
     /// The port of LittleHorse's gRPC service, when started with `grpc: true`.
     package let grpcPort: Int?
+    /// The port of the dashboard and /metrics, when started with `http`.
+    package let httpPort: Int?
 
     /// Client settings for this server (`caPath`: trust another CA instead).
     package func config(caPath: String? = nil) -> LHConfig {
@@ -40,7 +42,7 @@ package struct TestServer: Sendable {
     /// change (maximum frame size, client CA, ...).
     package static func with<T: Sendable>(
         configure: (inout LHServerConfiguration) -> Void = { _ in }, grpc: Bool = false,
-        _ body: (TestServer) async throws -> T
+        http: HTTPFront.Configuration? = nil, _ body: (TestServer) async throws -> T
     ) async throws -> T {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent(
             "lh-test-\(UUID().uuidString.prefix(8))")
@@ -51,11 +53,14 @@ package struct TestServer: Sendable {
         var configuration = LHServerConfiguration(host: "127.0.0.1", port: 0, dataDirectory: dir, tls: .developmentCA)
         configure(&configuration)
         let core = try await LHCore(dataDirectory: dir, logger: logger)
-        let server = WireServer(configuration: configuration, router: LHAdminRouter(core: core), logger: logger)
+        let server = WireServer(
+            configuration: configuration, router: LHAdminRouter(core: core), logger: logger, metrics: core.metrics)
+        let dashboard = http.map { HTTPFront($0, server: configuration, core: core, logger: logger) }
         let front =
             grpc ? GRPCFront(.init(host: "127.0.0.1", port: 0), server: configuration, core: core, logger: logger) : nil
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: core), .init(service: server)]
         if let front { services.append(.init(service: front)) }
+        if let dashboard { services.append(.init(service: dashboard)) }
         let group = ServiceGroup(configuration: .init(services: services, logger: logger))
         return try await withThrowingTaskGroup(of: Void.self) { tasks in
             tasks.addTask { try await group.run() }
@@ -63,8 +68,9 @@ package struct TestServer: Sendable {
             do {
                 let port = try await server.boundPort()
                 let grpcPort = try await front?.boundPort()
+                let httpPort = try await dashboard?.boundPort()
                 let testServer = TestServer(
-                    port: port, caPath: server.developmentCAPath, dataDir: dir, grpcPort: grpcPort)
+                    port: port, caPath: server.developmentCAPath, dataDir: dir, grpcPort: grpcPort, httpPort: httpPort)
                 outcome = .success(try await body(testServer))
             } catch {
                 outcome = .failure(error)

@@ -19,7 +19,10 @@ struct LHBench: AsyncParsableCommand {
             Build and run in release mode: swift run -c release lh-bench throughput
             Figures go to stdout (a table, then one JSON line); progress to stderr.
             """,
-        subcommands: [Throughput.self, Latency.self, Interrupts.self, Halt.self, Memory.self, WorkerCommand.self]
+        subcommands: [
+            Throughput.self, Latency.self, Interrupts.self, Halt.self, Memory.self, DashboardBench.self,
+            WorkerCommand.self,
+        ]
     )
 }
 

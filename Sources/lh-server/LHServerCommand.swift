@@ -38,6 +38,23 @@ struct LHServerCommand: AsyncParsableCommand {
 
     @Option(
         help:
+            "The dashboard and Prometheus /metrics at HOST:PORT, or off (env LHS_HTTP_LISTEN). Default: 127.0.0.1:2025, this machine only, skipped with a warning when that port is taken; port 0 picks a free one."
+    )
+    var httpListen: String = env["LHS_HTTP_LISTEN"] ?? defaultHTTPListen
+
+    static let defaultHTTPListen = "127.0.0.1:2025"
+
+    @Flag(
+        help:
+            "Let the dashboard stop and resume WfRuns and post events (env LHS_HTTP_ACTIONS=true); each needs --http-token or mutual TLS (--client-ca)."
+    )
+    var httpActions: Bool = (env["LHS_HTTP_ACTIONS"] ?? "").lowercased() == "true"
+
+    @Option(help: "The token the dashboard's actions must carry (env LHS_HTTP_TOKEN).")
+    var httpToken: String? = env["LHS_HTTP_TOKEN"]
+
+    @Option(
+        help:
             "PEM certificate chain of the server (env LHS_TLS_CERT); without it a development CA is made in DATA_DIR/tls."
     )
     var tlsCert: String? = env["LHS_TLS_CERT"]
@@ -82,6 +99,16 @@ struct LHServerCommand: AsyncParsableCommand {
         _ = try parseListen()
         if let grpcListen {
             _ = try Self.parseAddress(grpcListen, option: "--grpc-listen")
+        }
+        if httpListen.lowercased() != "off" {
+            _ = try Self.parseAddress(httpListen, option: "--http-listen")
+        } else if httpActions {
+            throw ValidationError("--http-actions needs the dashboard: --http-listen is off")
+        }
+        if httpActions && (httpToken ?? "").isEmpty && (clientCa == nil || plaintext) {
+            throw ValidationError(
+                "--http-actions needs a credential: --http-token TOKEN (env LHS_HTTP_TOKEN) or mutual TLS (--client-ca)"
+            )
         }
         guard ["full", "normal"].contains(sync.lowercased()) else {
             throw ValidationError("--sync must be full or normal, got '\(sync)'")
@@ -161,7 +188,8 @@ struct LHServerCommand: AsyncParsableCommand {
         } catch {
             Self.fail("\(error)")
         }
-        let server = WireServer(configuration: config, router: LHAdminRouter(core: core), logger: logger)
+        let server = WireServer(
+            configuration: config, router: LHAdminRouter(core: core), logger: logger, metrics: core.metrics)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: core), .init(service: server)]
         var grpc: GRPCFront?
         if let grpcListen {
@@ -171,6 +199,17 @@ struct LHServerCommand: AsyncParsableCommand {
                 logger: logger)
             services.append(.init(service: front))
             grpc = front
+        }
+        var http: HTTPFront?
+        if httpListen.lowercased() != "off" {
+            let (httpHost, httpPort) = try Self.parseAddress(httpListen, option: "--http-listen")
+            var front = HTTPFront.Configuration(host: httpHost, port: httpPort, actions: httpActions, token: httpToken)
+            // The default address is a convenience: when it is taken (another
+            // server on this machine), this server runs without a dashboard.
+            front.optional = httpListen == Self.defaultHTTPListen
+            let service = HTTPFront(front, server: config, core: core, logger: logger)
+            services.append(.init(service: service))
+            http = service
         }
         let group = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
@@ -184,6 +223,16 @@ struct LHServerCommand: AsyncParsableCommand {
             if let grpc, let grpcPort = try? await grpc.boundPort() {
                 line +=
                     "\nlh-server gRPC (LittleHorse's service) listening on \(Self.hostOf(grpcListen)):\(grpcPort) (\(transport))"
+            }
+            if let http {
+                if let httpPort = try? await http.boundPort() {
+                    let scheme = http.usesTLS ? "https" : "http"
+                    var host = Self.hostOf(httpListen)
+                    if host == "0.0.0.0" || host.isEmpty { host = "localhost" }
+                    line += "\nlh-server dashboard at \(scheme)://\(host):\(httpPort)/ (Prometheus metrics at /metrics)"
+                } else {
+                    line += "\nlh-server dashboard off: \(httpListen) is taken (choose one with --http-listen)"
+                }
             }
             FileHandle.standardOutput.write(Data((line + "\n").utf8))
         }()

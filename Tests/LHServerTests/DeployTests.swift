@@ -69,7 +69,7 @@ import Testing
                 if k == "LHC_API_HOST" && (value == "lh-server" || value == "localhost") { value = "127.0.0.1" }
                 if k == "LHC_API_PORT" { value = "\(port)" }
                 if k == "LHS_LISTEN" { value = "127.0.0.1:\(port)" }
-                if k == "LHS_GRPC_LISTEN" { value = "127.0.0.1:0" }
+                if k == "LHS_GRPC_LISTEN" || k == "LHS_HTTP_LISTEN" { value = "127.0.0.1:0" }
                 out[k] = value
             }
             return out
@@ -87,6 +87,8 @@ import Testing
             try await serverProcess.waitFor("lh-server listening on 127.0.0.1:\(port)")
             // LHS_GRPC_LISTEN: LittleHorse's gRPC service beside ours.
             try await serverProcess.waitFor("lh-server gRPC (LittleHorse's service) listening on 127.0.0.1:")
+            // LHS_HTTP_LISTEN: the dashboard, HTTPS with the same CA.
+            try await serverProcess.waitFor("lh-server dashboard at https://127.0.0.1:")
             #expect(
                 FileManager.default.fileExists(atPath: data.appendingPathComponent("tls/ca.pem").path),
                 "LHS_DATA_DIR was used")

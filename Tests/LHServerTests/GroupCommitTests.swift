@@ -51,6 +51,12 @@ final class FailableStore: LHStorage, Sendable {
     func queuedTasks() throws -> [QueuedTask] { try inner.queuedTasks() }
     func timers() throws -> [StoredTimer] { try inner.timers() }
     func searchWfRuns(_ r: Littlehorse_SearchWfRunRequest) throws -> LHPage<String> { try inner.searchWfRuns(r) }
+    func recentWfRuns(wfSpecName: String?, status: Littlehorse_LHStatus?, since: Date?, limit: Int) throws
+        -> [String]
+    {
+        try inner.recentWfRuns(wfSpecName: wfSpecName, status: status, since: since, limit: limit)
+    }
+    func wfRunCounts() throws -> [Littlehorse_LHStatus: Int] { try inner.wfRunCounts() }
     func searchTaskRuns(_ r: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId> {
         try inner.searchTaskRuns(r)
     }
@@ -150,7 +156,7 @@ extension GroupCommitTests {
     @Test func groupCommitsQueuedBehindASlowOneShareTheNextTransaction() async throws {
         let (_, store) = try processor()
         store.commitDelay.withLock { $0 = 0.3 }
-        let line = CommitLine(store: store)
+        let line = CommitLine(store: store, metrics: LHMetrics())
         let order = Mutex<[String]>([])
         func entry(_ id: String, epoch: UInt64) -> CommitLine.Entry {
             var batch = LHWriteBatch()
@@ -187,7 +193,7 @@ extension GroupCommitTests {
 
     @Test func aSmallGroupCommitIsWrittenOnTheCallersThreadOnlyWhenNoneIsBeingWritten() async throws {
         let (_, store) = try processor()
-        let line = CommitLine(store: store)
+        let line = CommitLine(store: store, metrics: LHMetrics())
         let order = Mutex<[String]>([])
         func entry(_ id: String) -> CommitLine.Entry {
             var batch = LHWriteBatch()

@@ -12,6 +12,8 @@ final class ServerProcess: @unchecked Sendable {
     let caPath: String?
     let dataDir: URL
     private let output: NIOLockedValueBox<String>
+    /// What the server printed on stdout (its start-up lines).
+    private let printed: NIOLockedValueBox<String>
 
     /// Directory of the built executables (next to the test bundle).
     static var binDir: URL {
@@ -28,7 +30,11 @@ final class ServerProcess: @unchecked Sendable {
         return url
     }
 
-    private init(process: Process, port: Int, caPath: String?, dataDir: URL, output: NIOLockedValueBox<String>) {
+    private init(
+        process: Process, port: Int, caPath: String?, dataDir: URL, output: NIOLockedValueBox<String>,
+        printed: NIOLockedValueBox<String>
+    ) {
+        self.printed = printed
         self.process = process
         self.port = port
         self.caPath = caPath
@@ -68,7 +74,10 @@ final class ServerProcess: @unchecked Sendable {
                 if let range = line.range(of: "trust the CA at ") {
                     ca = String(line[range.upperBound...].split(separator: " ").first!)
                 }
-                return ServerProcess(process: process, port: port, caPath: ca, dataDir: dir, output: errors)
+                // The dashboard's line comes in the same write, when there is one.
+                try await Task.sleep(for: .milliseconds(50))
+                return ServerProcess(
+                    process: process, port: port, caPath: ca, dataDir: dir, output: errors, printed: output)
             }
             if !process.isRunning {
                 // Let the pipe's handler take in what it wrote last.
@@ -105,6 +114,17 @@ final class ServerProcess: @unchecked Sendable {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
         }
         return Int(UInt16(bigEndian: addr.sin_port))
+    }
+
+    /// The start-up lines the server printed.
+    var announced: String { printed.withLockedValue { $0 } }
+
+    /// The dashboard's address as printed at start-up (ends with "/").
+    var dashboardURL: String? {
+        guard let line = announced.split(separator: "\n").first(where: { $0.contains("dashboard at ") }),
+            let range = line.range(of: "dashboard at ")
+        else { return nil }
+        return line[range.upperBound...].split(separator: " ").first.map(String.init)
     }
 
     /// What the server logged so far.

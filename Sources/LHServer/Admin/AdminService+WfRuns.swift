@@ -91,11 +91,16 @@ extension AdminService {
     /// refusal of the attempts the report makes ready.
     func reportTask(_ report: Littlehorse_ReportTaskRun, from connection: ObjectIdentifier?) -> WfRunJob<Void> {
         let id = report.taskRunID.wfRunID.id
+        let arrived = Date()
         return (
             id,
             { s in
                 s.reportingWorker = connection
-                defer { s.reportingWorker = nil }
+                s.reportArrivedAt = arrived
+                defer {
+                    s.reportingWorker = nil
+                    s.reportArrivedAt = nil
+                }
                 try s.apply(.reportTask(report), to: id)
             }
         )

@@ -3,6 +3,7 @@ import LHWire
 import LHWireProto
 import Logging
 import NIOCore
+import NIOSSL
 
 /// The last handler of a server connection's pipeline: learns the client's
 /// id and role from the hello and hands every other envelope to the server,
@@ -32,6 +33,17 @@ final class LHRequestHandler: ChannelInboundHandler {
             return
         }
         server.dispatch(envelope, session: session, logger: logger)
+    }
+
+    /// Protocol and TLS errors are counted (the protocol error handler
+    /// before this one has answered and closed the connection).
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if error is LHError {
+            server.metrics?.frameErrors.increment()
+        } else if error is NIOSSLError || "\(type(of: error))".contains("SSL") {
+            server.metrics?.tlsErrors.increment()
+        }
+        context.fireErrorCaught(error)
     }
 
     func channelInactive(context: ChannelHandlerContext) {

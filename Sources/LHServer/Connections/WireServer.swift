@@ -16,6 +16,8 @@ package final class WireServer: Service, Sendable {
     package let configuration: LHServerConfiguration
     private let router: any LHRequestRouter
     let logger: Logger
+    /// Requests, connections and their errors are counted here.
+    let metrics: LHMetrics?
     private let state = NIOLockedValueBox(State())
 
     private struct State {
@@ -27,10 +29,13 @@ package final class WireServer: Service, Sendable {
         var failure: Error?
     }
 
-    package init(configuration: LHServerConfiguration, router: any LHRequestRouter, logger: Logger) {
+    package init(
+        configuration: LHServerConfiguration, router: any LHRequestRouter, logger: Logger, metrics: LHMetrics? = nil
+    ) {
         self.configuration = configuration
         self.router = router
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// The CA file clients should trust, when the server made a development CA.
@@ -103,6 +108,8 @@ package final class WireServer: Service, Sendable {
                 // Requests are answered by a handler on the connection's event
                 // loop: no task per connection or per frequent request.
                 try channel.pipeline.syncOperations.addHandler(LHRequestHandler(server: self, channel: channel))
+                self.metrics?.connectionsOpened.increment()
+                self.metrics?.connectionsOpen.increment()
                 return channel
             }
         } catch {
@@ -151,7 +158,9 @@ package final class WireServer: Service, Sendable {
                 Lhwire_Envelope(id: id, .error(LHError(.invalidArgument, "empty envelope: no request kind set").wire)))
             return
         }
+        let metrics = metrics
         let handled = router.handleDirectly(kind, session: session) { result in
+            metrics?.request(kind.rpcName, result)
             if let reply = Self.reply(to: id, kind, result, logger: logger) { responder.yield(reply) }
         }
         guard !handled else { return }
@@ -162,12 +171,14 @@ package final class WireServer: Service, Sendable {
             } catch {
                 result = .failure(error)
             }
+            metrics?.request(kind.rpcName, result)
             if let reply = Self.reply(to: id, kind, result, logger: logger) { responder.yield(reply) }
         }
     }
 
     func connectionEnded(_ session: LHSession, channel: any Channel) {
         _ = state.withLockedValue { $0.connections.removeValue(forKey: ObjectIdentifier(channel)) }
+        metrics?.connectionsOpen.decrement()
         let router = self.router
         Task { await router.connectionClosed(session) }
     }

@@ -53,6 +53,15 @@ final class TaskDispatcher: Sendable {
     /// Number of TaskRuns waiting for a worker, per TaskDef.
     func queueDepths() -> [String: Int] { state.withLock { $0.queues.mapValues(\.count) } }
 
+    /// Number of connected workers (connections and polling streams), per TaskDef.
+    func workerCounts() -> [String: Int] {
+        state.withLock { s in
+            var counts: [String: Int] = [:]
+            for w in s.workers.values { counts[w.taskDef, default: 0] += 1 }
+            return counts
+        }
+    }
+
     func subscribe(connection: ObjectIdentifier, workerId: String, taskDef: String, capacity: Int, push: LHResponder) {
         let ready = state.withLock { s -> [(QueuedTask, TaskReservation)] in
             if s.workers[connection] == nil { s.order[taskDef, default: []].append(connection) }

@@ -34,6 +34,7 @@ package final class GRPCFront: Service, Sendable {
     private let configuration: Configuration
     private let server: LHServerConfiguration
     private let admin: AdminService
+    private let metrics: LHMetrics
     private let logger: Logger
     private let bound = NIOLockedValueBox<
         (port: Int?, failure: (any Error)?, waiting: [CheckedContinuation<Int, any Error>])
@@ -44,6 +45,7 @@ package final class GRPCFront: Service, Sendable {
         self.configuration = configuration
         self.server = server
         self.admin = core.admin
+        self.metrics = core.metrics
         self.logger = logger
     }
 
@@ -73,7 +75,8 @@ package final class GRPCFront: Service, Sendable {
         let service = LittleHorseGRPCService(admin: admin) { [weak self] authority in
             self?.advertised(authority) ?? .init()
         }
-        let grpc = GRPCServer(transport: transport, services: [service])
+        let grpc = GRPCServer(
+            transport: transport, services: [service], interceptors: [RequestCounting(metrics: metrics)])
         do {
             try await withThrowingDiscardingTaskGroup { group in
                 group.addTask { try await grpc.serve() }

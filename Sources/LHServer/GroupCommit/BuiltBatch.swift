@@ -1,3 +1,4 @@
+import Foundation
 import LHEngine
 import LHProto
 import LHStore
@@ -14,6 +15,10 @@ struct BuiltBatch: Sendable {
     /// The ScheduledTasks to push, made from the batch's final states (nil:
     /// the attempt is no longer the one reserved; its room is given back).
     var pushes: [(TaskReservation, Littlehorse_ScheduledTask?)] = []
+    /// What the jobs did (metrics).
+    var tally = Tally()
+    /// When the reports arrived whose next TaskRuns this batch hands over.
+    var reportArrivals: [Date] = []
 
     init(number: UInt64, epoch: UInt64, stagings: [Staging]) {
         self.number = number
@@ -21,6 +26,7 @@ struct BuiltBatch: Sendable {
         var deliveries: [Staging.Delivery] = []
         for st in stagings {
             deliveries += st.deliveries
+            tally.add(st.tally)
             batch.merge(st.batch)
             effects += st.effects
             deleted.formUnion(st.deleted)
@@ -31,7 +37,9 @@ struct BuiltBatch: Sendable {
         for (id, state) in states { finalStates[id] = state }
         pushes = deliveries.map { d in
             let task = finalStates[d.wfRunId]?.scheduledTask(taskGuid: d.taskGuid, attempt: d.attempt)
-            return (d.reservation, task?.taskRunID.taskGuid == d.taskGuid ? task : nil)
+            let sent = task?.taskRunID.taskGuid == d.taskGuid
+            if sent, let arrived = d.reportArrivedAt { reportArrivals.append(arrived) }
+            return (d.reservation, sent ? task : nil)
         }
     }
 }

@@ -51,6 +51,7 @@ actor CommandProcessor {
     /// flush loop drains it.
     private let intake = DrainQueue<Job>()
     private let statistics = GroupCommitStatistics()
+    let metrics: LHMetrics
     private let commitLine: CommitLine
     /// What carries out committed effects and hands tasks over; set at start.
     private var wiring = Wiring()
@@ -65,11 +66,12 @@ actor CommandProcessor {
 
     init(
         store: any LHStorage, metadata: MetadataCache, logger: Logger, cacheCapacity: Int = 10_000,
-        clock: any LHClock = SystemClock()
+        clock: any LHClock = SystemClock(), metrics: LHMetrics = LHMetrics()
     ) {
+        self.metrics = metrics
         self.store = store
         self.cache = StateCache(capacity: cacheCapacity)
-        self.commitLine = CommitLine(store: store)
+        self.commitLine = CommitLine(store: store, metrics: metrics)
         self.metadata = metadata
         self.published = Mutex(metadata)
         self.logger = logger
@@ -188,7 +190,11 @@ actor CommandProcessor {
         if let sink = wiring.sink, !built.effects.isEmpty || !built.deleted.isEmpty {
             sink.carryOut(built.effects, deleted: built.deleted)
         }
-        statistics.record(jobs: answers.count, seconds: Date().timeIntervalSince(started), logger: logger)
+        let now = Date()
+        for arrived in built.reportArrivals { metrics.taskToNextTask.recordSeconds(now.timeIntervalSince(arrived)) }
+        let seconds = now.timeIntervalSince(started)
+        metrics.committed(built.tally, jobs: answers.count, seconds: seconds)
+        statistics.record(jobs: answers.count, seconds: seconds, logger: logger)
     }
 
     private nonisolated func failed(_ built: BuiltBatch, answers: [Answer], wiring: Wiring, error: Error) {

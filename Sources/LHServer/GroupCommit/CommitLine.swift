@@ -23,12 +23,16 @@ final class CommitLine: Sendable {
     /// Seconds spent inside store.commit (statistics).
     static let writeSeconds = Mutex(0.0)
     private let store: any LHStorage
+    private let metrics: LHMetrics
     private let waiting = DrainQueue<Entry>()
     /// The epoch whose commit failed: later batches of that epoch were
     /// built on it and are refused.
     private let failedEpoch = Mutex<UInt64?>(nil)
 
-    init(store: any LHStorage) { self.store = store }
+    init(store: any LHStorage, metrics: LHMetrics) {
+        self.store = store
+        self.metrics = metrics
+    }
 
     /// `here`: when no transaction is being written, write this one on the
     /// calling thread.
@@ -53,7 +57,9 @@ final class CommitLine: Sendable {
             do {
                 let t0 = Date()
                 try store.commit(live.map(\.batch))
-                Self.writeSeconds.withLock { $0 += Date().timeIntervalSince(t0) }
+                let seconds = Date().timeIntervalSince(t0)
+                Self.writeSeconds.withLock { $0 += seconds }
+                metrics.storeCommitTime.recordSeconds(seconds)
             } catch {
                 failedEpoch.withLock { $0 = last.epoch }
                 for e in live { e.failed(error) }

@@ -16,6 +16,8 @@ struct Staging: Sendable {
         var wfRunId: String
         var taskGuid: String
         var attempt: Int32
+        /// When the report that made it ready reached the server (metrics).
+        var reportArrivedAt: Date?
     }
 
     private(set) var states: [String: WfRunState] = [:]
@@ -25,6 +27,8 @@ struct Staging: Sendable {
     /// TaskRun attempts made TASK_RUNNING in this staging, for the workers
     /// whose room they took; sent once the commit is durable.
     private(set) var deliveries: [Delivery] = []
+    /// What this staging's jobs did, for the metrics once durable.
+    private(set) var tally = Tally()
     let now: Date
     let metadata: MetadataCache
     private let store: any LHStorage
@@ -35,6 +39,8 @@ struct Staging: Sendable {
     /// The connection of the worker whose report the current job carries:
     /// attempts the job makes ready go to that worker first.
     var reportingWorker: ObjectIdentifier?
+    /// When that report reached the server (task-to-next-task latency).
+    var reportArrivedAt: Date?
 
     init(
         now: Date, metadata: MetadataCache, store: any LHStorage, pendingOrphans: [Littlehorse_ExternalEvent] = [],
@@ -66,9 +72,11 @@ struct Staging: Sendable {
             let v = state.wfRun.wfSpecID
             throw LHError(.internal, "WfSpec \(v.name) v\(v.majorVersion).\(v.revision) of WfRun '\(id)' is missing")
         }
+        let before = state
         let effects = try LHError.mapping {
             try WorkflowEngine.apply(command, to: &state, context: metadata.context(for: spec), now: now)
         }
+        tally.observe(command, before: before, after: state, now: now)
         save(id, state, effects)
     }
 
@@ -76,7 +84,9 @@ struct Staging: Sendable {
     mutating func save(_ id: String, _ state: WfRunState, _ effects: [LHEffect]) {
         var state = state
         var effects = effects
+        for case .dispatchTask(_, _, let attempt) in effects { tally.dispatched(attempt: attempt) }
         if reservations != nil { handOverDirectly(id, &state, &effects) }
+        tally.observe(from: states[id], to: state)
         states[id] = state
         batch.wfRuns[id] = state
         for effect in effects {
@@ -159,8 +169,12 @@ struct Staging: Sendable {
             do {
                 let command = LHCommand.taskStarted(taskGuid: guid, attempt: attempt, workerId: r.workerId)
                 out += try WorkflowEngine.apply(command, to: &started, context: context, now: now)
+                tally.startedAttempt(guid, attempt, in: started, now: now)
                 state = started
-                deliveries.append(Delivery(reservation: r, wfRunId: id, taskGuid: guid, attempt: attempt))
+                deliveries.append(
+                    Delivery(
+                        reservation: r, wfRunId: id, taskGuid: guid, attempt: attempt,
+                        reportArrivedAt: reportArrivedAt))
             } catch {
                 reservations.release(r)
                 out.append(effect)

@@ -28,6 +28,9 @@ actor TimerService {
         self.logger = logger
     }
 
+    /// Timers waiting to fire (the metrics).
+    var pendingCount: Int { schedule.count }
+
     func schedule(_ timer: StoredTimer) {
         schedule.schedule(timer)
         if timer.due < sleepingUntil { wakeUp() }
