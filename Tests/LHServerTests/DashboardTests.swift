@@ -176,6 +176,36 @@ import Testing
         }
     }
 
+    /// A frame too large and a plaintext client on the TLS port are counted
+    /// as a frame error and a TLS error; connections open and close.
+    @Test func frameAndTLSErrorsAreCounted() async throws {
+        try await TestServer.with(configure: { $0.maxFrameBytes = 4096 }, http: .init(host: "127.0.0.1", port: 0)) {
+            server in
+            let raw = try await RawClient.connect(port: server.port, caPath: server.caPath)
+            try await raw.send(RawClient.hello())
+            var header: [UInt8] = []
+            withUnsafeBytes(of: UInt32(4097).bigEndian) { header.append(contentsOf: $0) }
+            try await raw.send(header)
+            #expect(await raw.waitForClose())
+            let plain = try await runTool(
+                "/usr/bin/env",
+                [
+                    "python3", "-c",
+                    "import socket; s = socket.create_connection(('127.0.0.1', \(server.port))); "
+                        + "s.sendall(b'GET / HTTP/1.0\\r\\n\\r\\n'); s.settimeout(10); s.recv(100)",
+                ])
+            #expect(plain.status == 0, "\(plain.stderr)")
+            let url = "https://127.0.0.1:\(server.httpPort!)/metrics"
+            try await eventually("both errors counted") {
+                let text = try await DashboardTools.request("GET", url, ca: server.caPath).body
+                return text.contains("lh_frame_errors_total 1\n") && text.contains("lh_tls_errors_total 1\n")
+                    && text.contains("lh_connections_opened_total 2\n")
+            }
+            let text = try await DashboardTools.request("GET", url, ca: server.caPath).body
+            #expect(text.contains("lh_connections_open 0.0\n"), "both connections closed")
+        }
+    }
+
     /// Read-only by default: a POST is refused with 403 and changes nothing.
     @Test func withActionsOffTheDashboardRefusesAPost() async throws {
         try await TestServer.with(http: .init(host: "127.0.0.1", port: 0)) { server in
