@@ -235,8 +235,10 @@ public final class LHTaskWorker: Service, Sendable {
             switch result {
             case .success:
                 self.state.withLockedValue { $0.completed += 1 }
-            case .failure(let e as LHError) where e.code == .notFound || e.code == .invalidArgument:
-                // The TaskRun is gone (its WfRun deleted): nothing to retry.
+            case .failure(let e as LHError)
+            where e.code == .notFound || e.code == .invalidArgument || e.code == .failedPrecondition:
+                // The TaskRun is gone (its WfRun deleted), or its attempt is
+                // another worker's: nothing to retry.
                 self.logger.warning("report refused", metadata: ["lh.error": "\(e)"])
             case .failure(let error) where connection.channel.isActive && !running.isCancelled:
                 self.logger.warning(

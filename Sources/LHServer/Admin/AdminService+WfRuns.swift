@@ -88,13 +88,21 @@ extension AdminService {
     }
 
     /// A worker's report; `connection` is that worker's, which gets first
-    /// refusal of the attempts the report makes ready.
+    /// refusal of the attempts the report makes ready. A worker of our
+    /// protocol may report only an attempt it holds: one held by another
+    /// worker id is refused with FAILED_PRECONDITION naming both (a late
+    /// report for an attempt that is over changes nothing, as before). A
+    /// connection that has not subscribed (a worker back after a
+    /// reconnection, before it subscribes again) and gRPC's ReportTask (no
+    /// worker identity in LittleHorse's message) are not checked.
     func reportTask(_ report: Littlehorse_ReportTaskRun, from connection: ObjectIdentifier?) -> WfRunJob<Void> {
         let id = report.taskRunID.wfRunID.id
         let arrived = Date()
+        let reporter = connection.flatMap { dispatcher.workerId(connection: $0) }
         return (
             id,
             { s in
+                if let reporter { try Self.checkHolder(of: report, in: s.state(id), reporter: reporter) }
                 s.reportingWorker = connection
                 s.reportArrivedAt = arrived
                 defer {
@@ -103,6 +111,20 @@ extension AdminService {
                 }
                 try s.apply(.reportTask(report), to: id)
             }
+        )
+    }
+
+    /// Refuses a report for a running attempt that another worker holds.
+    static func checkHolder(of report: Littlehorse_ReportTaskRun, in state: WfRunState?, reporter: String) throws {
+        let guid = report.taskRunID.taskGuid
+        let n = Int(report.attemptNumber)
+        guard let attempts = state?.taskRuns[guid]?.attempts, n >= 0, n < attempts.count,
+            attempts[n].status == .taskRunning, !attempts[n].taskWorkerID.isEmpty,
+            attempts[n].taskWorkerID != reporter
+        else { return }
+        throw LHError(
+            .failedPrecondition,
+            "attempt \(n) of TaskRun \(report.taskRunID.wfRunID.id)/\(guid) is held by worker '\(attempts[n].taskWorkerID)', not '\(reporter)': report refused"
         )
     }
 

@@ -53,6 +53,11 @@ final class TaskDispatcher: Sendable {
     /// Number of TaskRuns waiting for a worker, per TaskDef.
     func queueDepths() -> [String: Int] { state.withLock { $0.queues.mapValues(\.count) } }
 
+    /// The worker id a connection subscribed with (nil: it has not subscribed).
+    func workerId(connection: ObjectIdentifier) -> String? {
+        state.withLock { $0.workers[connection]?.id }
+    }
+
     /// Number of connected workers (connections and polling streams), per TaskDef.
     func workerCounts() -> [String: Int] {
         state.withLock { s in
