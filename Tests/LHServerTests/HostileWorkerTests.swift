@@ -43,6 +43,12 @@ import Testing
                             .with {
                                 $0.taskDefID.name = "held"; $0.taskWorkerID = "intruder"; $0.capacity = 1
                             })))
+                // Subscribed (answered) before it reports: a connection that
+                // has not subscribed is not checked (a worker back after a
+                // reconnection sends its kept reports first).
+                try await eventually("the subscribe is answered") {
+                    try raw.frames().contains { $0.id == 2 && $0.kind == .empty(.init()) }
+                }
                 func report(_ id: UInt64, wfRun: String, guid: String, output: String) async throws -> Lhwire_Envelope {
                     try await raw.send(
                         Lhwire_Envelope(
