@@ -17,4 +17,5 @@ for _ in $(seq 1 100); do "$bin/lhctl" version >/dev/null 2>&1 && break; sleep 0
 worker=$!
 "$bin/collect-underpants-register"   # waits for the TaskDefs the worker registers
 echo "ready: try  $bin/lhctl run collect-underpants --wfRunId my-wf all-underpants '[]'  (LHC_CA_CERT=lh-data/tls/ca.pem)"
+echo "       and watch it at https://127.0.0.1:2025/ (the dashboard; its certificate is signed by lh-data/tls/ca.pem)"
 wait $server
