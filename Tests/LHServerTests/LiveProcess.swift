@@ -103,26 +103,8 @@ extension LiveServer {
     func command(_ binary: String, _ arguments: [String]) async throws -> (
         status: Int32, stdout: String, stderr: String
     ) {
-        let process = Process()
-        process.executableURL = ServerProcess.binDir.appendingPathComponent(binary)
-        process.arguments = arguments
-        process.environment = clientEnvironment()
-        let (out, err) = (Pipe(), Pipe())
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        return await withCheckedContinuation { continuation in
-            Thread.detachNewThread {
-                let o = out.fileHandleForReading.readDataToEndOfFile()
-                let e = err.fileHandleForReading.readDataToEndOfFile()
-                process.waitUntilExit()
-                continuation.resume(
-                    returning: (
-                        process.terminationStatus, String(decoding: o, as: UTF8.self),
-                        String(decoding: e, as: UTF8.self)
-                    ))
-            }
-        }
+        try await runTool(
+            ServerProcess.binDir.appendingPathComponent(binary).path, arguments, environment: clientEnvironment())
     }
 
     /// Runs lhctl and returns its stdout; a non-zero exit is an error.

@@ -36,10 +36,7 @@ package final class GRPCFront: Service, Sendable {
     private let admin: AdminService
     private let metrics: LHMetrics
     private let logger: Logger
-    private let bound = NIOLockedValueBox<
-        (port: Int?, failure: (any Error)?, waiting: [CheckedContinuation<Int, any Error>])
-    >(
-        (nil, nil, []))
+    private let bound = BoundPort()
 
     package init(_ configuration: Configuration, server: LHServerConfiguration, core: LHCore, logger: Logger) {
         self.configuration = configuration
@@ -51,15 +48,7 @@ package final class GRPCFront: Service, Sendable {
 
     /// Waits until the listener is bound and returns its port.
     package func boundPort() async throws -> Int {
-        try await withCheckedThrowingContinuation { continuation in
-            let ready: Result<Int, any Error>? = bound.withLockedValue { b in
-                if let port = b.port { return .success(port) }
-                if let failure = b.failure { return .failure(failure) }
-                b.waiting.append(continuation)
-                return nil
-            }
-            if let ready { continuation.resume(with: ready) }
-        }
+        try await bound.wait()
     }
 
     package func run() async throws {
@@ -69,7 +58,7 @@ package final class GRPCFront: Service, Sendable {
                 address: try Self.address(configuration.host, configuration.port),
                 transportSecurity: try transportSecurity(), config: transportConfig())
         } catch {
-            settle(.failure(error))
+            bound.settle(.failure(error))
             throw error
         }
         let service = LittleHorseGRPCService(admin: admin) { [weak self] authority in
@@ -83,7 +72,7 @@ package final class GRPCFront: Service, Sendable {
                 // When it cannot listen, serve() ends the group with the reason.
                 guard let address = try? await transport.listeningAddress else { return }
                 let port = address.ipv4?.port ?? address.ipv6?.port ?? configuration.port
-                settle(.success(port))
+                bound.settle(.success(port))
                 logger.notice(
                     "gRPC listening (LittleHorse's service)", metadata: ["lh.address": "\(configuration.host):\(port)"])
                 // On graceful shutdown (or cancellation) stop taking RPCs;
@@ -91,24 +80,12 @@ package final class GRPCFront: Service, Sendable {
                 try? await gracefulShutdown()
                 grpc.beginGracefulShutdown()
             }
-        } catch  where bound.withLockedValue({ $0.port == nil }) {
+        } catch  where bound.port == nil {
             let failure = LHError(
                 .unavailable, "cannot listen for gRPC on \(configuration.host):\(configuration.port): \(error)")
-            settle(.failure(failure))
+            bound.settle(.failure(failure))
             throw failure
         }
-    }
-
-    private func settle(_ result: Result<Int, any Error>) {
-        let waiting = bound.withLockedValue { b in
-            switch result {
-            case .success(let port): b.port = port
-            case .failure(let error): b.failure = error
-            }
-            defer { b.waiting = [] }
-            return b.waiting
-        }
-        for w in waiting { w.resume(with: result) }
     }
 
     /// The same TLS files as our protocol's listener.
@@ -135,7 +112,7 @@ package final class GRPCFront: Service, Sendable {
 
     /// The host and port a worker should poll.
     private func advertised(_ authority: String?) -> Littlehorse_LHHostInfo {
-        let port = bound.withLockedValue { $0.port } ?? configuration.port
+        let port = bound.port ?? configuration.port
         var host = configuration.advertisedHost
         if host == nil, let authority, !authority.isEmpty {
             host =

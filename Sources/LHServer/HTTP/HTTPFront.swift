@@ -43,10 +43,7 @@ package final class HTTPFront: Service, Sendable {
     let server: LHServerConfiguration
     let core: LHCore
     private let logger: Logger
-    private let bound = NIOLockedValueBox<
-        (port: Int?, failure: (any Error)?, waiting: [CheckedContinuation<Int, any Error>])
-    >(
-        (nil, nil, []))
+    private let bound = BoundPort()
 
     package init(_ configuration: Configuration, server: LHServerConfiguration, core: LHCore, logger: Logger) {
         self.configuration = configuration
@@ -57,15 +54,7 @@ package final class HTTPFront: Service, Sendable {
 
     /// Waits until the listener is bound and returns its port.
     package func boundPort() async throws -> Int {
-        try await withCheckedThrowingContinuation { continuation in
-            let ready: Result<Int, any Error>? = bound.withLockedValue { b in
-                if let port = b.port { return .success(port) }
-                if let failure = b.failure { return .failure(failure) }
-                b.waiting.append(continuation)
-                return nil
-            }
-            if let ready { continuation.resume(with: ready) }
-        }
+        try await bound.wait()
     }
 
     /// Whether connections are TLS (false only for a plaintext server).
@@ -89,39 +78,27 @@ package final class HTTPFront: Service, Sendable {
                 onServerRunning: { [weak self] channel in
                     guard let self else { return }
                     let port = channel.localAddress?.port ?? self.configuration.port
-                    self.settle(.success(port))
+                    self.bound.settle(.success(port))
                     self.logger.notice(
                         "dashboard and /metrics listening",
                         metadata: ["lh.address": "\(self.configuration.host):\(port)"])
                 },
                 logger: quiet)
         } catch {
-            settle(.failure(error))
+            bound.settle(.failure(error))
             throw error
         }
         do {
             try await app.run()
-        } catch  where bound.withLockedValue({ $0.port == nil }) {
+        } catch  where bound.port == nil {
             let failure = LHError(
                 .unavailable, "cannot listen for HTTP on \(configuration.host):\(configuration.port): \(error)")
-            settle(.failure(failure))
+            bound.settle(.failure(failure))
             guard configuration.optional else { throw failure }
             logger.warning("no dashboard: \(failure.message)")
             // A service that returns would end the server: wait for its end.
             try? await gracefulShutdown()
         }
-    }
-
-    private func settle(_ result: Result<Int, any Error>) {
-        let waiting = bound.withLockedValue { b in
-            switch result {
-            case .success(let port): b.port = port
-            case .failure(let error): b.failure = error
-            }
-            defer { b.waiting = [] }
-            return b.waiting
-        }
-        for w in waiting { w.resume(with: result) }
     }
 
     /// The server's certificate and key; with a client CA, clients must
@@ -150,10 +127,10 @@ package final class HTTPFront: Service, Sendable {
             let text = metrics.exposition()
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: text)))
         }
-        router.get("/") { _, _ in try self.page("front") { try dashboard.front() } }
+        router.get("/") { _, _ in try await self.page("front") { try dashboard.front() } }
         router.get("/wfRuns") { request, _ in
             let q = request.uri.queryParameters
-            return try self.page("search") {
+            return try await self.page("search") {
                 try dashboard.search(
                     wfSpec: q.get("wfSpec"), status: q.get("status"), since: q.get("since"))
             }
@@ -165,13 +142,13 @@ package final class HTTPFront: Service, Sendable {
         }
         router.get("/wfSpecs/:name") { _, context in
             let name = try context.parameters.require("name")
-            return try self.page("wfSpec") { try dashboard.wfSpec(name: name, major: nil, revision: nil) }
+            return try await self.page("wfSpec") { try dashboard.wfSpec(name: name, major: nil, revision: nil) }
         }
         router.get("/wfSpecs/:name/:major/:revision") { _, context in
             let name = try context.parameters.require("name")
             let major = Int32(try context.parameters.require("major"))
             let revision = Int32(try context.parameters.require("revision"))
-            return try self.page("wfSpec") { try dashboard.wfSpec(name: name, major: major, revision: revision) }
+            return try await self.page("wfSpec") { try dashboard.wfSpec(name: name, major: major, revision: revision) }
         }
         router.post("/wfRuns/:id/:action") { request, context in
             try await self.act(
@@ -186,21 +163,6 @@ package final class HTTPFront: Service, Sendable {
         let start = ContinuousClock.now
         do {
             let html = try await render()
-            core.metrics.dashboardRendered(name, seconds: (ContinuousClock.now - start).seconds)
-            return Self.html(html)
-        } catch let error as LHError {
-            return Self.html(
-                dashboardPage(
-                    title: "Error",
-                    body: "<h1>\(escapeHTML(error.code.description))</h1><p>\(escapeHTML(error.message))</p>"),
-                status: Self.status(of: error))
-        }
-    }
-
-    private func page(_ name: String, _ render: () throws -> String) throws -> Response {
-        let start = ContinuousClock.now
-        do {
-            let html = try render()
             core.metrics.dashboardRendered(name, seconds: (ContinuousClock.now - start).seconds)
             return Self.html(html)
         } catch let error as LHError {
