@@ -12,6 +12,8 @@ extension Run {
             try taskStarted(guid, attempt, workerId)
         case .reportTask(let report):
             try reportTask(report)
+        case .attemptLost(let guid, let attempt, let reason):
+            attemptLost(guid, attempt, reason)
         case .timerFired(let key):
             timerFired(key)
         case .stopThread(let n):
@@ -174,6 +176,16 @@ extension Run {
             guid, status: report.status, result: report.result, log: report.hasLogOutput ? report.logOutput : nil)
     }
 
+    /// An attempt nobody holds any more (see ``LHCommand/attemptLost``).
+    mutating func attemptLost(_ guid: String, _ attempt: Int32, _ reason: String) {
+        guard let taskRun = state.taskRuns[guid], Int(attempt) == taskRun.attempts.count - 1,
+            taskRun.attempts[Int(attempt)].status == .taskRunning
+        else { return }
+        effects.append(.cancelTimer(.attemptTimeout(taskGuid: guid, attempt: attempt)))
+        finishAttempt(
+            guid, status: .taskTimeout, result: .error(.with { $0.type = .timeout; $0.message = reason }), log: nil)
+    }
+
     mutating func finishAttempt(
         _ guid: String, status: Littlehorse_TaskStatus, result: Littlehorse_ReportTaskRun.OneOf_Result?, log: Value?
     ) {
@@ -241,7 +253,7 @@ extension Run {
         case (.taskTimeout, _):
             failure = .error(
                 .timeout,
-                "TaskRun '\(guid)' (\(taskRun.taskDefID.name)) timed out after \(taskRun.timeoutSeconds) s on attempt \(taskRun.attempts.count - 1)"
+                "TaskRun '\(guid)' (\(taskRun.taskDefID.name)) timed out on attempt \(taskRun.attempts.count - 1): \(Self.message(result))"
             )
         case (.taskInputVarSubError, _):
             failure = .error(

@@ -139,6 +139,11 @@ public enum LHCommand: Sendable {
     /// The TaskRun attempt is being handed to a worker now.
     case taskStarted(taskGuid: String, attempt: Int32, workerId: String)
     case reportTask(Littlehorse_ReportTaskRun)
+    /// The attempt was in a worker's hands when the server stopped, and no
+    /// worker claimed it after the restart: it ends as if its timeout had
+    /// passed (TASK_TIMEOUT, `reason` as its error), so it is retried now if
+    /// it has retries left. Ignored unless the attempt is still running.
+    case attemptLost(taskGuid: String, attempt: Int32, reason: String)
     case timerFired(LHTimerKey)
     case stopThread(Int32)
     case resumeThread(Int32)

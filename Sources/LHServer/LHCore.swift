@@ -20,45 +20,92 @@ package final class LHCore: Service, Sendable {
     let dispatcher: TaskDispatcher
     let timers: TimerService
     let admin: AdminService
+    let claims: RestartClaims
+    let clock: any LHClock
     let logger: Logger
     /// Counted work and levels, served at `/metrics` (``HTTPFront``).
     package let metrics: LHMetrics
 
     /// Opens (or creates) the store in `dataDirectory` and rebuilds queues
     /// and timers from it.
-    package convenience init(dataDirectory: URL, sync: SQLiteStore.Sync = .full, logger: Logger) async throws {
-        try await self.init(store: try SQLiteStore(directory: dataDirectory, sync: sync), logger: logger)
+    /// `claimGrace`: seconds after start-up in which workers may claim the
+    /// TaskRun attempts they held when the server stopped (``RestartClaims``).
+    package convenience init(
+        dataDirectory: URL, sync: SQLiteStore.Sync = .full, claimGrace: Double = LHCore.defaultClaimGrace,
+        logger: Logger
+    ) async throws {
+        try await self.init(
+            store: try SQLiteStore(directory: dataDirectory, sync: sync), claimGrace: claimGrace, logger: logger)
     }
 
+    package static let defaultClaimGrace = 10.0
+
     /// Runs on `store`, rebuilding queues and timers from it.
-    init(store: any LHStorage, clock: any LHClock = SystemClock(), logger: Logger) async throws {
+    init(
+        store: any LHStorage, clock: any LHClock = SystemClock(), claimGrace: Double = LHCore.defaultClaimGrace,
+        logger: Logger
+    ) async throws {
         self.store = store
         self.logger = logger
+        self.clock = clock
         let metadata = try LHError.mapping { try MetadataCache(loadingFrom: store) }
         metrics = LHMetrics()
         processor = CommandProcessor(store: store, metadata: metadata, logger: logger, clock: clock, metrics: metrics)
         dispatcher = TaskDispatcher(starter: processor, logger: logger)
         timers = TimerService(firing: processor, clock: clock, logger: logger)
-        admin = AdminService(processor: processor, store: store, dispatcher: dispatcher, clock: clock)
+        // Recovery: what was queued waits again; timers fire from their due
+        // times; attempts that were in workers' hands wait for their workers
+        // to claim them (or for their attempt timeouts, past the grace).
+        let stored = try store.timers()
+        claims = RestartClaims(try RestartClaims.inFlight(in: store, timers: stored), grace: claimGrace)
+        admin = AdminService(processor: processor, store: store, dispatcher: dispatcher, clock: clock, claims: claims)
         await processor.attach(sink: EffectRouter(dispatcher: dispatcher, timers: timers), reservations: dispatcher)
-        // Recovery: what was queued waits again; timers (attempt timeouts of
-        // TaskRuns whose worker is gone among them) fire from their due times.
         let queued = try store.queuedTasks()
         for q in queued { dispatcher.enqueue(q) }
-        let stored = try store.timers()
         for t in stored { await timers.schedule(t) }
         logger.notice(
             "store opened",
             metadata: [
                 "lh.store": "\((store as? SQLiteStore)?.path ?? "\(type(of: store))")", "lh.queued": "\(queued.count)",
-                "lh.timers": "\(stored.count)",
+                "lh.timers": "\(stored.count)", "lh.inWorkersHands": "\(claims.count)",
             ])
     }
 
     package func run() async throws {
         await cancelWhenGracefulShutdown {
-            await self.timers.run()
+            await withTaskGroup(of: Void.self) { group in
+                group.addTask { await self.timers.run() }
+                group.addTask { await self.endClaimGrace() }
+            }
         }
+    }
+
+    /// After the grace period, attempts no worker claimed are lost: retried
+    /// now instead of after their attempt timeouts.
+    private func endClaimGrace() async {
+        guard claims.isOpen else { return }
+        logger.notice(
+            "TaskRun attempts were in workers' hands when the server stopped; waiting for their workers to claim them",
+            metadata: ["lh.attempts": "\(claims.count)", "lh.graceSeconds": "\(claims.grace)"])
+        await clock.sleep(until: clock.now().addingTimeInterval(claims.grace))
+        if Task.isCancelled { return }
+        let lost = claims.expire()
+        if !lost.isEmpty {
+            logger.notice(
+                "attempts not claimed by any worker are retried now",
+                metadata: ["lh.attempts": "\(lost.count)", "lh.graceSeconds": "\(claims.grace)"])
+        }
+        for attempt in lost {
+            processor.loseAttempt(
+                attempt,
+                reason:
+                    "lost in a server restart: no worker claimed it within \(Self.seconds(claims.grace)) of start-up (worker '\(attempt.workerId)' held it)"
+            )
+        }
+    }
+
+    static func seconds(_ s: Double) -> String {
+        s == s.rounded() ? "\(Int(s)) s" : String(format: "%.1f s", s)
     }
 }
 

@@ -291,12 +291,42 @@ public nonisolated struct Lhwire_Subscribe: Sendable {
   /// Clears the value of `taskWorkerVersion`. Subsequent reads from it will return its default value.
   public mutating func clearTaskWorkerVersion() {self._taskWorkerVersion = nil}
 
+  /// The TaskRun attempts this worker still holds (running, or finished with
+  /// a report not yet answered) from an earlier connection: a worker back
+  /// after a server restart or a lost connection says what it has, so the
+  /// server retries at once only what no worker holds, and counts these
+  /// against `capacity` until they are reported.
+  public var held: [Lhwire_HeldTask] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
   fileprivate var _taskDefID: LHProto.Littlehorse_TaskDefId? = nil
   fileprivate var _taskWorkerVersion: String? = nil
+}
+
+public nonisolated struct Lhwire_HeldTask: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var taskRunID: LHProto.Littlehorse_TaskRunId {
+    get {_taskRunID ?? LHProto.Littlehorse_TaskRunId()}
+    set {_taskRunID = newValue}
+  }
+  /// Returns true if `taskRunID` has been explicitly set.
+  public var hasTaskRunID: Bool {self._taskRunID != nil}
+  /// Clears the value of `taskRunID`. Subsequent reads from it will return its default value.
+  public mutating func clearTaskRunID() {self._taskRunID = nil}
+
+  public var attemptNumber: Int32 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+
+  fileprivate var _taskRunID: LHProto.Littlehorse_TaskRunId? = nil
 }
 
 public nonisolated struct Lhwire_GetServerVersionRequest: Sendable {
@@ -1010,7 +1040,7 @@ nonisolated extension Lhwire_Error: SwiftProtobuf.Message, SwiftProtobuf._Messag
 
 nonisolated extension Lhwire_Subscribe: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Subscribe"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_def_id\0\u{3}task_worker_id\0\u{1}capacity\0\u{3}task_worker_version\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_def_id\0\u{3}task_worker_id\0\u{1}capacity\0\u{3}task_worker_version\0\u{1}held\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1022,6 +1052,7 @@ nonisolated extension Lhwire_Subscribe: SwiftProtobuf.Message, SwiftProtobuf._Me
       case 2: try { try decoder.decodeSingularStringField(value: &self.taskWorkerID) }()
       case 3: try { try decoder.decodeSingularUInt32Field(value: &self.capacity) }()
       case 4: try { try decoder.decodeSingularStringField(value: &self._taskWorkerVersion) }()
+      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.held) }()
       default: break
       }
     }
@@ -1044,6 +1075,9 @@ nonisolated extension Lhwire_Subscribe: SwiftProtobuf.Message, SwiftProtobuf._Me
     try { if let v = self._taskWorkerVersion {
       try visitor.visitSingularStringField(value: v, fieldNumber: 4)
     } }()
+    if !self.held.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.held, fieldNumber: 5)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1052,6 +1086,46 @@ nonisolated extension Lhwire_Subscribe: SwiftProtobuf.Message, SwiftProtobuf._Me
     if lhs.taskWorkerID != rhs.taskWorkerID {return false}
     if lhs.capacity != rhs.capacity {return false}
     if lhs._taskWorkerVersion != rhs._taskWorkerVersion {return false}
+    if lhs.held != rhs.held {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lhwire_HeldTask: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".HeldTask"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_run_id\0\u{3}attempt_number\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularMessageField(value: &self._taskRunID) }()
+      case 2: try { try decoder.decodeSingularInt32Field(value: &self.attemptNumber) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    // The use of inline closures is to circumvent an issue where the compiler
+    // allocates stack space for every if/case branch local when no optimizations
+    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+    // https://github.com/apple/swift-protobuf/issues/1182
+    try { if let v = self._taskRunID {
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 1)
+    } }()
+    if self.attemptNumber != 0 {
+      try visitor.visitSingularInt32Field(value: self.attemptNumber, fieldNumber: 2)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lhwire_HeldTask, rhs: Lhwire_HeldTask) -> Bool {
+    if lhs._taskRunID != rhs._taskRunID {return false}
+    if lhs.attemptNumber != rhs.attemptNumber {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

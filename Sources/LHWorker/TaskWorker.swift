@@ -70,9 +70,22 @@ public final class LHTaskWorker: Service, Sendable {
 
     struct State {
         /// Reports that could not be sent yet (the server was away).
-        var unsent: [Littlehorse_ReportTaskRun] = []
+        var unsent: [Kept] = []
         var completed = 0
+        /// The connection finished tasks report on (nil: none, or not yet
+        /// subscribed).
+        var current: LHWireConnection?
+        var stopping = false
     }
+
+    struct Kept {
+        var report: Littlehorse_ReportTaskRun
+        var settled: @Sendable () -> Void
+    }
+
+    /// Every task from its start until its report is settled, across
+    /// connections.
+    let running = RunningTasks()
 
     /// The erased initialiser the typed overloads call.
     public init(
@@ -123,6 +136,7 @@ public final class LHTaskWorker: Service, Sendable {
     /// when the server goes away.
     public func run() async throws {
         try await cancelWhenGracefulShutdown {
+            defer { self.running.cancelAll() }
             var backoff = 0.1
             while !Task.isCancelled {
                 var subscribed = false
@@ -161,52 +175,63 @@ public final class LHTaskWorker: Service, Sendable {
         // of its own; its report's answer is handled back on the event loop.
         // No stream, no loop task and no waiting task in between: at
         // moderate load every thread wake-up of a task's path is CPU and
-        // latency.
-        let running = RunningTasks()
-        let current = NIOLockedValueBox<LHWireConnection?>(nil)
+        // latency. Tasks outlive their connection: one still running when
+        // the server goes away goes on, and reports on the next connection.
         let connection = try await LHWireConnection.connect(
             config.connectionConfiguration(role: .worker), logger: logger
         ) { envelope in
-            guard case .scheduledTask(let task) = envelope.kind, let connection = current.withLockedValue({ $0 }) else {
-                return
-            }
-            running.start { settled in
+            guard case .scheduledTask(let task) = envelope.kind else { return }
+            var held = Lhwire_HeldTask()
+            held.taskRunID = task.taskRunID
+            held.attemptNumber = task.attemptNumber
+            self.running.start(held: held) { settled in
                 let report = await self.execute(task)
-                self.report(report, on: connection, running: running, settled: settled)
+                self.deliver(report, settled: settled)
             }
         }
-        current.withLockedValue { $0 = connection }
-        defer { Task { await connection.close() } }
-        // Results that finished while the server was away go first; one
-        // that fails again is kept for the next connection.
-        let unsent = state.withLockedValue { s in
-            defer { s.unsent = [] }; return s.unsent
+        defer {
+            state.withLockedValue { s in if s.current === connection { s.current = nil } }
+            Task { await connection.close() }
         }
-        for report in unsent {
-            running.start { settled in self.report(report, on: connection, running: running, settled: settled) }
-        }
+        // The subscription lists what this worker still holds from before
+        // (running, or finished with its report not answered), so that the
+        // server neither retries those nor gives this worker more than its
+        // capacity. Reports wait until the subscription is answered: one
+        // answered before would leave its TaskRun counted as held.
         var subscribe = Lhwire_Subscribe()
         subscribe.taskDefID.name = taskDefName
         subscribe.taskWorkerID = config.taskWorkerId
         subscribe.capacity = UInt32(config.numWorkerThreads)
-        do {
-            _ = try await connection.request(.subscribe(subscribe))
-        } catch {
-            // The resent reports are settled (kept again if they failed)
-            // before the next connection resends what is kept.
-            await running.settled()
-            throw error
-        }
+        subscribe.held = running.held()
+        _ = try await connection.request(.subscribe(subscribe))
         subscribed = true
+        // From now on finished tasks report on this connection; results
+        // kept while the server was away go first.
+        let unsent = state.withLockedValue { s in
+            s.current = connection
+            defer { s.unsent = [] }
+            return s.unsent
+        }
+        for kept in unsent { report(kept.report, on: connection, settled: kept.settled) }
         logger.info(
-            "subscribed", metadata: [LHLog.taskDef: "\(taskDefName)", "lh.capacity": "\(config.numWorkerThreads)"])
+            "subscribed",
+            metadata: [
+                LHLog.taskDef: "\(taskDefName)", "lh.capacity": "\(config.numWorkerThreads)",
+                "lh.held": "\(subscribe.held.count)",
+            ])
         await Self.closedOrCancelled(connection)
-        // Cancelled (shutting down): the running tasks are told so; either
-        // way each ends with its report answered, failed (kept in `unsent`
-        // for the next connection) or refused before the connection goes.
-        if Task.isCancelled { running.cancelAll() }
+        state.withLockedValue { s in if s.current === connection { s.current = nil } }
+        guard Task.isCancelled else { throw LHError(.unavailable, "connection closed") }
+        // Shutting down: the running tasks are told so, and each ends with
+        // its report answered or refused (or dropped, if the connection
+        // goes first) before the worker stops.
+        state.withLockedValue { $0.stopping = true; $0.current = connection.channel.isActive ? connection : nil }
+        running.cancelAll()
+        let dropped = state.withLockedValue { s in
+            s.current == nil ? s.unsent : []
+        }
+        for kept in dropped { kept.settled() }
         await running.settled()
-        if !Task.isCancelled { throw LHError(.unavailable, "connection closed") }
     }
 
     /// Returns when the connection closed or the calling task was cancelled
@@ -221,14 +246,36 @@ public final class LHTaskWorker: Service, Sendable {
         }
     }
 
+    /// A finished task's report: sent on the current connection, or kept
+    /// until there is one (the server is away). Stopping with no
+    /// connection, it is dropped: the server retries the attempt.
+    private func deliver(_ report: Littlehorse_ReportTaskRun, settled: @escaping @Sendable () -> Void) {
+        enum Next { case send(LHWireConnection), kept, drop }
+        let next = state.withLockedValue { s -> Next in
+            if let c = s.current, c.channel.isActive { return .send(c) }
+            if s.stopping { return .drop }
+            s.unsent.append(Kept(report: report, settled: settled))
+            return .kept
+        }
+        switch next {
+        case .send(let connection): self.report(report, on: connection, settled: settled)
+        case .kept: break
+        case .drop:
+            logger.warning(
+                "stopping without a connection: report dropped; the server retries the attempt",
+                metadata: [LHLog.taskRunId: "\(report.taskRunID.wfRunID.id)/\(report.taskRunID.taskGuid)"])
+            settled()
+        }
+    }
+
     /// Sends a report; its answer is handled on the event loop. Reports are
     /// idempotent on the server (one for an attempt that is no longer
     /// running changes nothing), so one that fails while the connection
     /// stays up (the server's storage failed, or no answer in time) is sent
-    /// again on it after a pause; one whose connection is gone is kept for
-    /// the next connection.
+    /// again on it after a pause; one whose connection is gone is delivered
+    /// again (on the next connection).
     private func report(
-        _ report: Littlehorse_ReportTaskRun, on connection: LHWireConnection, running: RunningTasks,
+        _ report: Littlehorse_ReportTaskRun, on connection: LHWireConnection,
         retryIn delay: TimeAmount = .milliseconds(100), settled: @escaping @Sendable () -> Void
     ) {
         connection.request(.reportTask(report)) { result in
@@ -240,7 +287,7 @@ public final class LHTaskWorker: Service, Sendable {
                 // The TaskRun is gone (its WfRun deleted), or its attempt is
                 // another worker's: nothing to retry.
                 self.logger.warning("report refused", metadata: ["lh.error": "\(e)"])
-            case .failure(let error) where connection.channel.isActive && !running.isCancelled:
+            case .failure(let error) where connection.channel.isActive && !self.running.isCancelled:
                 self.logger.warning(
                     "report failed; sending it again",
                     metadata: [
@@ -248,13 +295,16 @@ public final class LHTaskWorker: Service, Sendable {
                         "lh.error": "\(error)", "lh.retryIn": "\(delay.nanoseconds / 1_000_000)ms",
                     ])
                 connection.channel.eventLoop.scheduleTask(in: delay) {
-                    self.report(
-                        report, on: connection, running: running,
-                        retryIn: min(delay * 2, .seconds(5)), settled: settled)
+                    self.report(report, on: connection, retryIn: min(delay * 2, .seconds(5)), settled: settled)
                 }
                 return
-            case .failure:
-                self.state.withLockedValue { $0.unsent.append(report) }
+            case .failure where !connection.channel.isActive:
+                self.deliver(report, settled: settled)
+                return
+            case .failure(let error):
+                self.logger.warning(
+                    "stopping: report failed and dropped; the server retries the attempt",
+                    metadata: ["lh.error": "\(error)"])
             }
             settled()
         }
@@ -326,13 +376,13 @@ public final class LHTaskWorker: Service, Sendable {
     }
 }
 
-/// The tasks of one connection, each from its start until its report is
-/// settled (answered, refused or failed): cancellable together, and waited
-/// for before the worker reconnects or stops.
+/// A worker's tasks, each from its start until its report is settled
+/// (answered, refused, or dropped when stopping): cancellable together,
+/// listed when the worker subscribes again, and waited for before it stops.
 final class RunningTasks: Sendable {
     private struct State {
-        /// Started and not settled.
-        var live: Set<Int> = []
+        /// Started and not settled, with the attempt each holds.
+        var live: [Int: Lhwire_HeldTask] = [:]
         /// The live ones' tasks, for cancelling.
         var tasks: [Int: Task<Void, Never>] = [:]
         var next = 0
@@ -347,16 +397,18 @@ final class RunningTasks: Sendable {
     /// written from there, with no thread woken in between. `body` calls
     /// `settled` once, when what it started is over (possibly after the
     /// task itself returned).
-    func start(_ body: @escaping @Sendable (_ settled: @escaping @Sendable () -> Void) async -> Void) {
+    func start(
+        held: Lhwire_HeldTask = .init(), _ body: @escaping @Sendable (_ settled: @escaping @Sendable () -> Void) async -> Void
+    ) {
         let id = state.withLockedValue { s in
             defer { s.next += 1 }
-            s.live.insert(s.next)
+            s.live[s.next] = held
             return s.next
         }
         // Not under the lock: the body may settle before `immediate` returns.
         let task = Task.immediate { await body { self.finish(id) } }
         state.withLockedValue { s in
-            guard s.live.contains(id) else { return }
+            guard s.live[id] != nil else { return }
             s.tasks[id] = task
             if s.cancelled { task.cancel() }
         }
@@ -364,13 +416,20 @@ final class RunningTasks: Sendable {
 
     private func finish(_ id: Int) {
         let waiters = state.withLockedValue { s -> [CheckedContinuation<Void, Never>] in
-            s.live.remove(id)
+            s.live[id] = nil
             s.tasks[id] = nil
             guard s.live.isEmpty else { return [] }
             defer { s.waiters = [] }
             return s.waiters
         }
         for w in waiters { w.resume() }
+    }
+
+    /// The attempts of the tasks not settled yet (running, or reported
+    /// without an answer), in start order.
+    func held() -> [Lhwire_HeldTask] {
+        state.withLockedValue { s in s.live.sorted { $0.key < $1.key }.map(\.value) }
+            .filter { !$0.taskRunID.taskGuid.isEmpty }
     }
 
     /// Whether ``cancelAll()`` was called (the worker is stopping).

@@ -83,6 +83,12 @@ struct LHServerCommand: AsyncParsableCommand {
     )
     var sync: String = env["LHS_SYNC"] ?? "full"
 
+    @Option(
+        help:
+            "Seconds after start-up in which workers claim the TaskRuns they held when the server stopped; unclaimed ones are retried then, not after their attempt timeouts (env LHS_CLAIM_GRACE)."
+    )
+    var claimGrace: Double = Double(env["LHS_CLAIM_GRACE"] ?? "") ?? LHCore.defaultClaimGrace
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error (env LHS_LOG_LEVEL).")
     var logLevel: String = env["LHS_LOG_LEVEL"] ?? "info"
 
@@ -95,6 +101,9 @@ struct LHServerCommand: AsyncParsableCommand {
         }
         guard maxFrameBytes >= 1024, maxFrameBytes <= Int(Int32.max) else {
             throw ValidationError("--max-frame-bytes must be between 1024 and \(Int32.max), got \(maxFrameBytes)")
+        }
+        guard claimGrace >= 0, claimGrace <= 3600 else {
+            throw ValidationError("--claim-grace must be between 0 and 3600 seconds, got \(claimGrace)")
         }
         _ = try parseListen()
         if let grpcListen {
@@ -184,7 +193,8 @@ struct LHServerCommand: AsyncParsableCommand {
         let core: LHCore
         do {
             core = try await LHCore(
-                dataDirectory: dataDirectory, sync: sync.lowercased() == "normal" ? .normal : .full, logger: logger)
+                dataDirectory: dataDirectory, sync: sync.lowercased() == "normal" ? .normal : .full,
+                claimGrace: claimGrace, logger: logger)
         } catch {
             Self.fail("\(error)")
         }

@@ -215,6 +215,47 @@ import Testing
         #expect(h.state.currentNodeRun(of: 0)?.failures.first?.failureName == "TIMEOUT")
     }
 
+    @Test func anAttemptLostInARestartIsRetriedAtOnceAndItsTimeoutCancelled() throws {
+        var h = try Harness(
+            threads: ["entrypoint": linear([Step("t", task("slow", retries: 1))])], taskDefs: [taskDef("slow")])
+        let guid = try h.start("slow")
+        #expect(h.timers[.attemptTimeout(taskGuid: guid, attempt: 0)] != nil)
+        try h.apply(.attemptLost(taskGuid: guid, attempt: 0, reason: "not claimed"))
+        #expect(h.queued[guid] == 1, "attempt 1 is queued at once, not after the 60 s timeout")
+        #expect(h.timers[.attemptTimeout(taskGuid: guid, attempt: 0)] == nil)
+        #expect(h.state.taskRuns[guid]?.attempts[0].status == .taskTimeout)
+        #expect(h.state.taskRuns[guid]?.attempts[0].error.message == "not claimed")
+        // The old holder's late report changes nothing; the new attempt's does.
+        let before = h.state
+        try h.report(guid, output: str("late"), attempt: 0)
+        #expect(h.state == before)
+        try h.complete("slow")
+        #expect(h.status == .completed)
+    }
+
+    @Test func aLostAttemptWithoutRetriesFailsItsNodeWithTimeoutNamingTheReason() throws {
+        var h = try Harness(
+            threads: ["entrypoint": linear([Step("t", task("slow"))])], taskDefs: [taskDef("slow")])
+        let guid = try h.start("slow")
+        try h.apply(.attemptLost(taskGuid: guid, attempt: 0, reason: "not claimed within 10 s"))
+        #expect(h.status == .error)
+        let failure = h.state.currentNodeRun(of: 0)?.failures.first
+        #expect(failure?.failureName == "TIMEOUT")
+        #expect(failure?.message.contains("not claimed within 10 s") == true)
+    }
+
+    @Test func aLostAttemptThatWasReportedOrIsNotCurrentIsIgnored() throws {
+        var h = try Harness(
+            threads: ["entrypoint": linear([Step("t", task("a")), Step("u", task("b"))])],
+            taskDefs: [taskDef("a"), taskDef("b")])
+        let guid = try h.start("a")
+        try h.report(guid)
+        let before = h.state
+        try h.apply(.attemptLost(taskGuid: guid, attempt: 0, reason: "late"))
+        try h.apply(.attemptLost(taskGuid: guid, attempt: 3, reason: "no such attempt"))
+        #expect(h.state == before)
+    }
+
     @Test func lateOrRepeatedReportIsIgnored() throws {
         var h = try Harness(
             threads: ["entrypoint": linear([Step("t", task("a")), Step("u", task("b"))])],

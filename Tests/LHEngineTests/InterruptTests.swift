@@ -99,6 +99,27 @@ extension Littlehorse_ThreadSpec {
         #expect(h.variable("all-underpants") == jsonArr("[\"obiwan\"]"))
     }
 
+    @Test func aHaltingThreadWhoseAttemptWasLostInARestartHaltsAndItsHandlerStarts() throws {
+        var h = try Harness(
+            threads: [
+                "entrypoint": linear([Step("t", task("slow", retries: 1))], interrupts: [("poke", "h")]),
+                "h": linear([Step("n", task("handle"))]),
+            ], taskDefs: [taskDef("slow"), taskDef("handle")], events: ["poke"])
+        let guid = try h.start("slow")
+        try h.post("poke", str("now"))
+        #expect(h.threadStatus(0) == .halting)
+        #expect(h.state.wfRun.threadRuns.count == 1)
+        try h.apply(.attemptLost(taskGuid: guid, attempt: 0, reason: "not claimed"))
+        #expect(h.threadStatus(0) == .halted, "the lost attempt is no longer in anyone's hands")
+        #expect(h.state.wfRun.threadRuns.count == 2, "the interrupt handler started")
+        #expect(h.queued.keys.allSatisfy { h.state.taskRuns[$0]?.taskDefID.name == "handle" }, "the retry waits")
+        try h.complete("handle")
+        #expect(h.threadStatus(0) == .running, "resumed after the handler")
+        #expect(h.queued[guid] == 1, "attempt 1 queued on resume")
+        try h.complete("slow")
+        #expect(h.status == .completed)
+    }
+
     @Test func theNextTaskSeesTheHandlersMutation() throws {
         let threads: [String: Littlehorse_ThreadSpec] = [
             "entrypoint": linear(

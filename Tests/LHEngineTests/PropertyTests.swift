@@ -170,6 +170,7 @@ struct RandomRun {
     enum Choice {
         case hand(String, Int32)
         case report(String, Int32)
+        case lose(String, Int32)
         case again(Littlehorse_ReportTaskRun)
         case post(String)
         case advance
@@ -187,12 +188,15 @@ struct RandomRun {
             let running = Self.runningAttempts(harness.state).sorted { ($0.guid, $0.attempt) < ($1.guid, $1.attempt) }
             if let held = running.randomElement(using: &random) {
                 options += Array(repeating: .report(held.guid, Int32(held.attempt)), count: 3)
+                options.append(.lose(held.guid, Int32(held.attempt)))
             }
             if let old = reports.randomElement(using: &random) { options.append(.again(old)) }
             options += Self.events.map { .post($0) } + [.advance, .stop, .resume]
             switch options[Int.random(in: 0..<options.count, using: &random)] {
             case .hand(let guid, let attempt): try hand(guid, attempt)
             case .report(let guid, let attempt): try report(guid, attempt)
+            case .lose(let guid, let attempt):
+                try apply(.attemptLost(taskGuid: guid, attempt: attempt, reason: "lost"), "lose \(guid)#\(attempt)")
             case .again(let old): try apply(.reportTask(old), "report again \(old.taskRunID.taskGuid)")
             case .post(let event): try post(event)
             case .advance: try advance(Double.random(in: 0.5...25, using: &random))
@@ -325,6 +329,7 @@ struct RandomRun {
             switch command {
             case .reportTask(let r): r.taskRunID.taskGuid
             case .timerFired(.attemptTimeout(let guid, _)): guid
+            case .attemptLost(let guid, _, _): guid
             default: nil
             }
         for h in threads.dropFirst(before.wfRun.threadRuns.count) where h.type == .interrupt {

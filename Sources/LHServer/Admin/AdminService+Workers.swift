@@ -13,9 +13,19 @@ extension AdminService {
             throw LHError(.failedPrecondition, "subscribe is for connections whose hello has role WORKER")
         }
         _ = try taskDef(r.taskDefID.name)
+        let workerId = r.taskWorkerID.isEmpty ? session.clientId : r.taskWorkerID
+        let held = r.held.map { ($0.taskRunID.wfRunID.id, $0.taskRunID.taskGuid, $0.attemptNumber) }
+        let lost = claims.claim(workerId: workerId, taskDef: r.taskDefID.name, held: held)
         dispatcher.subscribe(
-            connection: session.token.id, workerId: r.taskWorkerID.isEmpty ? session.clientId : r.taskWorkerID,
-            taskDef: r.taskDefID.name, capacity: Int(max(1, r.capacity)), push: session.responder)
+            connection: session.token.id, workerId: workerId, taskDef: r.taskDefID.name,
+            capacity: Int(max(1, r.capacity)), push: session.responder,
+            holding: held.map { DispatchState.key($0.0, $0.1) })
+        for attempt in lost {
+            processor.loseAttempt(
+                attempt,
+                reason:
+                    "lost in a server restart: its worker '\(workerId)' came back without it (attempt \(attempt.attempt))")
+        }
     }
 
     /// The worker on `connection` has room again once its report is settled.
@@ -44,6 +54,7 @@ extension AdminService {
     /// A gRPC PollTask stream starts polling `taskDef` (from its first request).
     func startPolling(_ first: Littlehorse_PollTaskRequest, stream: ObjectIdentifier, push: WorkerPush) throws {
         _ = try taskDef(first.taskDefID.name)
+        claims.pollerSeen(workerId: first.clientID, taskDef: first.taskDefID.name)
         dispatcher.subscribePoller(
             connection: stream, workerId: first.clientID, taskDef: first.taskDefID.name, push: push)
     }

@@ -15,15 +15,19 @@ struct AdminService: Sendable {
     let store: any LHStorage
     let dispatcher: TaskDispatcher
     let clock: any LHClock
+    /// Attempts in workers' hands when the server last stopped, until their
+    /// workers claim them or the grace period ends.
+    let claims: RestartClaims
 
     init(
         processor: CommandProcessor, store: any LHStorage, dispatcher: TaskDispatcher,
-        clock: any LHClock = SystemClock()
+        clock: any LHClock = SystemClock(), claims: RestartClaims = RestartClaims([], grace: 0)
     ) {
         self.processor = processor
         self.store = store
         self.dispatcher = dispatcher
         self.clock = clock
+        self.claims = claims
     }
 
     var metadata: MetadataCache { processor.currentMetadata }

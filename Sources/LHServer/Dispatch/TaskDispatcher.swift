@@ -67,11 +67,16 @@ final class TaskDispatcher: Sendable {
         }
     }
 
-    func subscribe(connection: ObjectIdentifier, workerId: String, taskDef: String, capacity: Int, push: LHResponder) {
+    /// `holding`: the keys of attempts the worker still holds from an earlier
+    /// connection; they take its room until it reports them.
+    func subscribe(
+        connection: ObjectIdentifier, workerId: String, taskDef: String, capacity: Int, push: LHResponder,
+        holding: [String] = []
+    ) {
         let ready = state.withLock { s -> [(QueuedTask, TaskReservation)] in
             if s.workers[connection] == nil { s.order[taskDef, default: []].append(connection) }
             s.workers[connection] = DispatchState.Worker(
-                id: workerId, taskDef: taskDef, capacity: max(1, capacity), push: .wire(push))
+                id: workerId, taskDef: taskDef, capacity: max(1, capacity), holding: Set(holding), push: .wire(push))
             return s.assignable(taskDef)
         }
         logger.info(
@@ -104,7 +109,9 @@ final class TaskDispatcher: Sendable {
     }
 
     /// The worker's connection closed: it gets nothing more. The TaskRuns it
-    /// held stay TASK_RUNNING until their attempts time out.
+    /// held stay TASK_RUNNING: the worker keeps running them and lists them
+    /// when it subscribes again; otherwise they retry when their attempts
+    /// time out.
     func disconnected(connection: ObjectIdentifier) {
         let gone = state.withLock { s -> DispatchState.Worker? in
             guard let worker = s.workers.removeValue(forKey: connection) else { return nil }

@@ -1,6 +1,7 @@
 import LHEngine
 import LHProto
 import LHStore
+import LHWire
 
 /// The jobs the dispatcher and the timers ask for, by name: they never see
 /// a staging or the write batch.
@@ -27,6 +28,32 @@ extension CommandProcessor: TaskStarting {
                 staging.dequeue(wfRunId: task.wfRunId, taskGuid: task.taskGuid)
                 return ()
             }, done: { _ in })
+    }
+}
+
+extension CommandProcessor {
+    /// Ends an attempt no worker holds any more (``RestartClaims``); it is
+    /// retried at once if it has retries left.
+    nonisolated func loseAttempt(_ a: RestartClaims.Attempt, reason: String) {
+        let logger = self.logger
+        enqueue(
+            key: a.wfRunId,
+            { (staging: inout Staging) -> any Sendable in
+                guard try staging.state(a.wfRunId) != nil else { return () }
+                try staging.apply(.attemptLost(taskGuid: a.guid, attempt: a.attempt, reason: reason), to: a.wfRunId)
+                return ()
+            },
+            done: { result in
+                if case .failure(let error) = result {
+                    logger.warning(
+                        "a lost attempt could not be ended; it waits for its attempt timeout",
+                        metadata: [LHLog.taskRunId: "\(a.wfRunId)/\(a.guid)", LHLog.error: "\(error)"])
+                } else {
+                    logger.info(
+                        "attempt lost in the restart ended; retried if it has retries left",
+                        metadata: [LHLog.taskRunId: "\(a.wfRunId)/\(a.guid)", "lh.attempt": "\(a.attempt)"])
+                }
+            })
     }
 }
 

@@ -38,7 +38,7 @@ actor CommandProcessor {
     }
 
     private let store: any LHStorage
-    private let logger: Logger
+    let logger: Logger
     private(set) var metadata: MetadataCache {
         didSet { published.withLock { $0 = metadata } }
     }

@@ -13,6 +13,7 @@ struct Tally: Sendable {
         case putExternalEvent = "PUT_EXTERNAL_EVENT"
         case taskStarted = "TASK_STARTED"
         case reportTask = "REPORT_TASK"
+        case attemptLost = "ATTEMPT_LOST"
         case timerFired = "TIMER_FIRED"
         case stopThread = "STOP_THREAD"
         case resumeThread = "RESUME_THREAD"
@@ -22,6 +23,7 @@ struct Tally: Sendable {
             case .putExternalEvent: self = .putExternalEvent
             case .taskStarted: self = .taskStarted
             case .reportTask: self = .reportTask
+            case .attemptLost: self = .attemptLost
             case .timerFired: self = .timerFired
             case .stopThread: self = .stopThread
             case .resumeThread: self = .resumeThread
@@ -33,6 +35,7 @@ struct Tally: Sendable {
     var putExternalEvent = 0
     var taskStarted = 0
     var reportTask = 0
+    var attemptLost = 0
     var timerFired = 0
     var stopThread = 0
     var resumeThread = 0
@@ -61,6 +64,7 @@ struct Tally: Sendable {
         case .putExternalEvent: putExternalEvent += 1
         case .taskStarted: taskStarted += 1
         case .reportTask: reportTask += 1
+        case .attemptLost: attemptLost += 1
         case .timerFired: timerFired += 1
         case .stopThread: stopThread += 1
         case .resumeThread: resumeThread += 1
@@ -73,6 +77,7 @@ struct Tally: Sendable {
         case .putExternalEvent: putExternalEvent
         case .taskStarted: taskStarted
         case .reportTask: reportTask
+        case .attemptLost: attemptLost
         case .timerFired: timerFired
         case .stopThread: stopThread
         case .resumeThread: resumeThread
