@@ -201,6 +201,19 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
+        // Coverage-guided fuzz targets (libFuzzer) and their replayer:
+        // scripts/fuzz.sh, docs/reliability.md.
+        .executableTarget(
+            name: "lh-fuzz",
+            dependencies: [
+                "LHServer", "LHEngine", "LHWire", "LHWireProto", "LHProto", "LHWorkflow",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            path: "Fuzz/lh-fuzz"
+        ),
         // Benchmarks: swift run -c release lh-bench SCENARIO (docs/performance.md).
         .executableTarget(
             name: "lh-bench",
@@ -251,7 +264,7 @@ let package = Package(
             name: "LHServerTests",
             dependencies: [
                 "LHServer", "LHTestKit", "LHClient", "LHWire", "LHWireProto", "LHProto", "LHWorkflow", "LHWorker", "LHStore", "LHEngine",
-                "lh-server", "lhctl", "lh-test-worker", "collect-underpants-worker", "collect-underpants-register", "lh-bench",
+                "lh-server", "lhctl", "lh-test-worker", "collect-underpants-worker", "collect-underpants-register", "lh-bench", "lh-fuzz",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

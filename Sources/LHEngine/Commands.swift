@@ -183,7 +183,11 @@ extension Run {
         else { return }
         effects.append(.cancelTimer(.attemptTimeout(taskGuid: guid, attempt: attempt)))
         finishAttempt(
-            guid, status: .taskTimeout, result: .error(.with { $0.type = .timeout; $0.message = reason }), log: nil)
+            guid, status: .taskTimeout,
+            result: .error(
+                .with {
+                    $0.type = .timeout; $0.message = reason
+                }), log: nil)
     }
 
     mutating func finishAttempt(

@@ -30,6 +30,15 @@ package struct LHServerConfiguration: Sendable {
     /// Names the development server certificate is made for (besides
     /// 127.0.0.1 and ::1), e.g. the service name in docker compose.
     package var tlsHostnames: [String] = ["localhost"]
+    /// Connections open at once; more are closed as they arrive (counted in
+    /// `lh_connections_refused_total`).
+    package var maxConnections = 10_000
+    /// Requests of one connection answered at once: past this the server
+    /// stops reading that connection until answers have gone out. It also
+    /// stops reading while the connection's answers are not being read by
+    /// its peer, so a client that floods or never reads holds a bounded
+    /// amount of the server's memory.
+    package var maxInFlightPerConnection = 1_024
 
     package init(
         host: String = "127.0.0.1", port: Int = 2023,

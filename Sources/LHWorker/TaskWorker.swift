@@ -225,7 +225,9 @@ public final class LHTaskWorker: Service, Sendable {
         // Shutting down: the running tasks are told so, and each ends with
         // its report answered or refused (or dropped, if the connection
         // goes first) before the worker stops.
-        state.withLockedValue { $0.stopping = true; $0.current = connection.channel.isActive ? connection : nil }
+        state.withLockedValue {
+            $0.stopping = true; $0.current = connection.channel.isActive ? connection : nil
+        }
         running.cancelAll()
         let dropped = state.withLockedValue { s in
             s.current == nil ? s.unsent : []
@@ -250,7 +252,10 @@ public final class LHTaskWorker: Service, Sendable {
     /// until there is one (the server is away). Stopping with no
     /// connection, it is dropped: the server retries the attempt.
     private func deliver(_ report: Littlehorse_ReportTaskRun, settled: @escaping @Sendable () -> Void) {
-        enum Next { case send(LHWireConnection), kept, drop }
+        enum Next {
+            case send(LHWireConnection)
+            case kept, drop
+        }
         let next = state.withLockedValue { s -> Next in
             if let c = s.current, c.channel.isActive { return .send(c) }
             if s.stopping { return .drop }
@@ -398,7 +403,8 @@ final class RunningTasks: Sendable {
     /// `settled` once, when what it started is over (possibly after the
     /// task itself returned).
     func start(
-        held: Lhwire_HeldTask = .init(), _ body: @escaping @Sendable (_ settled: @escaping @Sendable () -> Void) async -> Void
+        held: Lhwire_HeldTask = .init(),
+        _ body: @escaping @Sendable (_ settled: @escaping @Sendable () -> Void) async -> Void
     ) {
         let id = state.withLockedValue { s in
             defer { s.next += 1 }

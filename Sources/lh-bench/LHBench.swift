@@ -20,8 +20,8 @@ struct LHBench: AsyncParsableCommand {
             Figures go to stdout (a table, then one JSON line); progress to stderr.
             """,
         subcommands: [
-            Throughput.self, Latency.self, Interrupts.self, Halt.self, Memory.self, DashboardBench.self,
-            WorkerCommand.self,
+            Throughput.self, Latency.self, Interrupts.self, Halt.self, Memory.self, DashboardBench.self, Chaos.self,
+            WorkerCommand.self, ChaosWorkerCommand.self,
         ]
     )
 }

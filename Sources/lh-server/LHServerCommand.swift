@@ -83,6 +83,15 @@ struct LHServerCommand: AsyncParsableCommand {
     )
     var sync: String = env["LHS_SYNC"] ?? "full"
 
+    @Option(help: "Connections open at once; more are closed as they arrive (env LHS_MAX_CONNECTIONS).")
+    var maxConnections: Int = Int(env["LHS_MAX_CONNECTIONS"] ?? "") ?? 10_000
+
+    @Option(
+        help:
+            "Requests of one connection answered at once; past this the connection is not read until answers go out (env LHS_MAX_IN_FLIGHT)."
+    )
+    var maxInFlight: Int = Int(env["LHS_MAX_IN_FLIGHT"] ?? "") ?? 1_024
+
     @Option(
         help:
             "Seconds after start-up in which workers claim the TaskRuns they held when the server stopped; unclaimed ones are retried then, not after their attempt timeouts (env LHS_CLAIM_GRACE)."
@@ -101,6 +110,9 @@ struct LHServerCommand: AsyncParsableCommand {
         }
         guard maxFrameBytes >= 1024, maxFrameBytes <= Int(Int32.max) else {
             throw ValidationError("--max-frame-bytes must be between 1024 and \(Int32.max), got \(maxFrameBytes)")
+        }
+        guard maxConnections >= 1, maxInFlight >= 1 else {
+            throw ValidationError("--max-connections and --max-in-flight must be at least 1")
         }
         guard claimGrace >= 0, claimGrace <= 3600 else {
             throw ValidationError("--claim-grace must be between 0 and 3600 seconds, got \(claimGrace)")
@@ -188,6 +200,8 @@ struct LHServerCommand: AsyncParsableCommand {
             host: host, port: port, dataDirectory: dataDirectory, tls: tls, clientCAPath: clientCa,
             maxFrameBytes: maxFrameBytes
         )
+        config.maxConnections = maxConnections
+        config.maxInFlightPerConnection = maxInFlight
         config.tlsHostnames = tlsHostnames.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter
         { !$0.isEmpty }
         let core: LHCore

@@ -304,6 +304,41 @@ func progress(_ line: String) {
         #expect("\(refused!)".contains("format 99"), "\(refused!)")
     }
 
+    /// A real data file cut short (a copy gone wrong, a full disk outside
+    /// SQLite's control): refused at start with a message, never half-read,
+    /// and left as it was.
+    @Test func aTruncatedDataFileIsRefusedAtStartAndLeftAsItWas() async throws {
+        let dir = try ServerProcess.temporaryDirectory("lh-truncated")
+        try await withServer(dataDir: dir) { server in
+            let client = try await server.client()
+            _ = try await client.putExternalEventDef(.with { $0.name = "go" })
+            _ = try await client.putWfSpec(
+                Workflow("waits") { wf in
+                    _ = wf.declare("note", .str, default: .with { $0.str = String(repeating: "x", count: 2000) })
+                    wf.waitForEvent("go")
+                }.compile())
+            for i in 0..<300 {
+                _ = try await client.runWf(
+                    .with {
+                        $0.wfSpecName = "waits"; $0.id = "t-\(i)"
+                    })
+            }
+            await client.close()
+        }
+        // Stopped gracefully: the WAL is checkpointed into lh.sqlite.
+        let db = dir.appendingPathComponent("lh.sqlite")
+        for suffix in ["-wal", "-shm"] { try? FileManager.default.removeItem(atPath: db.path + suffix) }
+        let whole = try Data(contentsOf: db)
+        #expect(whole.count > 256 * 1024, "a database of many pages (\(whole.count) bytes)")
+        let cut = whole.prefix(whole.count / 2)
+        try cut.write(to: db)
+        let error = await #expect(throws: LHError.self) { _ = try await ServerProcess.start(dataDir: dir) }
+        let text = "\(error!)"
+        #expect(text.contains("exited with 2"), "\(text)")
+        #expect(text.contains(db.path) && (text.contains("damaged") || text.contains("cannot")), "\(text)")
+        #expect(try Data(contentsOf: db) == cut, "the file was left as it was")
+    }
+
     @Test func aDataDirectoryThatCannotBeMadeIsNamedWithTheReason() async throws {
         let dir = try ServerProcess.temporaryDirectory("lh-notdir")
         let file = dir.appendingPathComponent("plain-file")

@@ -28,7 +28,10 @@ import Testing
         let client = try await server.client()
         defer { Task { await client.close() } }
         _ = try await client.putWfSpec(workflow.compile())
-        _ = try await client.runWf(.with { $0.wfSpecName = "held"; $0.id = id })
+        _ = try await client.runWf(
+            .with {
+                $0.wfSpecName = "held"; $0.id = id
+            })
         try await worker.waitFor("gate: \(id) waiting", timeout: 30)
     }
 
@@ -64,8 +67,9 @@ import Testing
         }
         try await Task.sleep(for: .seconds(3))
         #expect(
-            try await Self.attempts(second, "kept").map(\.status) == [.taskRunning], "claimed: not retried after the grace")
-        FileManager.default.createFile(atPath: gates.appendingPathComponent("kept").path, contents: Data())
+            try await Self.attempts(second, "kept").map(\.status) == [.taskRunning],
+            "claimed: not retried after the grace")
+        _ = FileManager.default.createFile(atPath: gates.appendingPathComponent("kept").path, contents: Data())
         let client = try await second.client()
         defer { Task { await client.close() } }
         try await eventually("WfRun 'kept' COMPLETED", timeout: 20) {
@@ -120,7 +124,8 @@ import Testing
         var again: LiveProcess?
         let id = ["LHW_TASK_WORKER_ID": "the-holder"]
         let worker = try await first.startWorker(
-            "lh-test-worker", ["held-step:gate"], environment: id.merging(["LH_TEST_GATE_DIR": gates.path]) { a, _ in a },
+            "lh-test-worker", ["held-step:gate"],
+            environment: id.merging(["LH_TEST_GATE_DIR": gates.path]) { a, _ in a },
             ready: "test worker ready")
         defer {
             worker.stop()
@@ -162,7 +167,9 @@ import Testing
             [Self.attempt("a", worker: "w"), Self.attempt("b", worker: "w"), Self.attempt("c", worker: "v")], grace: 5)
         let lost = claims.claim(workerId: "w", taskDef: "t", held: [("a", "g", 0)])
         #expect(lost.map(\.wfRunId) == ["b"])
-        #expect(claims.claim(workerId: "w", taskDef: "t", held: []).isEmpty, "claimed once: a second subscribe loses nothing")
+        #expect(
+            claims.claim(workerId: "w", taskDef: "t", held: []).isEmpty,
+            "claimed once: a second subscribe loses nothing")
         #expect(claims.expire().map(\.wfRunId) == ["c"], "what nobody claimed is lost at the end of the grace")
         #expect(claims.expire().isEmpty)
         #expect(!claims.isOpen)
@@ -170,8 +177,10 @@ import Testing
 
     @Test func anotherTaskDefOfTheSameWorkerOrAPollerKeepsItsAttempts() {
         let claims = RestartClaims(
-            [Self.attempt("a", worker: "w", def: "t"), Self.attempt("b", worker: "w", def: "u"),
-             Self.attempt("c", worker: "p")], grace: 5)
+            [
+                Self.attempt("a", worker: "w", def: "t"), Self.attempt("b", worker: "w", def: "u"),
+                Self.attempt("c", worker: "p"),
+            ], grace: 5)
         #expect(claims.claim(workerId: "w", taskDef: "t", held: []).map(\.wfRunId) == ["a"])
         claims.pollerSeen(workerId: "p", taskDef: "t")
         #expect(claims.expire().map(\.wfRunId) == ["b"], "the poller's attempt is left to its timeout")

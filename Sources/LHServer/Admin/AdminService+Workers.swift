@@ -24,7 +24,8 @@ extension AdminService {
             processor.loseAttempt(
                 attempt,
                 reason:
-                    "lost in a server restart: its worker '\(workerId)' came back without it (attempt \(attempt.attempt))")
+                    "lost in a server restart: its worker '\(workerId)' came back without it (attempt \(attempt.attempt))"
+            )
         }
     }
 

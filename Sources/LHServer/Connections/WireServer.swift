@@ -23,6 +23,8 @@ package final class WireServer: Service, Sendable {
     private struct State {
         var connections: [ObjectIdentifier: any Channel] = [:]
         var shuttingDown = false
+        /// Refused at the connection limit since the last log line.
+        var refusedSinceLog = 0
         var boundPort: Int?
         var caPath: String?
         var listeners: [CheckedContinuation<Int, Error>] = []
@@ -75,13 +77,39 @@ package final class WireServer: Service, Sendable {
         let serverChannel = try await bind()
         try await withGracefulShutdownHandler {
             try await serverChannel.executeThenClose { inbound in
+                let max = configuration.maxConnections
                 for try await channel in inbound {
-                    let open = state.withLockedValue { s -> Bool in
-                        guard !s.shuttingDown else { return false }
-                        s.connections[ObjectIdentifier(channel)] = channel
-                        return true
+                    enum Admit {
+                        case open, shuttingDown
+                        case full(first: Bool)
                     }
-                    if !open { channel.close(promise: nil) }
+                    let admit = state.withLockedValue { s -> Admit in
+                        guard !s.shuttingDown else { return .shuttingDown }
+                        guard s.connections.count < max else {
+                            s.refusedSinceLog += 1
+                            return .full(first: s.refusedSinceLog == 1)
+                        }
+                        s.connections[ObjectIdentifier(channel)] = channel
+                        if s.refusedSinceLog > 0 {
+                            logger.warning(
+                                "connections refused while at the limit",
+                                metadata: ["lh.refused": "\(s.refusedSinceLog)", "lh.maxConnections": "\(max)"])
+                            s.refusedSinceLog = 0
+                        }
+                        return .open
+                    }
+                    switch admit {
+                    case .open: break
+                    case .shuttingDown: channel.close(promise: nil)
+                    case .full(let first):
+                        metrics?.connectionsRefused.increment()
+                        if first {
+                            logger.warning(
+                                "connection limit reached: refusing new connections (--max-connections)",
+                                metadata: ["lh.maxConnections": "\(max)"])
+                        }
+                        channel.close(promise: nil)
+                    }
                 }
             }
         } onGracefulShutdown: {
@@ -107,7 +135,9 @@ package final class WireServer: Service, Sendable {
             serverChannel = try await LHListener.bind(listener, logger: logger) { channel in
                 // Requests are answered by a handler on the connection's event
                 // loop: no task per connection or per frequent request.
-                try channel.pipeline.syncOperations.addHandler(LHRequestHandler(server: self, channel: channel))
+                try channel.pipeline.syncOperations.addHandler(
+                    LHRequestHandler(
+                        server: self, channel: channel, maxInFlight: self.configuration.maxInFlightPerConnection))
                 self.metrics?.connectionsOpened.increment()
                 self.metrics?.connectionsOpen.increment()
                 return channel

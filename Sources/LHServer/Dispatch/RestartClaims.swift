@@ -47,7 +47,8 @@ final class RestartClaims: Sendable {
     init(_ attempts: [Attempt], grace: Double) {
         var s = State()
         for a in attempts {
-            s.open[Holder(workerId: a.workerId, taskDef: a.taskDef), default: [:]][Self.key(a.wfRunId, a.guid, a.attempt)] =
+            s.open[Holder(workerId: a.workerId, taskDef: a.taskDef), default: [:]][
+                Self.key(a.wfRunId, a.guid, a.attempt)] =
                 a
         }
         state = Mutex(s)

@@ -43,6 +43,7 @@ package final class LHMetrics: Sendable {
     // Connections.
     let connectionsOpen: Meter
     let connectionsOpened: CoreMetrics.Counter
+    let connectionsRefused: CoreMetrics.Counter
     let frameErrors: CoreMetrics.Counter
     let tlsErrors: CoreMetrics.Counter
 
@@ -106,6 +107,7 @@ package final class LHMetrics: Sendable {
         threadsHalted = counter("lh_thread_runs_halted_total")
         connectionsOpen = Meter(label: "lh_connections_open", factory: factory)
         connectionsOpened = counter("lh_connections_opened_total")
+        connectionsRefused = counter("lh_connections_refused_total")
         frameErrors = counter("lh_frame_errors_total")
         tlsErrors = counter("lh_tls_errors_total")
     }
