@@ -81,11 +81,19 @@ import Testing
             // 100 more: past the limit of 300, some are closed at once.
             // (Each descriptor is closed exactly once: a second close could
             // hit a descriptor reused by this process's own connections.)
+            // The server accepts from its backlog at its own pace (slower
+            // when other tests share the machine): wait for the count to
+            // settle.
             let extra = (0..<100).map { _ in Self.rawSocket(server.port) }
-            try await Task.sleep(for: .milliseconds(500))
-            let refused = extra.filter(Self.closedByServer).count
+            var refusedSet = Set<Int32>()
+            let settle = Date().addingTimeInterval(8)
+            while refusedSet.count < 50 && Date() < settle {
+                try await Task.sleep(for: .milliseconds(100))
+                for fd in extra where !refusedSet.contains(fd) && Self.closedByServer(fd) { refusedSet.insert(fd) }
+            }
+            let refused = refusedSet.count
             #expect(
-                refused >= 40, "connections past --max-connections 300 are closed as they arrive (\(refused) of 100)")
+                refused >= 45, "connections past --max-connections 300 are closed as they arrive (\(refused) of 100)")
             let during = Self.rssMiB(pid)
             // The limit also holds for a well-behaved client: once the
             // extra ones are gone, it gets a slot.
