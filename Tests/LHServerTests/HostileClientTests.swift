@@ -121,6 +121,56 @@ import Testing
         }
     }
 
+    @Test func twoThousandIdleTLSConnectionsCostBoundedMemoryAndOthersAreServed() async throws {
+        try await withServer { server in
+            let pid = server.process.processIdentifier
+            let before = Self.rssMiB(pid)
+            var clients: [RawClient] = []
+            let started = Date()
+            do {
+                // 100 at a time; each says hello, and all opened so far send
+                // a heartbeat every 4 s and once all are open (the server
+                // closes a connection silent for 15 s; opening takes longer
+                // when other tests share the machine).
+                var lastBeat = Date()
+                for _ in 0..<20 {
+                    if Date().timeIntervalSince(lastBeat) > 4 {
+                        for c in clients { try await c.send(Lhwire_Envelope(id: 0, .heartbeat(.init()))) }
+                        lastBeat = Date()
+                    }
+                    try await withThrowingTaskGroup(of: RawClient.self) { group in
+                        for _ in 0..<100 {
+                            group.addTask {
+                                let c = try await RawClient.connect(port: server.port, caPath: server.caPath)
+                                try await c.send(RawClient.hello())
+                                return c
+                            }
+                        }
+                        for try await c in group { clients.append(c) }
+                    }
+                }
+                for c in clients { try await c.send(Lhwire_Envelope(id: 0, .heartbeat(.init()))) }
+            } catch {
+                for c in clients { await c.close() }
+                throw error
+            }
+            let opening = Date().timeIntervalSince(started)
+            try await Task.sleep(for: .milliseconds(500))
+            let during = Self.rssMiB(pid)
+            let open = clients.filter { $0.channel.isActive }.count
+            #expect(open == 2_000, "\(open) of 2,000 idle connections still open when measured")
+            let latencies = try await Self.served(server, count: 20)
+            for c in clients { await c.close() }
+            try await Task.sleep(for: .seconds(1))
+            let after = Self.rssMiB(pid)
+            let perConnection = (during - before) * 1024 / 2_000
+            print(
+                "hostile clients: 2,000 idle TLS connections (hello sent) opened in \(String(format: "%.1f", opening)) s, \(open) open when measured: server RSS \(String(format: "%.0f", before)) → \(String(format: "%.0f", during)) MiB (\(String(format: "%.0f", perConnection)) KiB each) → \(String(format: "%.0f", after)) MiB once closed; a well-behaved client meanwhile: p50 \(String(format: "%.1f", latencies[10])) ms, max \(String(format: "%.1f", latencies.last ?? 0)) ms"
+            )
+            #expect(perConnection < 256, "an idle TLS connection costs \(perConnection) KiB")
+        }
+    }
+
     @Test func aClientThatFloodsRequestsAndNeverReadsIsHeldByBackpressure() async throws {
         try await withServer(arguments: ["--max-in-flight", "256"]) { server in
             let pid = server.process.processIdentifier

@@ -103,4 +103,46 @@ import Testing
             }
         }
     }
+    /// A worker that takes a task and never reports (alive and connected):
+    /// the attempt times out and is retried elsewhere; the silent worker's
+    /// room stays taken by the task it still runs, so it is given nothing
+    /// more, and the WfRun completes on another worker.
+    @Test func aWorkerThatNeverReportsHasItsAttemptTimedOutAndRetriedElsewhere() async throws {
+        try await TestServer.with { server in
+            let silent = try await server.startWorker(
+                "lh-test-worker", ["held:hang"],
+                environment: ["LHW_TASK_WORKER_ID": "silent", "LHW_NUM_WORKER_THREADS": "1"],
+                ready: "test worker ready")
+            var good: LiveProcess?
+            defer { good?.stop() }
+            try await withProcesses([silent]) {
+                let client = try await server.connect()
+                defer { Task { await client.close() } }
+                _ = try await client.putWfSpec(
+                    Workflow("never") { wf in
+                        wf.execute("held", "x", options: TaskOptions(retries: 1, timeoutSeconds: 2))
+                    }.compile())
+                _ = try await client.runWf(
+                    .with {
+                        $0.wfSpecName = "never"; $0.id = "n1"
+                    })
+                try await eventually("attempt 0 timed out and attempt 1 waits", timeout: 20) {
+                    let attempts = try await client.listTaskRuns("n1").results.first?.attempts ?? []
+                    return attempts.count == 2 && attempts[0].status == .taskTimeout
+                }
+                try await Task.sleep(for: .seconds(1))
+                let waiting = try #require(try await client.listTaskRuns("n1").results.first).attempts
+                #expect(waiting[1].status == .taskScheduled, "not handed to the silent worker: it has no room")
+                good = try await server.startWorker(
+                    "lh-test-worker", ["held:echo"], environment: ["LHW_TASK_WORKER_ID": "good"],
+                    ready: "test worker ready")
+                try await eventually("n1 COMPLETED", timeout: 20) {
+                    try await client.getWfRun("n1").status == .completed
+                }
+                let attempts = try #require(try await client.listTaskRuns("n1").results.first).attempts
+                #expect(attempts.map(\.taskWorkerID) == ["silent", "good"])
+                #expect(attempts.map(\.status) == [.taskTimeout, .taskSuccess])
+            }
+        }
+    }
 }
