@@ -220,7 +220,6 @@ public final class LHTaskWorker: Service, Sendable {
                 "lh.held": "\(subscribe.held.count)",
             ])
         await Self.closedOrCancelled(connection)
-        state.withLockedValue { s in if s.current === connection { s.current = nil } }
         guard Task.isCancelled else { throw LHError(.unavailable, "connection closed") }
         // Shutting down: the running tasks are told so, and each ends with
         // its report answered or refused (or dropped, if the connection

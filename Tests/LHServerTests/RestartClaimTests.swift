@@ -79,15 +79,21 @@ import Testing
         #expect(attempts.map(\.status) == [.taskSuccess], "one attempt, reported across the restart")
     }
 
-    @Test func anAttemptWhoseWorkerDiedWithTheServerIsRetriedAfterTheGraceNotTheTimeout() async throws {
+    /// A gate worker holds WfRun `id`'s task; the server and that worker are
+    /// killed -9; the server restarts with `grace` and an echo worker (with
+    /// `environment`) starts. Returns the seconds from the restart until the
+    /// WfRun completed, and its TaskRun's attempts.
+    static func recoveryAfterTheHolderDied(
+        id: String, grace: Double, environment: [String: String] = [:]
+    ) async throws -> (seconds: Double, attempts: [Littlehorse_TaskAttempt]) {
         let dir = try ServerProcess.temporaryDirectory("lh-claims")
         let gates = try ServerProcess.temporaryDirectory("gates")
-        let first = try await Self.server(dir, grace: 2)
-        let port = first.port
+        let first = try await server(dir, grace: grace)
         var restarted: ServerProcess?
         var second: LiveProcess?
         let worker = try await first.startWorker(
-            "lh-test-worker", ["held-step:gate"], environment: ["LH_TEST_GATE_DIR": gates.path],
+            "lh-test-worker", ["held-step:gate"],
+            environment: environment.merging(["LH_TEST_GATE_DIR": gates.path]) { a, _ in a },
             ready: "test worker ready")
         defer {
             worker.stop()
@@ -95,62 +101,36 @@ import Testing
             first.stop()
             restarted?.stop()
         }
-        try await Self.runUntilHeld(first, worker, id: "orphan")
+        try await runUntilHeld(first, worker, id: id)
         first.kill9()
         worker.kill9()
-        let server = try await Self.server(dir, port: port, grace: 2)
+        let server = try await server(dir, port: first.port, grace: grace)
         restarted = server
         let started = Date()
-        second = try await server.startWorker("lh-test-worker", ["held-step:echo"], ready: "test worker ready")
+        second = try await server.startWorker(
+            "lh-test-worker", ["held-step:echo"], environment: environment, ready: "test worker ready")
         let client = try await server.client()
         defer { Task { await client.close() } }
-        try await eventually("WfRun 'orphan' COMPLETED", timeout: 30) {
-            try await client.getWfRun("orphan").status == .completed
+        try await eventually("WfRun '\(id)' COMPLETED", timeout: 30) {
+            try await client.getWfRun(id).status == .completed
         }
-        let recovery = Date().timeIntervalSince(started)
+        return (Date().timeIntervalSince(started), try await attempts(server, id))
+    }
+
+    @Test func anAttemptWhoseWorkerDiedWithTheServerIsRetriedAfterTheGraceNotTheTimeout() async throws {
+        let (recovery, attempts) = try await Self.recoveryAfterTheHolderDied(id: "orphan", grace: 2)
         print("restart claims: an unclaimed attempt ran again \(String(format: "%.2f", recovery)) s after the restart")
         #expect(recovery < 20, "retried after the 2 s grace, not the 60 s attempt timeout")
-        let attempts = try await Self.attempts(server, "orphan")
         #expect(attempts.map(\.status) == [.taskTimeout, .taskSuccess])
         #expect(attempts.first?.error.message.contains("no worker claimed it within 2 s") == true)
     }
 
     @Test func aHolderBackWithoutItsTaskHasItRetriedAtOnceEvenWithALongGrace() async throws {
-        let dir = try ServerProcess.temporaryDirectory("lh-claims")
-        let gates = try ServerProcess.temporaryDirectory("gates")
-        let first = try await Self.server(dir, grace: 120)
-        let port = first.port
-        var restarted: ServerProcess?
-        var again: LiveProcess?
-        let id = ["LHW_TASK_WORKER_ID": "the-holder"]
-        let worker = try await first.startWorker(
-            "lh-test-worker", ["held-step:gate"],
-            environment: id.merging(["LH_TEST_GATE_DIR": gates.path]) { a, _ in a },
-            ready: "test worker ready")
-        defer {
-            worker.stop()
-            again?.stop()
-            first.stop()
-            restarted?.stop()
-        }
-        try await Self.runUntilHeld(first, worker, id: "forgotten")
-        first.kill9()
-        worker.kill9()
-        let server = try await Self.server(dir, port: port, grace: 120)
-        restarted = server
-        let started = Date()
-        // The same worker id, started afresh: it holds nothing.
-        again = try await server.startWorker(
-            "lh-test-worker", ["held-step:echo"], environment: id, ready: "test worker ready")
-        let client = try await server.client()
-        defer { Task { await client.close() } }
-        try await eventually("WfRun 'forgotten' COMPLETED", timeout: 30) {
-            try await client.getWfRun("forgotten").status == .completed
-        }
-        let recovery = Date().timeIntervalSince(started)
+        // The same worker id, started afresh after the crash: it holds nothing.
+        let (recovery, attempts) = try await Self.recoveryAfterTheHolderDied(
+            id: "forgotten", grace: 120, environment: ["LHW_TASK_WORKER_ID": "the-holder"])
         print("restart claims: a holder back without its task: ran again after \(String(format: "%.2f", recovery)) s")
         #expect(recovery < 20, "neither the 120 s grace nor the 60 s timeout")
-        let attempts = try await Self.attempts(server, "forgotten")
         #expect(attempts.map(\.status) == [.taskTimeout, .taskSuccess])
         #expect(attempts.first?.error.message.contains("came back without it") == true)
     }

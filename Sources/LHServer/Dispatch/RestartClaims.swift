@@ -51,10 +51,10 @@ final class RestartClaims: Sendable {
                 Self.key(a.wfRunId, a.guid, a.attempt)] =
                 a
         }
+        s.expired = attempts.isEmpty
         state = Mutex(s)
         self.grace = grace
         count = attempts.count
-        if attempts.isEmpty { state.withLock { $0.expired = true } }
     }
 
     static func key(_ wfRunId: String, _ guid: String, _ attempt: Int32) -> String { "\(wfRunId)/\(guid)#\(attempt)" }
