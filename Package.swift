@@ -44,6 +44,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        // The PostgreSQL store (--store postgres://...): several servers on one database.
+        .package(url: "https://github.com/vapor/postgres-nio.git", from: "1.33.2"),
     ],
     targets: [
         // The data model: Swift generated from proto/ (Generated/, by
@@ -72,6 +74,20 @@ let package = Package(
             dependencies: [
                 "LHProto", "LHEngine", "LHSQLitePageCache",
                 .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: hotPath
+        ),
+        // The PostgreSQL backend of the store protocol: fenced group commits
+        // (one lh_commit call each), membership and partition leases.
+        .target(
+            name: "LHPostgresStore",
+            dependencies: [
+                "LHProto", "LHEngine", "LHStore",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: hotPath
@@ -152,7 +168,7 @@ let package = Package(
         .executableTarget(
             name: "lh-server",
             dependencies: [
-                "LHServer", "LHWire", "LHStore", "LHProto",
+                "LHServer", "LHWire", "LHStore", "LHPostgresStore", "LHProto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -255,7 +271,10 @@ let package = Package(
         .testTarget(
             name: "LHStoreTests",
             dependencies: [
-                "LHStore", "LHEngine", "LHProto", "LHSQLitePageCache",
+                "LHStore", "LHPostgresStore", "LHEngine", "LHProto", "LHSQLitePageCache",
+                .product(name: "PostgresNIO", package: "postgres-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "GRDB", package: "GRDB.swift"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ]

@@ -4,14 +4,14 @@
 /// It holds every id ever written since the store opened plus all ids
 /// stored at opening; deleted ids stay in (a false "maybe" only costs the
 /// read it would have cost anyway).
-struct IdFilter: Sendable {
+public struct IdFilter: Sendable {
     private var words: [UInt64]
     private let mask: UInt64
     private static let probes = 4
 
     /// `bits` is rounded up to a power of two. 2^24 bits (2 MB) keep false
     /// positives near 0.1 % up to a million ids.
-    init(bits: Int = 1 << 24) {
+    public init(bits: Int = 1 << 24) {
         var size = 64
         while size < bits { size <<= 1 }
         words = [UInt64](repeating: 0, count: size / 64)
@@ -29,7 +29,7 @@ struct IdFilter: Sendable {
         return (a, (z ^ (z >> 31)) | 1)
     }
 
-    mutating func insert(_ id: String) {
+    public mutating func insert(_ id: String) {
         let (a, b) = Self.hashes(id)
         for i in 0..<UInt64(Self.probes) {
             let bit = (a &+ i &* b) & mask
@@ -37,7 +37,7 @@ struct IdFilter: Sendable {
         }
     }
 
-    func mayContain(_ id: String) -> Bool {
+    public func mayContain(_ id: String) -> Bool {
         let (a, b) = Self.hashes(id)
         for i in 0..<UInt64(Self.probes) {
             let bit = (a &+ i &* b) & mask

@@ -307,25 +307,19 @@ public final class SQLiteStore: LHStorage, Sendable {
 
     static func prepare(_ id: String, _ state: WfRunState, in batch: LHWriteBatch) throws -> PreparedWfRun {
         let w = state.wfRun
-        let body = try LHFastEncoding.serializedData(Self.encode(state))
+        let body = try StoredForm.body(of: state)
         var out = PreparedWfRun(wfRun: [
             id, w.wfSpecID.name, w.wfSpecID.majorVersion, w.wfSpecID.revision, w.status.rawValue,
             w.startTime.date.timeIntervalSince1970, body,
         ])
         // Rows of a WfRun that is stored are written only where they changed.
-        let stored = batch.deletedWfRuns.contains(id) ? nil : batch.stored[id]
-        if let stored, stored.wfRun.status == w.status { out.statusChanged = false }
-        for t in state.taskRuns.values {
-            if let old = stored?.taskRuns[t.id.taskGuid], old.status == t.status, old.scheduledAt == t.scheduledAt {
-                continue
-            }
-            out.taskRuns.append([
-                id, t.id.taskGuid, t.taskDefID.name, t.status.rawValue, t.scheduledAt.date.timeIntervalSince1970,
-            ])
+        let changes = StoredForm.changes(of: id, state, in: batch)
+        out.statusChanged = changes.statusChanged
+        out.taskRuns = changes.taskRuns.map { t in
+            [id, t.id.taskGuid, t.taskDefID.name, t.status.rawValue, t.scheduledAt.date.timeIntervalSince1970]
         }
-        for (key, v) in state.variables {
-            if let old = stored?.variables[key], old.value == v.value { continue }
-            out.variables.append([id, v.id.threadRunNumber, v.id.name, w.wfSpecID.name, Self.valueKey(v.value)])
+        out.variables = changes.variables.map { v in
+            [id, v.id.threadRunNumber, v.id.name, w.wfSpecID.name, Self.valueKey(v.value)]
         }
         return out
     }
@@ -470,33 +464,18 @@ public final class SQLiteStore: LHStorage, Sendable {
             try Row.fetchAll(
                 db, sql: "SELECT wf_run_id, guid FROM task_runs WHERE status = ?",
                 arguments: [Littlehorse_TaskStatus.taskRunning.rawValue]
-            ).map { ($0["wf_run_id"] as String, $0["guid"] as String) }
+            ).map { (wfRunId: $0["wf_run_id"] as String, guid: $0["guid"] as String) }
         }
-        var states: [String: WfRunState] = [:]
-        for (wfRunId, guid) in running {
-            if states[wfRunId] == nil { states[wfRunId] = try wfRun(wfRunId) }
-            guard let taskRun = states[wfRunId]?.taskRuns[guid], taskRun.status == .taskRunning,
-                let attempt = taskRun.attempts.last, attempt.status == .taskRunning
-            else { continue }
-            let due = attempt.startTime.date.addingTimeInterval(Double(taskRun.timeoutSeconds))
-            timers.append(
-                StoredTimer(
-                    wfRunId: wfRunId, key: .attemptTimeout(taskGuid: guid, attempt: Int32(taskRun.attempts.count - 1)),
-                    due: due))
-        }
+        timers += try StoredForm.attemptTimeouts(running: running, wfRun: wfRun)
         return timers
     }
 
     // MARK: - Search
 
-    /// Bookmarks are the offset of the next page, as text.
-    static func offset(_ bookmark: Data?) -> Int { bookmark.flatMap { Int(String(decoding: $0, as: UTF8.self)) } ?? 0 }
+    static func offset(_ bookmark: Data?) -> Int { StoredForm.offset(bookmark) }
 
     static func page<T>(_ rows: [T], limit: Int, offset: Int) -> LHPage<T> {
-        if rows.count > limit {
-            return LHPage(results: Array(rows.prefix(limit)), bookmark: Data("\(offset + limit)".utf8))
-        }
-        return LHPage(results: rows, bookmark: nil)
+        StoredForm.page(rows, limit: limit, offset: offset)
     }
 
     public func searchWfRuns(_ r: Littlehorse_SearchWfRunRequest) throws -> LHPage<String> {
@@ -591,7 +570,7 @@ public final class SQLiteStore: LHStorage, Sendable {
 extension LHTimerKey {
     /// Whether the timer has a row of its own; attempt timeouts follow from
     /// the TaskRuns instead (migration v2 removed the rows older builds wrote).
-    var isStoredAsRow: Bool {
+    public var isStoredAsRow: Bool {
         if case .attemptTimeout = self { return false }
         return true
     }

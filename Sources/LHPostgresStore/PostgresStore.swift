@@ -1,0 +1,629 @@
+import Foundation
+import LHEngine
+import LHProto
+import LHStore
+import Logging
+import NIOCore
+import NIOPosix
+import PostgresNIO
+import Synchronization
+
+/// The store on PostgreSQL (`lh-server --store postgres://...`): the same
+/// store protocol as the embedded SQLite store, for servers that share one
+/// database.
+///
+/// Every WfRun belongs to one of a fixed number of partitions (a hash of its
+/// id; the count is fixed when the database is first used). A server is a
+/// *member* with a lease on PostgreSQL's clock; it writes only the
+/// partitions it claimed, and every write is *fenced*: one `lh_commit` call
+/// per group commit share-locks the member's row and checks its lease and
+/// partition epochs first, so a server that lost its partitions (killed,
+/// paused, cut off) can never commit again. This version hands all
+/// partitions to one live member; the others are hot standbys that take
+/// over when its lease runs out (or at once when it leaves on SIGTERM).
+public final class PostgresStore: LHStorage, Sendable {
+    public struct Options: Sendable {
+        public var url: String
+        /// Partitions of a new cluster (a database used before keeps its own
+        /// count; another count is refused).
+        public var partitions = 64
+        /// Seconds a member's lease runs; renewed every fifth of it.
+        public var leaseTTL = 5.0
+        /// What other members and operators see as this server's address.
+        public var address = ""
+        public init(url: String) { self.url = url }
+    }
+
+    public let settings: PostgresSettings
+    /// This process's member id (new at every start).
+    public let memberId: String
+    public let partitionCount: Int
+    let options: Options
+    let logger: Logger
+    let group: MultiThreadedEventLoopGroup
+    /// Group commits and metadata (one statement each).
+    let writer: PGLink
+    /// Reads, spread over a few connections.
+    let readers: [PGLink]
+    private let nextReader = Atomic<Int>(0)
+    /// Lease renewal and claims, on a connection of their own so that they
+    /// never wait behind a commit.
+    let membership: PGLink
+    /// The partitions this member owns and the epoch it claimed each at.
+    let epochs = Mutex<[Int32: Int64]>([:])
+    private let orphanIds = Mutex<Set<String>>([])
+    private let wfRunIds = Mutex(IdFilter())
+    private let state = Mutex(Lifecycle())
+    private let fenced = Atomic<Bool>(false)
+
+    struct Lifecycle {
+        var closed = false
+        var stepDown: (@Sendable (String) -> Void)?
+    }
+
+    /// Connects, migrates, joins as a member and waits until it owns every
+    /// partition (a standby waits here while another member's lease runs).
+    /// `waiting` is told, once per owner, whom it waits for.
+    public static func open(
+        _ options: Options, logger: Logger, waiting: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws -> PostgresStore {
+        let settings: PostgresSettings
+        do {
+            settings = try PostgresSettings(url: options.url)
+        } catch let error as PostgresSettingsError {
+            throw StoreError(.invalidArgument, error.description)
+        }
+        let store = try PostgresStore(options, settings: settings, logger: logger)
+        do {
+            try store.migrate()
+            try store.join()
+            try await store.claimAll(waiting: waiting)
+            try store.loadFilters()
+        } catch {
+            store.close(leaving: false)
+            throw error
+        }
+        return store
+    }
+
+    private init(_ options: Options, settings: PostgresSettings, logger: Logger) throws {
+        self.options = options
+        self.settings = settings
+        self.logger = logger
+        partitionCount = options.partitions
+        memberId = UUID().uuidString.lowercased()
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let session = ["SET synchronous_commit = on", "SET application_name = 'lh-server'"]
+        writer = PGLink(
+            settings, name: "writer", group: group, logger: logger,
+            session: session + ["SET statement_timeout = '30s'"])
+        let group = self.group
+        readers = (0..<3).map {
+            PGLink(settings, name: "reader-\($0)", group: group, logger: logger, session: session)
+        }
+        membership = PGLink(
+            settings, name: "membership", group: group, logger: logger,
+            session: session + ["SET statement_timeout = '10s'", "SET lock_timeout = '5s'"])
+        do {
+            _ = try writer.connection()
+        } catch let error as PGError {
+            try? group.syncShutdownGracefully()
+            throw StoreError(.unreadable, "cannot reach PostgreSQL: \(error.message)")
+        }
+    }
+
+    /// What to do when this member has lost its partitions (another took
+    /// over): lh-server exits so that it can come back as a new member.
+    public func onStepDown(_ handler: @escaping @Sendable (String) -> Void) {
+        state.withLock { $0.stepDown = handler }
+    }
+
+    /// Whether this member lost its partitions: every write is refused.
+    public var isFenced: Bool { fenced.load(ordering: .acquiring) }
+
+    func stepDown(_ reason: String) {
+        guard !fenced.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        epochs.withLock { $0 = [:] }
+        logger.critical(
+            "this server lost its partitions to another member and steps down: \(reason)",
+            metadata: ["lh.member": "\(memberId)"])
+        state.withLock { $0.stepDown }?(reason)
+    }
+
+    /// Leaves the cluster: on a graceful stop (`leaving`) its partitions are
+    /// handed over at once instead of after its lease.
+    public func close(leaving: Bool = true) {
+        let wasClosed = state.withLock { s -> Bool in
+            defer { s.closed = true }
+            return s.closed
+        }
+        if wasClosed { return }
+        if leaving && !isFenced {
+            do {
+                try membership.query(
+                    """
+                    WITH me AS (UPDATE lh_members SET state = 'left', ended_at = now() WHERE id = \(memberId) AND state = 'live' RETURNING id)
+                    UPDATE lh_partitions SET owner = NULL WHERE owner IN (SELECT id FROM me)
+                    """, doing: "leaving the cluster")
+                logger.notice("left the cluster; its partitions are free", metadata: ["lh.member": "\(memberId)"])
+            } catch {
+                logger.warning("could not leave the cluster (others take over after the lease): \(error)")
+            }
+        }
+        writer.close()
+        for r in readers { r.close() }
+        membership.close()
+        try? group.syncShutdownGracefully()
+    }
+
+    deinit {
+        if !state.withLock({ $0.closed }) { try? group.syncShutdownGracefully() }
+    }
+
+    // MARK: - Partitions
+
+    /// The partition of a WfRun: FNV-1a (64 bits) of its id's UTF-8 bytes,
+    /// modulo the partition count. Fixed forever: it decides where rows live.
+    public static func partition(of id: String, count: Int) -> Int32 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in id.utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x0000_0100_0000_01b3
+        }
+        return Int32(hash % UInt64(count))
+    }
+
+    func partition(of id: String) -> Int32 { Self.partition(of: id, count: partitionCount) }
+
+    // MARK: - Schema
+
+    func migrate() throws {
+        let link = PGLink(settings, name: "migrate", group: group, logger: logger)
+        defer { link.close() }
+        do {
+            try link.transaction(doing: "migrating the schema") { db in
+                try db.query("SELECT pg_advisory_xact_lock(7404)", doing: "locking the schema")
+                try db.query(
+                    "CREATE TABLE IF NOT EXISTS lh_migrations (name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+                    doing: "creating lh_migrations")
+                let applied = Set(
+                    try db.query("SELECT name FROM lh_migrations", doing: "reading lh_migrations").map {
+                        try $0.decode(String.self)
+                    })
+                let known = Set(PostgresSchema.migrations.map(\.name))
+                let unknown = applied.subtracting(known)
+                if !unknown.isEmpty {
+                    throw StoreError(
+                        .newerFormat,
+                        "the database \(settings.where) was written by a newer lh-server (unknown migrations: \(unknown.sorted().joined(separator: ", "))); refusing to start so as not to damage it"
+                    )
+                }
+                for m in PostgresSchema.migrations where !applied.contains(m.name) {
+                    for statement in m.statements {
+                        try db.query(PostgresQuery(unsafeSQL: statement), doing: "migration \(m.name): \(statement)")
+                    }
+                    try db.query("INSERT INTO lh_migrations (name) VALUES (\(m.name))", doing: "recording \(m.name)")
+                    logger.notice("PostgreSQL schema migrated", metadata: ["lh.migration": "\(m.name)"])
+                }
+                let cluster = try db.query("SELECT partitions, format FROM lh_cluster", doing: "reading lh_cluster")
+                    .map { try $0.decode((Int32, Int32).self) }
+                if let (partitions, format) = cluster.first {
+                    if format > PostgresSchema.format {
+                        throw StoreError(
+                            .newerFormat,
+                            "the database \(settings.where) has format \(format), this lh-server reads format \(PostgresSchema.format); refusing to start"
+                        )
+                    }
+                    if Int(partitions) != partitionCount {
+                        throw StoreError(
+                            .invalidArgument,
+                            "the cluster in \(settings.where) was created with \(partitions) partitions, this server was started with --partitions \(partitionCount); start it with --partitions \(partitions)"
+                        )
+                    }
+                } else {
+                    let count = Int32(partitionCount)
+                    try db.query(
+                        "INSERT INTO lh_cluster (id, partitions, format) VALUES (1, \(count), \(Int32(PostgresSchema.format)))",
+                        doing: "creating the cluster")
+                    try db.query(
+                        "INSERT INTO lh_partitions (p) SELECT generate_series(0, \(count) - 1)",
+                        doing: "creating the partitions")
+                }
+            }
+        } catch let error as StoreError {
+            throw error
+        } catch let error as PGError {
+            throw StoreError(.unreadable, "cannot prepare the database \(settings.where): \(error.message)")
+        }
+    }
+
+    // MARK: - Membership
+
+    func join() throws {
+        do {
+            try membership.query(
+                """
+                INSERT INTO lh_members (id, address, lease_until, state)
+                VALUES (\(memberId), \(options.address), now() + make_interval(secs => \(options.leaseTTL)), 'live')
+                """, doing: "joining the cluster")
+        } catch let error as PGError {
+            throw StoreError(.unreadable, "cannot join the cluster in \(settings.where): \(error.message)")
+        }
+        let thread = Thread { [weak self] in self?.renewLeases() }
+        thread.name = "lh.pg.lease"
+        thread.start()
+    }
+
+    /// Renews the lease every fifth of its length until the store closes;
+    /// steps down when PostgreSQL says this member is no longer live.
+    private func renewLeases() {
+        let period = options.leaseTTL / 5
+        var failing = false
+        while true {
+            Thread.sleep(forTimeInterval: period)
+            if state.withLock({ $0.closed }) || isFenced { return }
+            do {
+                let rows = try membership.query(
+                    """
+                    UPDATE lh_members SET lease_until = now() + make_interval(secs => \(options.leaseTTL))
+                    WHERE id = \(memberId) AND state = 'live' RETURNING id
+                    """, doing: "renewing the lease")
+                if failing {
+                    logger.notice("lease renewed again", metadata: ["lh.member": "\(memberId)"])
+                    failing = false
+                }
+                if Array(rows).isEmpty {
+                    stepDown("PostgreSQL marked member \(memberId) dead (its lease ran out)")
+                    return
+                }
+            } catch {
+                if !failing {
+                    logger.warning("cannot renew the lease: \(error)", metadata: ["lh.member": "\(memberId)"])
+                }
+                failing = true
+            }
+        }
+    }
+
+    /// Claims every partition without a live owner; repeats until it owns
+    /// them all.
+    func claimAll(waiting: @Sendable (String) -> Void) async throws {
+        var toldAbout: Set<String> = []
+        while true {
+            let claimed: [(Int32, Int64)]
+            do {
+                claimed = try membership.query(
+                    "SELECT p, epoch FROM lh_claim(\(memberId), \(options.leaseTTL))", doing: "claiming partitions"
+                ).map { try $0.decode((Int32, Int64).self) }
+            } catch let error as PGError {
+                throw StoreError(.unreadable, "cannot claim partitions in \(settings.where): \(error.message)")
+            }
+            let owned = epochs.withLock { e -> Int in
+                for (p, epoch) in claimed { e[p] = epoch }
+                return e.count
+            }
+            if !claimed.isEmpty {
+                logger.notice(
+                    "claimed partitions",
+                    metadata: ["lh.claimed": "\(claimed.count)", "lh.owned": "\(owned)/\(partitionCount)"])
+            }
+            if owned == partitionCount { return }
+            let holders = try membership.query(
+                """
+                SELECT m.id, m.address, to_char(m.lease_until, 'YYYY-MM-DD"T"HH24:MI:SS.MS') FROM lh_members m
+                WHERE m.state = 'live' AND m.id <> \(memberId) AND EXISTS (SELECT 1 FROM lh_partitions l WHERE l.owner = m.id)
+                """, doing: "reading the owners"
+            ).map { try $0.decode((String, String, String).self) }
+            for (id, address, until) in holders where !toldAbout.contains(id) {
+                toldAbout.insert(id)
+                waiting(
+                    "standby: member \(id)\(address.isEmpty ? "" : " at \(address)") owns the partitions (lease until \(until) UTC); taking over when it leaves or its lease runs out"
+                )
+            }
+            try await Task.sleep(for: .milliseconds(Int(options.leaseTTL * 250)))
+        }
+    }
+
+    func loadFilters() throws {
+        let ids = try reader().query("SELECT id FROM wf_runs", doing: "reading WfRun ids")
+        try wfRunIds.withLock { filter in
+            for row in ids { filter.insert(try row.decode(String.self)) }
+        }
+        let orphans = try reader().query("SELECT DISTINCT wf_run_id FROM orphan_events", doing: "reading orphan events")
+            .map { try $0.decode(String.self) }
+        orphanIds.withLock { $0 = Set(orphans) }
+    }
+
+    func checkOpen() throws {
+        if state.withLock({ $0.closed }) { throw StoreError(.failed, "the PostgreSQL store was closed") }
+    }
+
+    func reader() -> PGLink {
+        readers[nextReader.wrappingAdd(1, ordering: .relaxed).oldValue % readers.count]
+    }
+
+    /// Runs a read, its failure as a StoreError.
+    func read<T>(_ what: String, _ body: (PGLink) throws -> T) throws -> T {
+        try checkOpen()
+        do {
+            return try body(reader())
+        } catch let error as PGError {
+            throw StoreError(.failed, error.message)
+        } catch let error as StoreError {
+            throw error
+        } catch {
+            throw StoreError(.failed, "\(what): \(error)")
+        }
+    }
+
+    // MARK: - Metadata
+
+    public func taskDefs() throws -> [Littlehorse_TaskDef] {
+        try read("reading TaskDefs") { db in
+            try db.query("SELECT body FROM task_defs", doing: "reading TaskDefs").map {
+                try Littlehorse_TaskDef(serializedBytes: try $0.decode(Data.self))
+            }
+        }
+    }
+
+    public func externalEventDefs() throws -> [Littlehorse_ExternalEventDef] {
+        try read("reading ExternalEventDefs") { db in
+            try db.query("SELECT body FROM external_event_defs", doing: "reading ExternalEventDefs").map {
+                try Littlehorse_ExternalEventDef(serializedBytes: try $0.decode(Data.self))
+            }
+        }
+    }
+
+    public func wfSpecs() throws -> [Littlehorse_WfSpec] {
+        try read("reading WfSpecs") { db in
+            try db.query("SELECT body FROM wf_specs", doing: "reading WfSpecs").map {
+                try Littlehorse_WfSpec(serializedBytes: try $0.decode(Data.self))
+            }
+        }
+    }
+
+    public func put(taskDef: Littlehorse_TaskDef) throws {
+        try putMetadata("task_def", taskDef.id.name, 0, 0, try taskDef.serializedBytes())
+    }
+
+    public func put(externalEventDef: Littlehorse_ExternalEventDef) throws {
+        try putMetadata("external_event_def", externalEventDef.id.name, 0, 0, try externalEventDef.serializedBytes())
+    }
+
+    public func put(wfSpec: Littlehorse_WfSpec) throws {
+        try putMetadata(
+            "wf_spec", wfSpec.id.name, wfSpec.id.majorVersion, wfSpec.id.revision, try wfSpec.serializedBytes())
+    }
+
+    private func putMetadata(_ kind: String, _ name: String, _ major: Int32, _ revision: Int32, _ body: Data) throws {
+        try write("writing a \(kind)") {
+            try writer.query(
+                "SELECT lh_put_metadata(\(memberId), \(kind), \(name), \(major), \(revision), \(body))",
+                doing: "writing \(kind) \(name)")
+        }
+    }
+
+    /// Runs a fenced write: a fence failure steps this member down.
+    func write(_ what: String, _ body: () throws -> Void) throws {
+        try checkOpen()
+        if isFenced {
+            throw StoreError(
+                .refused, "this server lost its partitions to another member (fenced); it writes nothing more")
+        }
+        do {
+            try body()
+        } catch let error as PGError {
+            if error.sqlState == "LHF01" || error.sqlState == "LHF02" {
+                stepDown(error.message)
+                throw StoreError(.refused, "fenced: \(error.message)")
+            }
+            throw StoreError(.failed, error.message)
+        }
+    }
+
+    // MARK: - WfRuns
+
+    public func wfRun(_ id: String) throws -> WfRunState? {
+        guard wfRunIds.withLock({ $0.mayContain(id) }) else { return nil }
+        let body = try read("reading WfRun \(id)") { db in
+            try db.query("SELECT body FROM wf_runs WHERE id = \(id)", doing: "reading WfRun \(id)")
+                .map { try $0.decode(Data.self) }.first
+        }
+        guard let body else { return nil }
+        return try StoredForm.state(fromBody: body)
+    }
+
+    public func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent] {
+        guard orphanIds.withLock({ $0.contains(wfRunId) }) else { return [] }
+        return try read("reading orphan events") { db in
+            try db.query(
+                "SELECT body FROM orphan_events WHERE wf_run_id = \(wfRunId) ORDER BY commit_seq, ord",
+                doing: "reading the events of \(wfRunId)"
+            ).map { try Littlehorse_ExternalEvent(serializedBytes: try $0.decode(Data.self)) }
+        }
+    }
+
+    /// One WfRun's writes, made ahead in a processor lane.
+    struct Prepared: Sendable {
+        var body: Data
+        var changes: StoredForm.Changes
+    }
+
+    public func prepareWrites(of batch: inout LHWriteBatch) throws {
+        for (id, state) in batch.wfRuns where batch.prepared[id] == nil {
+            batch.prepared[id] = Prepared(
+                body: try StoredForm.body(of: state), changes: StoredForm.changes(of: id, state, in: batch))
+        }
+    }
+
+    public func commit(_ batches: [LHWriteBatch]) throws {
+        var fold = CommitFold()
+        for batch in batches where !batch.isEmpty { try fold.add(batch) }
+        if fold.isEmpty { return }
+        let touched = fold.touchedIds.reduce(into: Set<Int32>()) { $0.insert(partition(of: $1)) }
+        let owned = epochs.withLock { e in touched.map { ($0, e[$0]) } }
+        if let missing = owned.first(where: { $0.1 == nil }) {
+            throw StoreError(.refused, "this server does not own partition \(missing.0)")
+        }
+        // Before the commit: once it is durable, a lookup must find these.
+        wfRunIds.withLock { filter in for id in fold.wfRuns.keys { filter.insert(id) } }
+        let query = try fold.query(
+            member: memberId, partitions: owned.map { ($0.0, $0.1!) }, partitionOf: partition(of:))
+        try write("committing") {
+            try writer.query(query, doing: "lh_commit")
+        }
+        if !fold.orphanClaims.isEmpty || !fold.orphans.isEmpty || !fold.deleted.isEmpty {
+            orphanIds.withLock { ids in
+                ids.subtract(fold.orphanClaims)
+                ids.subtract(fold.deleted)
+                for key in fold.orphans.keys { ids.insert(key.wfRunId) }
+            }
+        }
+    }
+
+    public func queuedTasks() throws -> [QueuedTask] {
+        try read("reading the task queue") { db in
+            try db.query(
+                "SELECT wf_run_id, guid, task_def, attempt FROM task_queue ORDER BY commit_seq, ord",
+                doing: "reading the task queue"
+            ).map { row in
+                let (wf, guid, def, attempt) = try row.decode((String, String, String, Int32).self)
+                return QueuedTask(wfRunId: wf, taskGuid: guid, taskDef: def, attempt: attempt)
+            }
+        }
+    }
+
+    public func timers() throws -> [StoredTimer] {
+        var timers = try read("reading timers") { db in
+            try db.query("SELECT wf_run_id, key, due FROM timers ORDER BY due", doing: "reading timers").compactMap {
+                row -> StoredTimer? in
+                let (wf, key, due) = try row.decode((String, String, Double).self)
+                guard let key = LHTimerKey(key) else { return nil }
+                return StoredTimer(wfRunId: wf, key: key, due: Date(timeIntervalSince1970: due))
+            }
+        }
+        let running = try read("reading running TaskRuns") { db in
+            try db.query(
+                "SELECT wf_run_id, guid FROM task_runs WHERE status = \(Int32(PostgresSchema.running))",
+                doing: "reading running TaskRuns"
+            ).map { row in
+                let (wf, guid) = try row.decode((String, String).self)
+                return (wfRunId: wf, guid: guid)
+            }
+        }
+        timers += try StoredForm.attemptTimeouts(running: running, wfRun: wfRun)
+        return timers
+    }
+
+    // MARK: - Search
+
+    public func searchWfRuns(_ r: Littlehorse_SearchWfRunRequest) throws -> LHPage<String> {
+        let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
+        let offset = StoredForm.offset(r.hasBookmark ? r.bookmark : nil)
+        var q = SQLBuilder("SELECT id FROM wf_runs WHERE wf_spec_name = ")
+        q.bind(r.wfSpecName)
+        if r.hasWfSpecMajorVersion { q.append(" AND major = "); q.bind(r.wfSpecMajorVersion) }
+        if r.hasWfSpecRevision { q.append(" AND revision = "); q.bind(r.wfSpecRevision) }
+        if r.hasStatus { q.append(" AND status = "); q.bind(Int32(r.status.rawValue)) }
+        if r.hasEarliestStart { q.append(" AND start_time >= "); q.bind(r.earliestStart.date.timeIntervalSince1970) }
+        if r.hasLatestStart { q.append(" AND start_time <= "); q.bind(r.latestStart.date.timeIntervalSince1970) }
+        q.append(" ORDER BY start_time, id LIMIT ")
+        q.bind(Int64(limit + 1))
+        q.append(" OFFSET ")
+        q.bind(Int64(offset))
+        let rows = try read("searching WfRuns") { db in
+            try db.query(q.query, doing: "searching WfRuns").map { try $0.decode(String.self) }
+        }
+        return StoredForm.page(rows, limit: limit, offset: offset)
+    }
+
+    public func recentWfRuns(wfSpecName: String?, status: Littlehorse_LHStatus?, since: Date?, limit: Int) throws
+        -> [String]
+    {
+        var q = SQLBuilder("SELECT id FROM wf_runs WHERE true")
+        if let wfSpecName { q.append(" AND wf_spec_name = "); q.bind(wfSpecName) }
+        if let status { q.append(" AND status = "); q.bind(Int32(status.rawValue)) }
+        if let since { q.append(" AND start_time >= "); q.bind(since.timeIntervalSince1970) }
+        q.append(" ORDER BY start_time DESC, id DESC LIMIT ")
+        q.bind(Int64(max(1, limit)))
+        return try read("listing WfRuns") { db in
+            try db.query(q.query, doing: "listing WfRuns").map { try $0.decode(String.self) }
+        }
+    }
+
+    public func wfRunCounts() throws -> [Littlehorse_LHStatus: Int] {
+        let rows = try read("counting WfRuns") { db in
+            try db.query("SELECT status, count(*) FROM wf_runs GROUP BY status", doing: "counting WfRuns").map {
+                try $0.decode((Int32, Int64).self)
+            }
+        }
+        var counts: [Littlehorse_LHStatus: Int] = [:]
+        for (status, n) in rows {
+            let s = Littlehorse_LHStatus(rawValue: Int(status)) ?? .UNRECOGNIZED(Int(status))
+            counts[s, default: 0] += Int(n)
+        }
+        return counts
+    }
+
+    public func searchTaskRuns(_ r: Littlehorse_SearchTaskRunRequest) throws -> LHPage<Littlehorse_TaskRunId> {
+        let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
+        let offset = StoredForm.offset(r.hasBookmark ? r.bookmark : nil)
+        var q = SQLBuilder("SELECT wf_run_id, guid FROM task_runs WHERE task_def = ")
+        q.bind(r.taskDefName)
+        if r.hasStatus { q.append(" AND status = "); q.bind(Int32(r.status.rawValue)) }
+        if r.hasEarliestStart { q.append(" AND scheduled_at >= "); q.bind(r.earliestStart.date.timeIntervalSince1970) }
+        if r.hasLatestStart { q.append(" AND scheduled_at <= "); q.bind(r.latestStart.date.timeIntervalSince1970) }
+        q.append(" ORDER BY scheduled_at, wf_run_id, guid LIMIT ")
+        q.bind(Int64(limit + 1))
+        q.append(" OFFSET ")
+        q.bind(Int64(offset))
+        let ids = try read("searching TaskRuns") { db in
+            try db.query(q.query, doing: "searching TaskRuns").map { row in
+                let (wf, guid) = try row.decode((String, String).self)
+                return Littlehorse_TaskRunId.with {
+                    $0.wfRunID.id = wf; $0.taskGuid = guid
+                }
+            }
+        }
+        return StoredForm.page(ids, limit: limit, offset: offset)
+    }
+
+    public func searchVariables(_ r: Littlehorse_SearchVariableRequest) throws -> LHPage<Littlehorse_VariableId> {
+        let limit = r.hasLimit && r.limit > 0 ? Int(r.limit) : 100
+        let offset = StoredForm.offset(r.hasBookmark ? r.bookmark : nil)
+        guard let key = StoredForm.valueKey(r.value) else {
+            throw StoreError(.invalidArgument, "variables are searched by a STR, INT, DOUBLE, BOOL or WF_RUN_ID value")
+        }
+        var q = SQLBuilder("SELECT wf_run_id, thread, name FROM variables WHERE name = ")
+        q.bind(r.varName)
+        q.append(" AND value_key = ")
+        q.bind(key)
+        if !r.wfSpecName.isEmpty { q.append(" AND wf_spec_name = "); q.bind(r.wfSpecName) }
+        q.append(" ORDER BY wf_run_id, thread LIMIT ")
+        q.bind(Int64(limit + 1))
+        q.append(" OFFSET ")
+        q.bind(Int64(offset))
+        let ids = try read("searching variables") { db in
+            try db.query(q.query, doing: "searching variables").map { row in
+                let (wf, thread, name) = try row.decode((String, Int32, String).self)
+                return Littlehorse_VariableId.with {
+                    $0.wfRunID.id = wf; $0.threadRunNumber = thread; $0.name = name
+                }
+            }
+        }
+        return StoredForm.page(ids, limit: limit, offset: offset)
+    }
+}
+
+/// A statement built piece by piece with numbered parameters.
+struct SQLBuilder {
+    var sql: String
+    var binds = PostgresBindings()
+    init(_ sql: String) { self.sql = sql }
+    mutating func append(_ text: String) { sql += text }
+    mutating func bind<T: PostgresDynamicTypeEncodable>(_ value: T) {
+        binds.append(value)
+        sql += "$\(binds.count)"
+    }
+    var query: PostgresQuery { PostgresQuery(unsafeSQL: sql, binds: binds) }
+}

@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# A PostgreSQL of the project's own, for tests and benchmarks: installs
+# Debian's package when initdb is missing, makes a cluster in a temporary
+# directory (as the postgres user when run as root: initdb refuses root),
+# starts it on a free loopback port and prints its URL.
+#   scripts/postgres.sh start DIR     -> prints postgres://lh@127.0.0.1:PORT/postgres
+#   scripts/postgres.sh stop DIR
+#   scripts/postgres.sh run CMD...    -> CMD with LH_TEST_POSTGRES_URL set; stopped and removed after
+# LH_PG_FSYNC=off turns fsync off (tests only: PostgreSQL itself is never killed there).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+
+as_postgres() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+start() {
+  local dir=$1
+  local bin
+  bin=$(pg_bin)
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    echo "== installing PostgreSQL (Debian's postgresql)" >&2
+    scripts/apt-install.sh postgresql
+    bin=$(pg_bin)
+  fi
+  if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
+    echo "postgres.sh: PostgreSQL is not installed and could not be (apt-get install postgresql)" >&2
+    return 1
+  fi
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres "$dir"
+  as_postgres "$bin/initdb" -D "$dir/data" -U lh -A trust -E UTF8 --no-locale --no-sync >"$dir/initdb.log" 2>&1 || {
+    cat "$dir/initdb.log" >&2
+    return 1
+  }
+  local port tries=0
+  while true; do
+    port=$(free_port)
+    if as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 -o \
+      "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=${LH_PG_FSYNC:-on} -c synchronous_commit=on" \
+      start >/dev/null 2>&1; then
+      break
+    fi
+    tries=$((tries + 1))
+    if [ $tries -ge 5 ]; then
+      tail -20 "$dir/postgres.log" >&2
+      return 1
+    fi
+  done
+  echo "$port" >"$dir/port"
+  echo "postgres://lh@127.0.0.1:$port/postgres"
+}
+
+stop() {
+  local dir=$1
+  local bin
+  bin=$(pg_bin)
+  [ -d "$dir/data" ] && as_postgres "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+  start) start "$2" ;;
+  stop) stop "$2" ;;
+  run)
+    shift
+    dir=$(mktemp -d /tmp/lh-pg.XXXXXX)
+    chmod 755 "$dir"
+    trap 'stop "$dir"; rm -rf "$dir"' EXIT
+    url=$(start "$dir")
+    echo "== PostgreSQL for the tests: $url ($(pg_bin | cut -d/ -f4-5))" >&2
+    LH_TEST_POSTGRES_URL="$url" "$@"
+    ;;
+  *)
+    echo "usage: scripts/postgres.sh start DIR | stop DIR | run CMD..." >&2
+    exit 64
+    ;;
+esac
