@@ -283,6 +283,7 @@ let package = Package(
             name: "LHServerTests",
             dependencies: [
                 "LHServer", "LHTestKit", "LHClient", "LHWire", "LHWireProto", "LHProto", "LHWorkflow", "LHWorker", "LHStore", "LHEngine",
+                "LHPostgresStore",
                 "lh-server", "lhctl", "lh-test-worker", "collect-underpants-worker", "collect-underpants-register", "lh-bench", "lh-fuzz",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -79,10 +79,55 @@ public struct LHConfig: Sendable, Equatable {
         return config
     }
 
-    /// The wire settings for a connection in `role`.
-    package func connectionConfiguration(role: Lhwire_Role = .admin) -> LHWireConnection.Configuration {
-        LHWireConnection.Configuration(
-            host: apiHost, port: apiPort,
+    /// The servers to reach: `apiHost` may list several, comma-separated,
+    /// each `HOST` (on `apiPort`) or `HOST:PORT` — the servers of a cluster
+    /// (`LHC_API_HOST=lh1:2023,lh2:2023`); a connection goes to the first
+    /// that answers.
+    public var endpoints: [(host: String, port: Int)] {
+        let entries = apiHost.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter {
+            !$0.isEmpty
+        }
+        guard entries.count > 1 || apiHost.contains(",") || entries.first?.contains(":") == true else {
+            return [(apiHost, apiPort)]
+        }
+        return entries.map { entry in
+            if let colon = entry.lastIndex(of: ":"), !entry.hasSuffix("]"),
+                let port = Int(entry[entry.index(after: colon)...])
+            {
+                var host = String(entry[..<colon])
+                if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+                return (host, port)
+            }
+            return (entry, apiPort)
+        }
+    }
+
+    /// Connects to the first of ``endpoints`` that answers, starting with
+    /// the `start`-th (callers that reconnect move on to spread their tries).
+    package func connectToFirstReachable<T>(
+        role: Lhwire_Role, start: Int = 0, _ connect: (LHWireConnection.Configuration) async throws -> T
+    ) async throws -> T {
+        let all = endpoints
+        var lastError: (any Error)?
+        for i in 0..<all.count {
+            let (host, port) = all[(start + i) % all.count]
+            do {
+                return try await connect(connectionConfiguration(role: role, host: host, port: port))
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError ?? LHError(.unavailable, "no server to connect to (LHC_API_HOST is empty)")
+    }
+
+    /// The wire settings for a connection in `role` (to the first endpoint
+    /// unless `host` and `port` are given).
+    package func connectionConfiguration(role: Lhwire_Role = .admin, host: String? = nil, port: Int? = nil)
+        -> LHWireConnection.Configuration
+    {
+        let first = endpoints[0]
+        return LHWireConnection.Configuration(
+            host: host ?? first.host, port: port ?? first.port,
             tls: apiProtocol == .plaintext
                 ? nil
                 : LHTLS.ClientConfiguration(

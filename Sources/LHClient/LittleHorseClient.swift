@@ -23,7 +23,9 @@ public final class LittleHorseClient: Sendable {
         -> LittleHorseClient
     {
         LittleHorseClient(
-            connection: try await LHWireConnection.connect(config.connectionConfiguration(role: .admin), logger: logger)
+            connection: try await config.connectToFirstReachable(role: .admin) {
+                try await LHWireConnection.connect($0, logger: logger)
+            }
         )
     }
 

@@ -142,7 +142,7 @@ struct PGError: Error, CustomStringConvertible {
 public struct PostgresSettings: Sendable {
     var connection: PostgresConnection.Configuration
     /// `host:port/database`, for messages (never the password).
-    public let `where`: String
+    public var `where`: String
 
     public init(url: String, connectTimeout: Double = 5) throws {
         guard let c = URLComponents(string: url), c.scheme == "postgres" || c.scheme == "postgresql",

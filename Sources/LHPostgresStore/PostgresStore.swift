@@ -21,7 +21,7 @@ import Synchronization
 /// paused, cut off) can never commit again. This version hands all
 /// partitions to one live member; the others are hot standbys that take
 /// over when its lease runs out (or at once when it leaves on SIGTERM).
-public final class PostgresStore: LHStorage, Sendable {
+public final class PostgresStore: LHStorage, Sendable, CustomStringConvertible {
     public struct Options: Sendable {
         public var url: String
         /// Partitions of a new cluster (a database used before keeps its own
@@ -35,6 +35,8 @@ public final class PostgresStore: LHStorage, Sendable {
     }
 
     public let settings: PostgresSettings
+    public var description: String { "postgres://\(settings.where) (member \(memberId))" }
+
     /// This process's member id (new at every start).
     public let memberId: String
     public let partitionCount: Int
@@ -158,6 +160,32 @@ public final class PostgresStore: LHStorage, Sendable {
 
     deinit {
         if !state.withLock({ $0.closed }) { try? group.syncShutdownGracefully() }
+    }
+
+    /// Creates the database `url` names (when missing), connecting to the
+    /// server's `postgres` database to do it: for tests and benchmarks,
+    /// which give each run a database of its own.
+    public static func createDatabase(_ url: String) throws {
+        let settings = try PostgresSettings(url: url)
+        let database = settings.connection.database ?? "postgres"
+        guard database.allSatisfy({ $0.isLetter || $0.isNumber || $0 == "_" }) else {
+            throw StoreError(.invalidArgument, "database names made here are letters, digits and _: '\(database)'")
+        }
+        var admin = settings
+        admin.connection.database = "postgres"
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        defer { try? group.syncShutdownGracefully() }
+        let link = PGLink(admin, name: "create", group: group, logger: Logger(label: "lh.pg"))
+        defer { link.close() }
+        do {
+            let exists = try link.query(
+                "SELECT 1 FROM pg_database WHERE datname = \(database)", doing: "looking for \(database)")
+            if Array(exists).isEmpty {
+                try link.query(PostgresQuery(unsafeSQL: "CREATE DATABASE \(database)"), doing: "creating \(database)")
+            }
+        } catch let error as PGError {
+            throw StoreError(.unreadable, error.message)
+        }
     }
 
     // MARK: - Partitions

@@ -40,6 +40,12 @@ package final class LHCore: Service, Sendable {
 
     package static let defaultClaimGrace = 10.0
 
+    /// Runs on `store` (another backend than SQLite: lh-server's
+    /// `--store postgres://...`), rebuilding queues and timers from it.
+    package convenience init(store: any LHStorage, claimGrace: Double, logger: Logger) async throws {
+        try await self.init(store: store, clock: SystemClock(), claimGrace: claimGrace, logger: logger)
+    }
+
     /// Runs on `store`, rebuilding queues and timers from it.
     init(
         store: any LHStorage, clock: any LHClock = SystemClock(), claimGrace: Double = LHCore.defaultClaimGrace,
@@ -66,7 +72,9 @@ package final class LHCore: Service, Sendable {
         logger.notice(
             "store opened",
             metadata: [
-                "lh.store": "\((store as? SQLiteStore)?.path ?? "\(type(of: store))")", "lh.queued": "\(queued.count)",
+                "lh.store":
+                    "\((store as? SQLiteStore)?.path ?? (store as? CustomStringConvertible)?.description ?? "\(type(of: store))")",
+                "lh.queued": "\(queued.count)",
                 "lh.timers": "\(stored.count)", "lh.inWorkersHands": "\(claims.count)",
             ])
     }

@@ -30,6 +30,10 @@ package struct LHServerConfiguration: Sendable {
     /// Names the development server certificate is made for (besides
     /// 127.0.0.1 and ::1), e.g. the service name in docker compose.
     package var tlsHostnames: [String] = ["localhost"]
+    /// A development CA shared by the servers of a cluster (its directory):
+    /// each server's certificate is issued by it, so clients trust them all
+    /// with one CA file.
+    package var sharedCADirectory: URL?
     /// Connections open at once; more are closed as they arrive (counted in
     /// `lh_connections_refused_total`).
     package var maxConnections = 10_000
@@ -86,7 +90,12 @@ extension LHServerConfiguration {
             return (.init(certificatePath: cert, keyPath: key, clientCAPath: clientCAPath), nil)
         case .developmentCA:
             let files = try Self.tlsLock.withLock { _ in
-                try DevCertificateAuthority.ensure(
+                if let sharedCADirectory {
+                    return try DevCertificateAuthority.ensure(
+                        in: dataDirectory.appendingPathComponent("tls"), sharedCA: sharedCADirectory,
+                        hostnames: tlsHostnames)
+                }
+                return try DevCertificateAuthority.ensure(
                     in: dataDirectory.appendingPathComponent("tls"), hostnames: tlsHostnames)
             }
             let tls = LHTLS.ServerConfiguration(

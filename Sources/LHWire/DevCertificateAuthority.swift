@@ -59,6 +59,67 @@ public enum DevCertificateAuthority {
         return files
     }
 
+    /// A development CA shared by the servers of a cluster: the CA's files
+    /// are in `caDirectory` (made by the first server to start, under a file
+    /// lock, never overwritten), each server's own certificate, issued by
+    /// it, in `directory`. Clients then trust every server with one
+    /// `LHC_CA_CERT` (`caDirectory/ca.pem`).
+    public static func ensure(in directory: URL, sharedCA caDirectory: URL, hostnames: [String] = ["localhost"]) throws
+        -> Files
+    {
+        let fm = FileManager.default
+        try fm.createDirectory(
+            at: caDirectory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let caCert = caDirectory.appendingPathComponent("ca.pem").path
+        let caKey = caDirectory.appendingPathComponent("ca-key.pem").path
+        let lockPath = caDirectory.appendingPathComponent(".lock").path
+        let fd = open(lockPath, O_CREAT | O_RDWR, 0o600)
+        guard fd >= 0 else {
+            throw LHError(.failedPrecondition, "cannot open \(lockPath): \(String(cString: strerror(errno)))")
+        }
+        defer { close(fd) }
+        flock(fd, LOCK_EX)
+        defer { flock(fd, LOCK_UN) }
+        switch (fm.fileExists(atPath: caCert), fm.fileExists(atPath: caKey)) {
+        case (true, true):
+            break
+        case (false, false):
+            let ca = try makeCA(commonName: "lh-server cluster development CA")
+            try write(ca.keyPEM, to: caKey, mode: 0o600)
+            try write(ca.certificatePEM, to: caCert, mode: 0o644)
+        default:
+            throw LHError(
+                .failedPrecondition,
+                "the shared CA directory \(caDirectory.path) holds only one of ca.pem and ca-key.pem; remove it or restore both"
+            )
+        }
+        var files = Files(
+            caCertPath: caCert, caKeyPath: caKey,
+            serverCertPath: directory.appendingPathComponent("server.pem").path,
+            serverKeyPath: directory.appendingPathComponent("server-key.pem").path, created: false)
+        let issuerPath = directory.appendingPathComponent("issuer.pem").path
+        let caPEM = try String(contentsOfFile: caCert, encoding: .utf8)
+        if fm.fileExists(atPath: files.serverCertPath) && fm.fileExists(atPath: files.serverKeyPath) {
+            if (try? String(contentsOfFile: issuerPath, encoding: .utf8)) == caPEM { return files }
+            throw LHError(
+                .failedPrecondition,
+                "the server certificate in \(directory.path) was not issued by the shared CA in \(caDirectory.path); remove \(directory.path) to have one issued"
+            )
+        }
+        try fm.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
+        let ca = try loadCA(certPath: caCert, keyPath: caKey)
+        let server = try issue(
+            commonName: hostnames.first ?? "localhost", dnsNames: hostnames,
+            ipAddresses: [[127, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]],
+            usages: [.serverAuth, .clientAuth], by: ca
+        )
+        try write(server.keyPEM, to: files.serverKeyPath, mode: 0o600)
+        try write(server.certificatePEM, to: files.serverCertPath, mode: 0o644)
+        try write(caPEM, to: issuerPath, mode: 0o644)
+        files.created = true
+        return files
+    }
+
     /// A certificate and its private key, PEM-encoded.
     public struct Issued: Sendable {
         public var certificatePEM: String

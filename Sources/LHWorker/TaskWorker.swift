@@ -165,7 +165,8 @@ public final class LHTaskWorker: Service, Sendable {
                         ])
                 }
                 try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
-                backoff = min(backoff * 2, 5)
+                // A cluster's standby starts listening when it takes over: retry sooner.
+                backoff = min(backoff * 2, self.config.endpoints.count > 1 ? 1 : 5)
             }
         }
     }
@@ -177,16 +178,17 @@ public final class LHTaskWorker: Service, Sendable {
         // moderate load every thread wake-up of a task's path is CPU and
         // latency. Tasks outlive their connection: one still running when
         // the server goes away goes on, and reports on the next connection.
-        let connection = try await LHWireConnection.connect(
-            config.connectionConfiguration(role: .worker), logger: logger
-        ) { envelope in
-            guard case .scheduledTask(let task) = envelope.kind else { return }
-            var held = Lhwire_HeldTask()
-            held.taskRunID = task.taskRunID
-            held.attemptNumber = task.attemptNumber
-            self.running.start(held: held) { settled in
-                let report = await self.execute(task)
-                self.deliver(report, settled: settled)
+        // With several servers listed (a cluster), the first that answers.
+        let connection = try await config.connectToFirstReachable(role: .worker) { configuration in
+            try await LHWireConnection.connect(configuration, logger: logger) { envelope in
+                guard case .scheduledTask(let task) = envelope.kind else { return }
+                var held = Lhwire_HeldTask()
+                held.taskRunID = task.taskRunID
+                held.attemptNumber = task.attemptNumber
+                self.running.start(held: held) { settled in
+                    let report = await self.execute(task)
+                    self.deliver(report, settled: settled)
+                }
             }
         }
         defer {

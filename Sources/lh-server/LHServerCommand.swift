@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import LHPostgresStore
 import LHProto
 import LHServer
 import LHStore
@@ -98,6 +99,30 @@ struct LHServerCommand: AsyncParsableCommand {
     )
     var claimGrace: Double = Double(env["LHS_CLAIM_GRACE"] ?? "") ?? LHCore.defaultClaimGrace
 
+    @Option(
+        help:
+            "Where WfRuns are stored: sqlite (embedded, in DATA_DIR; the default) or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, shared by the servers of a cluster (env LHS_STORE)."
+    )
+    var store: String = env["LHS_STORE"] ?? "sqlite"
+
+    @Option(
+        help:
+            "Partitions of a new PostgreSQL cluster; fixed when the database is first used (env LHS_PARTITIONS)."
+    )
+    var partitions: Int = Int(env["LHS_PARTITIONS"] ?? "") ?? 64
+
+    @Option(
+        help:
+            "Seconds a server's lease on its partitions runs (PostgreSQL); a standby takes over this long after a server dies (env LHS_LEASE_TTL)."
+    )
+    var leaseTtl: Double = Double(env["LHS_LEASE_TTL"] ?? "") ?? 5
+
+    @Option(
+        help:
+            "Directory of a development CA shared by the servers of a cluster: each server's certificate is issued by it, clients trust ca.pem there (env LHS_DEV_CA_DIR)."
+    )
+    var devCaDir: String? = env["LHS_DEV_CA_DIR"]
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error (env LHS_LOG_LEVEL).")
     var logLevel: String = env["LHS_LOG_LEVEL"] ?? "info"
 
@@ -131,6 +156,19 @@ struct LHServerCommand: AsyncParsableCommand {
                 "--http-actions needs a credential: --http-token TOKEN (env LHS_HTTP_TOKEN) or mutual TLS (--client-ca)"
             )
         }
+        if !isSQLite {
+            do {
+                _ = try PostgresSettings(url: store)
+            } catch {
+                throw ValidationError("--store: \(error)")
+            }
+        }
+        guard (1...4096).contains(partitions) else {
+            throw ValidationError("--partitions must be between 1 and 4096, got \(partitions)")
+        }
+        guard leaseTtl >= 0.5, leaseTtl <= 600 else {
+            throw ValidationError("--lease-ttl must be between 0.5 and 600 seconds, got \(leaseTtl)")
+        }
         guard ["full", "normal"].contains(sync.lowercased()) else {
             throw ValidationError("--sync must be full or normal, got '\(sync)'")
         }
@@ -139,6 +177,8 @@ struct LHServerCommand: AsyncParsableCommand {
                 "--log-level must be one of trace, debug, info, notice, warning, error, critical; got '\(logLevel)'")
         }
     }
+
+    private var isSQLite: Bool { store.lowercased() == "sqlite" }
 
     private func parseListen() throws -> (String, Int) {
         try Self.parseAddress(listen, option: "--listen")
@@ -202,13 +242,33 @@ struct LHServerCommand: AsyncParsableCommand {
         )
         config.maxConnections = maxConnections
         config.maxInFlightPerConnection = maxInFlight
+        config.sharedCADirectory = devCaDir.map { URL(fileURLWithPath: $0) }
         config.tlsHostnames = tlsHostnames.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter
         { !$0.isEmpty }
         let core: LHCore
+        var postgres: PostgresStore?
         do {
-            core = try await LHCore(
-                dataDirectory: dataDirectory, sync: sync.lowercased() == "normal" ? .normal : .full,
-                claimGrace: claimGrace, logger: logger)
+            if isSQLite {
+                core = try await LHCore(
+                    dataDirectory: dataDirectory, sync: sync.lowercased() == "normal" ? .normal : .full,
+                    claimGrace: claimGrace, logger: logger)
+            } else {
+                var options = PostgresStore.Options(url: store)
+                options.partitions = partitions
+                options.leaseTTL = leaseTtl
+                options.address = listen
+                let pg = try await PostgresStore.open(options, logger: logger) { line in
+                    FileHandle.standardOutput.write(Data("lh-server \(line)\n".utf8))
+                }
+                // A server that lost its partitions stops at once: it may not
+                // write, and as a new member it would start as a standby.
+                pg.onStepDown { reason in
+                    FileHandle.standardError.write(Data("lh-server: stepped down: \(reason)\n".utf8))
+                    Foundation.exit(3)
+                }
+                postgres = pg
+                core = try await LHCore(store: pg, claimGrace: claimGrace, logger: logger)
+            }
         } catch {
             Self.fail("\(error)")
         }
@@ -264,9 +324,12 @@ struct LHServerCommand: AsyncParsableCommand {
             try await group.run()
         } catch let error as LHError {
             // Listening failed (address in use, not this machine's, ...).
+            postgres?.close(leaving: true)
             Self.fail(error.message)
         }
         await announce
+        // A graceful stop hands this server's partitions over at once.
+        postgres?.close(leaving: true)
     }
 
     /// One line on stderr, `lh-server: ...`, and exit status 2.

@@ -1,0 +1,175 @@
+import Foundation
+import LHClient
+import LHPostgresStore
+import LHWire
+import LHWorkflow
+import Testing
+
+/// Several lh-servers on one PostgreSQL (`--store postgres://...`): one owns
+/// the partitions, another waits as a standby and takes over when the owner
+/// is killed; clients and workers list both servers (`LHC_API_HOST`). Real
+/// processes, a real PostgreSQL (scripts/postgres.sh, as scripts/test.sh
+/// runs the tests); without it the tests print SKIPPED and pass.
+@Suite(.serialized, .timeLimit(.minutes(4))) struct PostgresFailoverTests {
+    static let serverURL = ProcessInfo.processInfo.environment["LH_TEST_POSTGRES_URL"]
+
+    /// A database of its own, or nil after printing why not.
+    static func database(_ test: String = #function) throws -> String? {
+        guard let serverURL, var url = URLComponents(string: serverURL) else {
+            print(
+                "SKIPPED \(test): LH_TEST_POSTGRES_URL is not set (run under scripts/postgres.sh run, as scripts/test.sh does)"
+            )
+            return nil
+        }
+        url.path = "/lh_live_\(UUID().uuidString.prefix(8).lowercased())"
+        try PostgresStore.createDatabase(url.string!)
+        return url.string!
+    }
+
+    /// Server arguments for a member of the cluster.
+    static func member(_ store: String, ca: URL) -> [String] {
+        ["--store", store, "--lease-ttl", "2", "--partitions", "16", "--dev-ca-dir", ca.path, "--claim-grace", "2"]
+    }
+
+    final class Current: @unchecked Sendable {
+        let lock = NSLock()
+        var servers: [ServerProcess] = []
+        func add(_ s: ServerProcess) { lock.lock(); servers.append(s); lock.unlock() }
+        var all: [ServerProcess] { lock.lock(); defer { lock.unlock() }; return servers }
+    }
+
+    @Test func aStandbyTakesOverAfterAKillMinus9AndNothingAcknowledgedIsLost() async throws {
+        guard let store = try Self.database() else { return }
+        let ca = try ServerProcess.temporaryDirectory("lh-cluster-ca")
+        let ports = [try ServerProcess.freePort(), try ServerProcess.freePort()]
+        let endpoints = ports.map { "127.0.0.1:\($0)" }.joined(separator: ",")
+        let servers = Current()
+        let first = try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[0])
+        servers.add(first)
+        defer { for s in servers.all { s.stop() } }
+        // The second waits as a standby: it listens once it owns the partitions.
+        let standby = Task { try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[1]) }
+        defer { standby.cancel() }
+
+        var config = first.config()
+        config.apiHost = endpoints
+        let worker = try await first.startWorker(
+            "lh-test-worker", ["step-one:echo", "step-two:echo"], environment: ["LHC_API_HOST": endpoints],
+            ready: "test worker ready")
+        defer { worker.stop() }
+        let setup = try await first.client()
+        for e in ["go", "ping"] { _ = try await setup.putExternalEventDef(.with { $0.name = e }) }
+        _ = try await setup.putWfSpec(DurabilityTests.durableWorkflow.compile())
+        await setup.close()
+
+        let runs = 30
+        var retried = 0
+        var killedAt: Date?
+        var failover: Double?
+        let started = Date()
+        for i in 0..<runs {
+            if i == runs / 2 {
+                progress("failover test: kill -9 of the owner after \(i) WfRuns")
+                killedAt = Date()
+                first.kill9()
+            }
+            let id = "wf-\(i)"
+            try await Self.retrying(config, retries: &retried) { client in
+                do {
+                    _ = try await client.runWf(
+                        .with {
+                            $0.wfSpecName = "durable"; $0.id = id
+                        })
+                } catch let e as LHError where e.code == .alreadyExists {
+                    // Committed before the kill: acknowledged now.
+                }
+            }
+            if let killedAt, failover == nil {
+                failover = Date().timeIntervalSince(killedAt)
+                progress("failover test: the standby answered \(failover!) s after the kill")
+            }
+            for (event, guid) in [("ping", "ping-\(i)"), ("go", "go-\(i)")] {
+                try await Self.retrying(config, retries: &retried) { client in
+                    _ = try await client.putExternalEvent(
+                        .with {
+                            $0.wfRunID.id = id; $0.externalEventDefID.name = event; $0.guid = guid; $0.content.str = "x"
+                        })
+                }
+            }
+        }
+        let second = try await standby.value
+        servers.add(second)
+        #expect(second.log.contains("claimed partitions"), "\(second.log.suffix(2_000))")
+        print(
+            "failover test: \(runs) WfRuns, kill -9 of the owner, the standby served \(failover ?? -1) s after it (lease 2 s); \(retried) requests retried; \(Date().timeIntervalSince(started)) s"
+        )
+        #expect((failover ?? 99) < 10, "failover within 10 s")
+        #expect(retried > 0)
+
+        let client = try await LittleHorseClient.connect(config)
+        defer { Task { await client.close() } }
+        try await eventually("all \(runs) WfRuns COMPLETED on the new owner", timeout: 60) {
+            for i in 0..<runs where try await client.getWfRun("wf-\(i)").status != .completed { return false }
+            return true
+        }
+        for i in 0..<runs {
+            let id = "wf-\(i)"
+            let count = try await client.getVariable(
+                .with {
+                    $0.wfRunID.id = id; $0.name = "count"
+                })
+            #expect(count.value.int == 1, "the ping of \(id) was applied exactly once")
+            #expect(try await client.listTaskRuns(id).results.count == 2, "no TaskRun lost or doubled in \(id)")
+            #expect(try await client.listExternalEvents(id).results.count == 2, "each event stored once in \(id)")
+        }
+
+        // The killed server comes back as a standby: it does not listen while
+        // the new owner lives, and the owner's SIGTERM hands over at once.
+        let back = Task { try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[0]) }
+        try await Task.sleep(for: .seconds(3))
+        let stopping = Date()
+        second.stop()
+        let third = try await back.value
+        servers.add(third)
+        let handover = Date().timeIntervalSince(stopping)
+        print("failover test: SIGTERM of the owner, the standby listened \(handover) s after it")
+        #expect(handover < 5, "a graceful stop hands over without waiting for the lease")
+        let after = try await third.client()
+        #expect(try await after.getWfRun("wf-0").status == .completed)
+        await after.close()
+    }
+
+    /// Retries on UNAVAILABLE and lost connections, reconnecting to the first
+    /// server that answers: what a client of a cluster does during a failover.
+    static func retrying(
+        _ config: LHConfig, retries: inout Int, _ body: (LittleHorseClient) async throws -> Void
+    ) async throws {
+        let deadline = Date().addingTimeInterval(60)
+        var attempt = 0
+        while true {
+            if attempt > 0 { retries += 1 }
+            attempt += 1
+            do {
+                let client = try await LittleHorseClient.connect(config)
+                defer { Task { await client.close() } }
+                return try await body(client)
+            } catch let e as LHError where e.code == .unavailable || e.code == .connectionClosed {
+                if Date() > deadline { throw e }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
+    @Test func anUnreachableDatabaseIsOneLineAndExitTwo() async throws {
+        let port = try ServerProcess.freePort()
+        let r = try await runTool(
+            ServerProcess.binDir.appendingPathComponent("lh-server").path,
+            ["--store", "postgres://lh@127.0.0.1:\(port)/lh", "--listen", "127.0.0.1:0", "--http-listen", "off"],
+            environment: [:])
+        #expect(r.status == 2)
+        let lines = r.stderr.split(separator: "\n")
+        #expect(lines.count == 1, "\(r.stderr)")
+        #expect(r.stderr.hasPrefix("lh-server: cannot reach PostgreSQL"), "\(r.stderr)")
+        #expect(r.stderr.contains("127.0.0.1:\(port)/lh"), "\(r.stderr)")
+    }
+}
