@@ -9,12 +9,14 @@ status=0
 
 command -v docker-compose >/dev/null || scripts/apt-install.sh docker-compose
 if command -v docker-compose >/dev/null; then
-  if out=$(docker-compose -f deploy/docker-compose.yml config 2>&1); then
-    services=$(docker-compose -f deploy/docker-compose.yml config --services | tr '\n' ' ')
-    echo "deploy: docker-compose config: valid (services: $services)"
-  else
-    echo "deploy: docker-compose config FAILED:"; echo "$out"; status=1
-  fi
+  for file in deploy/docker-compose.yml deploy/docker-compose.cluster.yml; do
+    if out=$(docker-compose -f "$file" config 2>&1); then
+      services=$(docker-compose -f "$file" config --services | tr '\n' ' ')
+      echo "deploy: docker-compose config $file: valid (services: $services)"
+    else
+      echo "deploy: docker-compose config $file FAILED:"; echo "$out"; status=1
+    fi
+  done
 else
   echo "SKIPPED deploy compose check: docker-compose could not be installed"
 fi

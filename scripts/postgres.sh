@@ -4,11 +4,18 @@
 # directory (as the postgres user when run as root: initdb refuses root),
 # starts it on a free loopback port and prints its URL.
 #   scripts/postgres.sh start DIR     -> prints postgres://lh@127.0.0.1:PORT/postgres
-#   scripts/postgres.sh stop DIR
+#   scripts/postgres.sh stop DIR      (immediate: like a crash of the database)
+#   scripts/postgres.sh restart DIR   (the same data and port again)
 #   scripts/postgres.sh run CMD...    -> CMD with LH_TEST_POSTGRES_URL set; stopped and removed after
 # LH_PG_FSYNC=off turns fsync off (tests only: PostgreSQL itself is never killed there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+# PostgreSQL would inherit every descriptor this script got beyond 0-2 (a
+# caller's pipe among them) and hold it open for its whole life: close them.
+for fd in $(ls /proc/$$/fd 2>/dev/null); do
+  if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
+done
 
 pg_bin() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 
@@ -64,9 +71,21 @@ stop() {
   [ -d "$dir/data" ] && as_postgres "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
 }
 
+restart() {
+  local dir=$1
+  local bin port
+  bin=$(pg_bin)
+  port=$(cat "$dir/port")
+  as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 -o \
+    "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=${LH_PG_FSYNC:-on} -c synchronous_commit=on" \
+    start >/dev/null
+  echo "postgres://lh@127.0.0.1:$port/postgres"
+}
+
 case "${1:-}" in
   start) start "$2" ;;
   stop) stop "$2" ;;
+  restart) restart "$2" ;;
   run)
     shift
     dir=$(mktemp -d /tmp/lh-pg.XXXXXX)
@@ -77,7 +96,7 @@ case "${1:-}" in
     LH_TEST_POSTGRES_URL="$url" "$@"
     ;;
   *)
-    echo "usage: scripts/postgres.sh start DIR | stop DIR | run CMD..." >&2
+    echo "usage: scripts/postgres.sh start DIR | stop DIR | restart DIR | run CMD..." >&2
     exit 64
     ;;
 esac

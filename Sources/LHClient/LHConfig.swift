@@ -2,6 +2,7 @@ import Foundation
 import LHProto
 import LHWire
 import LHWireProto
+import Synchronization
 
 /// Client and worker settings, read with LittleHorse's names from the
 /// environment and from `~/.config/littlehorse.config` (`KEY=VALUE` lines;
@@ -103,22 +104,30 @@ public struct LHConfig: Sendable, Equatable {
     }
 
     /// Connects to the first of ``endpoints`` that answers, starting with
-    /// the `start`-th (callers that reconnect move on to spread their tries).
+    /// the one that answered last in this process (after a failover, the new
+    /// owner), then in the listed order.
     package func connectToFirstReachable<T>(
-        role: Lhwire_Role, start: Int = 0, _ connect: (LHWireConnection.Configuration) async throws -> T
+        role: Lhwire_Role, _ connect: (LHWireConnection.Configuration) async throws -> T
     ) async throws -> T {
         let all = endpoints
+        let start = all.count > 1 ? Self.answeredLast.withLock { $0[apiHost] ?? 0 } : 0
         var lastError: (any Error)?
         for i in 0..<all.count {
-            let (host, port) = all[(start + i) % all.count]
+            let index = (start + i) % all.count
+            let (host, port) = all[index]
             do {
-                return try await connect(connectionConfiguration(role: role, host: host, port: port))
+                let connected = try await connect(connectionConfiguration(role: role, host: host, port: port))
+                if all.count > 1 { Self.answeredLast.withLock { $0[apiHost] = index } }
+                return connected
             } catch {
                 lastError = error
             }
         }
         throw lastError ?? LHError(.unavailable, "no server to connect to (LHC_API_HOST is empty)")
     }
+
+    /// Per list of servers, the index of the one that answered last.
+    private static let answeredLast = Mutex<[String: Int]>([:])
 
     /// The wire settings for a connection in `role` (to the first endpoint
     /// unless `host` and `port` are given).

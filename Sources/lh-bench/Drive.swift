@@ -10,6 +10,9 @@ struct Reading {
     var serverCPU: Double
     var workerCPU: Double
     var driverCPU: Double
+    /// PostgreSQL's CPU seconds and WAL bytes so far (0 on SQLite).
+    var databaseCPU: Double = 0
+    var walBytes: Double = 0
 }
 
 /// What a drive did, and its measuring window.
@@ -23,6 +26,16 @@ struct DriveOutcome {
     var taskRate: Double { Double(windowEnd.tasks - windowStart.tasks) / seconds }
     var ackRate: Double { Double(windowEnd.acks - windowStart.acks) / seconds }
     var tasksInWindow: Int { windowEnd.tasks - windowStart.tasks }
+    /// PostgreSQL's rows: its CPU and WAL per TaskRun (nothing on SQLite).
+    func addDatabaseRows(to r: inout Results, _ bench: Bench) {
+        guard bench.database != nil else { return }
+        r.add(
+            "PostgreSQL CPU s / 1,000 TaskRuns", String(format: "%.3f", cpuPer1000(\.databaseCPU)),
+            key: "postgres_cpu_s_per_1000_taskruns", round3(cpuPer1000(\.databaseCPU)))
+        let wal = cpuPer1000(\.walBytes) / 1000
+        r.add("PostgreSQL WAL bytes / TaskRun", String(format: "%.0f", wal), key: "wal_bytes_per_taskrun", round3(wal))
+    }
+
     func cpuPer1000(_ path: KeyPath<Reading, Double>) -> Double {
         tasksInWindow > 0
             ? (windowEnd[keyPath: path] - windowStart[keyPath: path]) / Double(tasksInWindow) * 1000 : .nan
@@ -33,7 +46,8 @@ extension Bench {
     func reading(acks: Int) -> Reading {
         Reading(
             tasks: workers.completed, acks: acks, serverCPU: serverCPU,
-            workerCPU: workers.pids.reduce(0) { $0 + cpuSeconds(pid: $1) }, driverCPU: cpuSeconds(pid: getpid()))
+            workerCPU: workers.pids.reduce(0) { $0 + cpuSeconds(pid: $1) }, driverCPU: cpuSeconds(pid: getpid()),
+            databaseCPU: database?.cpuSeconds ?? 0, walBytes: database?.walBytes ?? 0)
     }
 
     /// Starts WfRuns of `spec` as fast as the server takes them, with at most

@@ -50,6 +50,12 @@ struct CommonOptions: ParsableArguments {
     var keep = false
 
     @Option(
+        help:
+            "Store of the started lh-server: sqlite (default), postgres (a PostgreSQL of its own, started with scripts/postgres.sh from the repository's root; its CPU and WAL are measured) or a postgres:// URL."
+    )
+    var store: String = "sqlite"
+
+    @Option(
         help: "Label for the JSON line's commit field (default: git rev-parse --short HEAD of the current directory).")
     var commit: String?
 
@@ -57,6 +63,10 @@ struct CommonOptions: ParsableArguments {
         guard workers >= 1 else { throw ValidationError("--workers must be at least 1, got \(workers)") }
         guard capacity >= 1 else { throw ValidationError("--capacity must be at least 1, got \(capacity)") }
         if ca != nil && server == nil { throw ValidationError("--ca only goes with --server") }
+        guard store == "sqlite" || store == "postgres" || store.hasPrefix("postgres://") else {
+            throw ValidationError("--store must be sqlite, postgres or a postgres:// URL, got '\(store)'")
+        }
+        if store != "sqlite" && server != nil { throw ValidationError("--store only goes with a started server") }
     }
 }
 
@@ -67,14 +77,17 @@ final class Bench: @unchecked Sendable {
     let client: LittleHorseClient
     let workDir: URL
     let options: CommonOptions
+    /// The PostgreSQL of `--store postgres` (nil on SQLite).
+    let database: BenchDatabase?
     let startupSeconds: Double
     /// The started server's malloc (nil for --server).
     let serverAllocator: String?
 
     private init(
         server: BenchServer, workers: BenchWorkers, client: LittleHorseClient, workDir: URL, options: CommonOptions,
-        startup: Double
+        startup: Double, database: BenchDatabase?
     ) {
+        self.database = database
         self.server = server
         self.workers = workers
         self.client = client
@@ -96,10 +109,12 @@ final class Bench: @unchecked Sendable {
         var server: BenchServer?
         var workers: BenchWorkers?
         var client: LittleHorseClient?
+        var database: BenchDatabase?
         func cleanup() async {
             await client?.close()
             await workers?.stop()
             _ = await server?.stop()
+            database?.stop()
             if options.keep {
                 say("kept \(workDir.path)")
             } else {
@@ -111,7 +126,11 @@ final class Bench: @unchecked Sendable {
             if let address = options.server {
                 server = try BenchServer(existing: address, caPath: options.ca, workDir: workDir)
             } else {
-                let args = options.serverArgs.split(separator: " ").map(String.init)
+                var args = options.serverArgs.split(separator: " ").map(String.init)
+                if options.store != "sqlite" {
+                    database = try BenchDatabase.open(options.store, workDir: workDir)
+                    args += ["--store", database!.url]
+                }
                 let (s, seconds) = try await BenchServer.start(
                     binDir: executableDirectory(), workDir: workDir, arguments: args)
                 server = s
@@ -123,7 +142,7 @@ final class Bench: @unchecked Sendable {
                 count: options.workers, tasks: tasks, capacity: options.capacity, holdMs: holdMs, server: server!)
             let bench = Bench(
                 server: server!, workers: workers!, client: client!, workDir: workDir, options: options,
-                startup: startup)
+                startup: startup, database: database)
             let ticksBefore = machineCPUTicks()
             var results = try await body(bench)
             let ticksAfter = machineCPUTicks()
@@ -150,6 +169,7 @@ final class Bench: @unchecked Sendable {
             "date": ISO8601DateFormatter().string(from: Date()),
         ]
         if !options.serverArgs.isEmpty { fields["server_args"] = options.serverArgs }
+        fields["store"] = options.store.hasPrefix("postgres") ? "postgres" : "sqlite"
         if let serverAllocator { fields["server_allocator"] = serverAllocator }
         fields["commit"] = options.commit ?? gitCommit() ?? "unknown"
         #if DEBUG

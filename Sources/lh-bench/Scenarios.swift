@@ -87,6 +87,7 @@ struct Throughput: AsyncParsableCommand {
             r.add(
                 "driver CPU s / 1,000 TaskRuns", String(format: "%.3f", d.cpuPer1000(\.driverCPU)),
                 key: "driver_cpu_s_per_1000_taskruns", round3(d.cpuPer1000(\.driverCPU)))
+            d.addDatabaseRows(to: &r, bench)
             if let pid = bench.server.pid {
                 let mem = residentBytes(pid: pid)
                 r.add(
@@ -232,6 +233,7 @@ struct Latency: AsyncParsableCommand {
             r.add(
                 "workers CPU s / 1,000 TaskRuns", String(format: "%.3f", d.cpuPer1000(\.workerCPU)),
                 key: "worker_cpu_s_per_1000_taskruns", round3(d.cpuPer1000(\.workerCPU)))
+            d.addDatabaseRows(to: &r, bench)
             r.add("RunWf errors", errors: errors)
             return r
         }

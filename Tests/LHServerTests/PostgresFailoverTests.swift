@@ -160,6 +160,163 @@ import Testing
         }
     }
 
+    static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent()
+
+    /// psql's one-value answer to `sql`.
+    static func psql(_ url: String, _ sql: String) async throws -> String {
+        let r = try await runTool("/usr/bin/psql", [url, "-XAtc", sql])
+        guard r.status == 0 else { throw LHError(.unknown, "psql \(sql): \(r.stderr)") }
+        return r.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+
+    /// A paused owner (SIGSTOP past its lease) is replaced; when it resumes
+    /// it writes nothing more: it steps down (exit 3), and PostgreSQL's log
+    /// of commits has none of it after it was marked dead.
+    @Test func aPausedOwnerIsReplacedAndStepsDownWhenItResumes() async throws {
+        guard let store = try Self.database() else { return }
+        let ca = try ServerProcess.temporaryDirectory("lh-zombie-ca")
+        let ports = [try ServerProcess.freePort(), try ServerProcess.freePort()]
+        let endpoints = ports.map { "127.0.0.1:\($0)" }.joined(separator: ",")
+        let servers = Current()
+        let first = try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[0])
+        servers.add(first)
+        defer {
+            kill(first.process.processIdentifier, SIGCONT)
+            for s in servers.all { s.stop() }
+        }
+        _ = try await Self.psql(store, "INSERT INTO lh_settings VALUES ('commit_log', 'on')")
+        let standby = Task { try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[1]) }
+        defer { standby.cancel() }
+        let worker = try await first.startWorker(
+            "lh-test-worker", ["step-one:echo", "step-two:echo"], environment: ["LHC_API_HOST": endpoints],
+            ready: "test worker ready")
+        defer { worker.stop() }
+        var config = first.config()
+        config.apiHost = endpoints
+        let setup = try await first.client()
+        for e in ["go", "ping"] { _ = try await setup.putExternalEventDef(.with { $0.name = e }) }
+        _ = try await setup.putWfSpec(DurabilityTests.durableWorkflow.compile())
+        for i in 0..<5 {
+            _ = try await setup.runWf(
+                .with {
+                    $0.wfSpecName = "durable"; $0.id = "before-\(i)"
+                })
+        }
+        await setup.close()
+
+        progress("zombie test: SIGSTOP of the owner")
+        kill(first.process.processIdentifier, SIGSTOP)
+        let second = try await standby.value
+        servers.add(second)
+        var retried = 0
+        for i in 0..<5 {
+            try await Self.retrying(config, retries: &retried) { client in
+                do {
+                    _ = try await client.runWf(
+                        .with {
+                            $0.wfSpecName = "durable"; $0.id = "after-\(i)"
+                        })
+                } catch let e as LHError where e.code == .alreadyExists {}
+            }
+        }
+        progress("zombie test: SIGCONT of the old owner")
+        kill(first.process.processIdentifier, SIGCONT)
+        // A request straight to the old owner: refused (its commit is fenced)
+        // or the connection closes as it steps down; never acknowledged.
+        if let zombie = try? await first.client() {
+            do {
+                _ = try await zombie.runWf(
+                    .with {
+                        $0.wfSpecName = "durable"; $0.id = "to-the-zombie"
+                    })
+                Issue.record("the resumed old owner acknowledged a RunWf")
+            } catch let e as LHError {
+                #expect(e.code == .unavailable || e.code == .connectionClosed, "\(e)")
+            }
+            await zombie.close()
+        }
+        try await eventually("the old owner exited", timeout: 20) { !first.process.isRunning }
+        #expect(first.process.terminationStatus == 3, "exit status \(first.process.terminationStatus)")
+        #expect(first.log.contains("stepped down"), "\(first.log.suffix(1_500))")
+        let late = try await Self.psql(
+            store,
+            """
+            SELECT count(*) FROM lh_commit_log c JOIN lh_members m ON m.id = c.member
+            WHERE m.state = 'dead' AND c.at >= m.ended_at
+            """)
+        #expect(late == "0", "commits of a member after it was marked dead")
+        let commits = try await Self.psql(store, "SELECT count(DISTINCT member) FROM lh_commit_log")
+        #expect(commits == "2", "both members committed (before and after the takeover)")
+        let client = try await LittleHorseClient.connect(config)
+        defer { Task { await client.close() } }
+        for id in (0..<5).map({ "before-\($0)" }) + (0..<5).map({ "after-\($0)" }) {
+            #expect(try await client.getWfRun(id).id.id == id)
+        }
+        await #expect(throws: LHError.self) { _ = try await client.getWfRun("to-the-zombie") }
+    }
+
+    /// PostgreSQL itself goes away while the server runs: requests get
+    /// UNAVAILABLE, the server stays up, and once PostgreSQL is back it
+    /// serves again with everything acknowledged before.
+    @Test func postgresLostWhileRunningGivesUnavailableAndTheServerRecovers() async throws {
+        guard Self.serverURL != nil else {
+            print("SKIPPED \(#function): LH_TEST_POSTGRES_URL is not set (no PostgreSQL here)")
+            return
+        }
+        let script = Self.repository.appendingPathComponent("scripts/postgres.sh").path
+        let dir = try ServerProcess.temporaryDirectory("lh-own-pg")
+        chmod(dir.path, 0o755)
+        let started = try await runTool(script, ["start", dir.appendingPathComponent("pg").path])
+        let url = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        #expect(started.status == 0, "\(started.stderr)")
+        defer {
+            _ = try? Process.run(
+                URL(fileURLWithPath: script), arguments: ["stop", dir.appendingPathComponent("pg").path])
+        }
+        try await withServer(arguments: ["--store", url, "--lease-ttl", "2", "--partitions", "4"]) { server in
+            let client = try await server.client()
+            _ = try await client.putTaskDef(.with { $0.name = "never-run" })
+            let spec = Workflow("waits") { wf in wf.execute("never-run") }
+            _ = try await client.putWfSpec(spec.compile())
+            _ = try await client.runWf(
+                .with {
+                    $0.wfSpecName = "waits"; $0.id = "kept"
+                })
+
+            let stop = try await runTool(script, ["stop", dir.appendingPathComponent("pg").path])
+            #expect(stop.status == 0)
+            do {
+                _ = try await client.runWf(
+                    .with {
+                        $0.wfSpecName = "waits"; $0.id = "while-down"
+                    })
+                Issue.record("a RunWf was acknowledged while PostgreSQL was down")
+            } catch let e as LHError {
+                #expect(e.code == .unavailable, "\(e)")
+            }
+            try await Task.sleep(for: .seconds(3))  // past the lease
+            #expect(server.process.isRunning)
+
+            let restart = try await runTool(script, ["restart", dir.appendingPathComponent("pg").path])
+            #expect(restart.status == 0, "\(restart.stderr)")
+            try await eventually("RunWf served again", timeout: 30) {
+                do {
+                    _ = try await client.runWf(
+                        .with {
+                            $0.wfSpecName = "waits"; $0.id = "after"
+                        })
+                    return true
+                } catch let e as LHError where e.code == .unavailable || e.code == .alreadyExists {
+                    return e.code == .alreadyExists
+                }
+            }
+            #expect(try await client.getWfRun("kept").id.id == "kept")
+            #expect(try await client.getWfRun("after").id.id == "after")
+            await client.close()
+        }
+    }
+
     @Test func anUnreachableDatabaseIsOneLineAndExitTwo() async throws {
         let port = try ServerProcess.freePort()
         let r = try await runTool(
