@@ -348,7 +348,8 @@ public final class PostgresStore: LHStorage, Sendable, CustomStringConvertible {
                     "standby: member \(id)\(address.isEmpty ? "" : " at \(address)") owns the partitions (lease until \(until) UTC); taking over when it leaves or its lease runs out"
                 )
             }
-            try await Task.sleep(for: .milliseconds(Int(options.leaseTTL * 250)))
+            // Often enough that a graceful handover (no lease to wait for) is quick.
+            try await Task.sleep(for: .milliseconds(Int(min(options.leaseTTL / 4, 0.5) * 1000)))
         }
     }
 

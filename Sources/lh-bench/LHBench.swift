@@ -21,6 +21,7 @@ struct LHBench: AsyncParsableCommand {
             """,
         subcommands: [
             Throughput.self, Latency.self, Interrupts.self, Halt.self, Memory.self, DashboardBench.self, Chaos.self,
+            Failover.self,
             WorkerCommand.self, ChaosWorkerCommand.self,
         ]
     )

@@ -184,11 +184,18 @@ final class BenchServer: @unchecked Sendable {
     private let serverArguments: [String]
     private let binDir: URL
 
-    /// Starts `lh-server` on a free port of 127.0.0.1 with a data directory in `workDir`.
-    static func start(binDir: URL, workDir: URL, arguments: [String]) async throws -> (BenchServer, Double) {
+    /// Servers of a cluster, `HOST:PORT,...`, given to workers and clients
+    /// instead of this server's own address.
+    var clusterHosts: String?
+
+    /// Starts `lh-server` on 127.0.0.1 (a free port unless `port` is given)
+    /// with a data directory in `workDir`.
+    static func start(binDir: URL, workDir: URL, arguments: [String], port: Int = 0) async throws -> (
+        BenchServer, Double
+    ) {
         let dataDir = workDir.appendingPathComponent("data")
         let (child, port, ca, seconds) = try await launch(
-            binDir: binDir, workDir: workDir, dataDir: dataDir, port: 0, arguments: arguments)
+            binDir: binDir, workDir: workDir, dataDir: dataDir, port: port, arguments: arguments)
         let server = BenchServer(
             host: "127.0.0.1", port: port, caPath: ca, child: child, dataDir: dataDir, workDir: workDir,
             arguments: arguments, binDir: binDir)
@@ -287,7 +294,7 @@ final class BenchServer: @unchecked Sendable {
 
     func config(clientId: String) -> LHConfig {
         var config = LHConfig(clientId: clientId)
-        config.apiHost = host
+        config.apiHost = clusterHosts ?? host
         config.apiPort = port
         config.caCertPath = caPath
         return config
@@ -296,7 +303,7 @@ final class BenchServer: @unchecked Sendable {
     /// The environment a worker process needs to reach this server.
     func workerEnvironment(capacity: Int, workerId: String) -> [String: String] {
         var env = ProcessInfo.processInfo.environment.filter { !$0.key.hasPrefix("LHC_") && !$0.key.hasPrefix("LHW_") }
-        env["LHC_API_HOST"] = host
+        env["LHC_API_HOST"] = clusterHosts ?? host
         env["LHC_API_PORT"] = String(port)
         if let caPath { env["LHC_CA_CERT"] = caPath }
         env["LHW_NUM_WORKER_THREADS"] = String(capacity)
