@@ -42,8 +42,11 @@ final class ServerProcess: @unchecked Sendable {
         self.output = output
     }
 
-    /// Starts the server and waits for its "listening" line.
-    static func start(arguments: [String] = [], dataDir: URL? = nil, port: Int = 0) async throws -> ServerProcess {
+    /// Starts the server and waits (up to `listenTimeout` seconds: a
+    /// cluster's standby listens only when it takes over) for its "listening" line.
+    static func start(arguments: [String] = [], dataDir: URL? = nil, port: Int = 0, listenTimeout: Double = 60)
+        async throws -> ServerProcess
+    {
         let dir = try dataDir ?? temporaryDirectory("lh-test-data")
         let process = Process()
         process.executableURL = binDir.appendingPathComponent("lh-server")
@@ -63,7 +66,7 @@ final class ServerProcess: @unchecked Sendable {
             if !data.isEmpty { errors.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
         }
         try process.run()
-        let deadline = Date().addingTimeInterval(60)
+        let deadline = Date().addingTimeInterval(listenTimeout)
         while Date() < deadline {
             let text = output.withLockedValue { $0 }
             if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("lh-server listening on") }) {
@@ -90,7 +93,9 @@ final class ServerProcess: @unchecked Sendable {
             try await Task.sleep(for: .milliseconds(20))
         }
         process.terminate()
-        throw LHError(.unavailable, "lh-server did not announce its port within 60 s: \(errors.withLockedValue { $0 })")
+        throw LHError(
+            .unavailable,
+            "lh-server did not announce its port within \(Int(listenTimeout)) s: \(errors.withLockedValue { $0 })")
     }
 
     /// kill -9: no shutdown of any kind.

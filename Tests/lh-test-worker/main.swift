@@ -11,6 +11,9 @@
 //   exception     throws LHTaskException("test-exception")
 //   slow-echo     sleeps 300 ms, then echoes
 //   hang          never returns (until the process is killed)
+//
+// LH_TEST_EXEC_LOG=FILE: each task appends "start WFRUN GUID ATTEMPT WORKER"
+// when it begins (one write with O_APPEND: lines of several workers do not mix).
 import Foundation
 import LHWorker
 import Logging
@@ -18,6 +21,9 @@ import ServiceLifecycle
 
 let config = try LHConfig.fromEnvironment()
 let gateDir = ProcessInfo.processInfo.environment["LH_TEST_GATE_DIR"] ?? "/tmp"
+let execLog: Int32? = ProcessInfo.processInfo.environment["LH_TEST_EXEC_LOG"].map {
+    open($0, O_WRONLY | O_APPEND | O_CREAT, 0o644)
+}
 var workers: [LHTaskWorker] = []
 for spec in CommandLine.arguments.dropFirst() {
     let parts = spec.split(separator: ":").map(String.init)
@@ -26,6 +32,11 @@ for spec in CommandLine.arguments.dropFirst() {
     workers.append(
         LHTaskWorker(config: config, taskDefName: parts[0], inputs: ["input"]) {
             (context: WorkerContext, input: String) async throws -> String in
+            if let execLog {
+                let line =
+                    "start \(context.wfRunId) \(context.taskRunId.taskGuid) \(context.attemptNumber) \(config.taskWorkerId)\n"
+                _ = line.withCString { write(execLog, $0, strlen($0)) }
+            }
             switch behaviour {
             case "gate":
                 let path = "\(gateDir)/\(context.wfRunId)"
