@@ -1,0 +1,150 @@
+import Foundation
+import LHClient
+import LHWire
+import LHWorkflow
+import Testing
+
+/// The interrupt and halting rules on three servers on one PostgreSQL, with
+/// the owner killed (-9) while the TaskRun is in the worker's hands: the
+/// report reaches the server that took over, and the rules hold there — the
+/// thread stays HALTING until that report, the handler starts only after it.
+@Suite(.serialized, .timeLimit(.minutes(4))) struct ClusterInterruptLiveTests {
+    /// Three servers (an owner, two standbys) and a test worker listing all
+    /// of them; `body` gets the owner, a client of the cluster, the gate
+    /// directory and the slots (to kill the owner).
+    func cluster(
+        tasks: [String], events: [String], workflow: Workflow,
+        _ body: (ServerProcess, LittleHorseClient, URL, [PostgresChaosTests.Slot]) async throws -> Void
+    ) async throws {
+        guard let store = try PostgresFailoverTests.database() else { return }
+        let ca = try ServerProcess.temporaryDirectory("lh-cluster-ca")
+        let base = try ServerProcess.temporaryDirectory("lh-cluster")
+        let gates = try ServerProcess.temporaryDirectory("gates")
+        let arguments = PostgresFailoverTests.member(store, ca: ca) + ["--http-listen", "off"]
+        let slots = try (0..<3).map {
+            PostgresChaosTests.Slot(
+                index: $0, port: try ServerProcess.freePort(), dataDir: base.appendingPathComponent("server-\($0)"))
+        }
+        defer {
+            for s in slots {
+                _ = try? Process.run(
+                    URL(fileURLWithPath: "/usr/bin/pkill"),
+                    arguments: ["-9", "-f", "--", "--data-dir \(s.dataDir.path) "])
+            }
+        }
+        let owner = try await slots[0].launch(arguments).value
+        for s in slots.dropFirst() { s.launch(arguments) }
+        let endpoints = slots.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
+        let worker = try await owner.startWorker(
+            "lh-test-worker", tasks, environment: ["LH_TEST_GATE_DIR": gates.path, "LHC_API_HOST": endpoints],
+            ready: "test worker ready")
+        defer { worker.stop() }
+        var config = owner.config()
+        config.apiHost = endpoints
+        let client = try await LittleHorseClient.connect(config)
+        for e in events { _ = try await client.putExternalEventDef(.with { $0.name = e }) }
+        _ = try await client.putWfSpec(workflow.compile())
+        await client.close()
+        try await body(owner, try await LittleHorseClient.connect(config), gates, slots)
+    }
+
+    /// Calls `body` with a fresh client of the cluster until the cluster
+    /// answers (a failover in between gives UNAVAILABLE or a closed connection).
+    func onCluster<T>(_ config: LHConfig, _ body: (LittleHorseClient) async throws -> T) async throws -> T {
+        var retries = 0
+        var result: T?
+        try await PostgresFailoverTests.retrying(config, retries: &retries) { client in result = try await body(client)
+        }
+        return result!
+    }
+
+    @Test func anInterruptWhileTheTaskIsInFlightWaitsForItsReportAtTheServerThatTookOver() async throws {
+        let wf = Workflow("in-flight") { wf in
+            let note = wf.declareStr("note")
+            wf.execute("slow-step", note, options: TaskOptions(retries: 0, timeoutSeconds: 60))
+            wf.execute("read-note", note)
+            wf.registerInterruptHandler("update-note") { h in
+                let input = h.declareStr(WorkflowThread.handlerInputVar)
+                h.mutate(note, .assign, input)
+            }
+        }
+        try await cluster(tasks: ["slow-step:gate", "read-note:echo"], events: ["update-note"], workflow: wf) {
+            owner, client, gates, slots in
+            var config = owner.config()
+            config.apiHost = slots.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
+            _ = try await client.runWf(
+                .with {
+                    $0.wfSpecName = "in-flight"; $0.id = "wf-c"; $0.variables["note"] = .with { $0.str = "before" }
+                })
+            try await eventually("slow-step is in the worker's hands") {
+                try await client.listTaskRuns("wf-c").results.first?.status == .taskRunning
+            }
+            _ = try await client.putExternalEvent(
+                .with {
+                    $0.wfRunID.id = "wf-c"; $0.externalEventDefID.name = "update-note"; $0.content.str = "after"
+                })
+            #expect(try await client.getWfRun("wf-c").threadRuns[0].status == .halting)
+            await client.close()
+
+            progress("cluster interrupt test: kill -9 of the owner with the task in flight")
+            await slots[0].kill9()
+            // The server that took over keeps the thread HALTING: the attempt is
+            // still in the worker's hands (it claims it on its new connection).
+            try await Task.sleep(for: .seconds(5))
+            let during = try await onCluster(config) { try await $0.getWfRun("wf-c") }
+            #expect(during.threadRuns[0].status == .halting, "HALTING at the new owner until the report")
+            #expect(during.threadRuns.count == 1, "no handler before the report")
+            let tasks = try await onCluster(config) { try await $0.listTaskRuns("wf-c").results }
+            #expect(tasks.first?.status == .taskRunning && tasks.first?.attempts.count == 1, "the same attempt")
+
+            #expect(FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-c").path, contents: Data()))
+            try await eventually("wf-c COMPLETED", timeout: 30) {
+                try await onCluster(config) { try await $0.getWfRun("wf-c").status } == .completed
+            }
+            let done = try await onCluster(config) { try await $0.getWfRun("wf-c") }
+            #expect(done.threadRuns[1].type == .interrupt && done.threadRuns[1].status == .completed)
+            let read = try await onCluster(config) {
+                try await $0.listTaskRuns("wf-c").results.first { $0.taskDefID.name == "read-note" }
+            }
+            #expect(read?.inputVariables.first?.value.str == "after", "the next task saw the handler's mutation")
+            let slow = try await onCluster(config) {
+                try await $0.listTaskRuns("wf-c").results.first { $0.taskDefID.name == "slow-step" }
+            }
+            #expect(slow?.attempts.count == 1, "the in-flight attempt reported across the failover, not retried")
+        }
+    }
+
+    @Test func aStopWithATaskInFlightIsHaltedOnlyAfterItsReportAtTheServerThatTookOver() async throws {
+        let wf = Workflow("stoppable") { wf in
+            wf.execute("slow-step", "x", options: TaskOptions(retries: 0, timeoutSeconds: 60))
+            wf.execute("after", "y")
+        }
+        try await cluster(tasks: ["slow-step:gate", "after:echo"], events: [], workflow: wf) {
+            owner, client, gates, slots in
+            var config = owner.config()
+            config.apiHost = slots.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
+            _ = try await client.runWf(
+                .with {
+                    $0.wfSpecName = "stoppable"; $0.id = "wf-s"
+                })
+            try await eventually("slow-step in flight") {
+                try await client.listTaskRuns("wf-s").results.first?.status == .taskRunning
+            }
+            try await client.stopWfRun("wf-s")
+            #expect(try await client.getWfRun("wf-s").status == .halting)
+            await client.close()
+            await slots[0].kill9()
+            try await Task.sleep(for: .seconds(5))
+            #expect(try await onCluster(config) { try await $0.getWfRun("wf-s").status } == .halting)
+            #expect(FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-s").path, contents: Data()))
+            try await eventually("HALTED after the report", timeout: 30) {
+                try await onCluster(config) { try await $0.getWfRun("wf-s").status } == .halted
+            }
+            #expect(try await onCluster(config) { try await $0.listTaskRuns("wf-s").results.count } == 1)
+            try await onCluster(config) { try await $0.resumeWfRun("wf-s") }
+            try await eventually("COMPLETED after resume", timeout: 30) {
+                try await onCluster(config) { try await $0.getWfRun("wf-s").status } == .completed
+            }
+        }
+    }
+}
