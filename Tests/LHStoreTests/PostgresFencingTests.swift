@@ -52,9 +52,11 @@ import Testing
         let parts = claimedByA.map(\.0)
         let epochs = claimedByA.map(\.1)
 
-        // A's write in flight: fenced, a row written, not committed yet.
+        // A's write in flight: its fence passed (the member row share-locked,
+        // as lh_fence's first step; taken without the lease check, which a
+        // loaded machine could make late), a row written, not committed yet.
         try await a.query("BEGIN", logger: Self.logger)
-        try await a.query("SELECT lh_fence('A', \(parts), \(epochs))", logger: Self.logger)
+        _ = try await a.query("SELECT 1 FROM lh_members WHERE id = 'A' FOR SHARE", logger: Self.logger).collect()
         try await a.query(
             "INSERT INTO wf_runs VALUES ('in-flight', 0, 'spec', 0, 0, 1, 0, '\\x00')", logger: Self.logger)
         // A's lease runs out; B claims: it must wait for A's transaction.
