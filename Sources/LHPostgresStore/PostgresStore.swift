@@ -282,6 +282,17 @@ public final class PostgresStore: LHStorage, Sendable, CustomStringConvertible {
         thread.start()
     }
 
+    /// Records the address this server listens on (once it is bound: a
+    /// standby's messages and operators show it).
+    public func advertise(_ address: String) {
+        do {
+            try membership.query(
+                "UPDATE lh_members SET address = \(address) WHERE id = \(memberId)", doing: "recording the address")
+        } catch {
+            logger.warning("cannot record this server's address: \(error)")
+        }
+    }
+
     /// Renews the lease every fifth of its length until the store closes;
     /// steps down when PostgreSQL says this member is no longer live.
     private func renewLeases() {

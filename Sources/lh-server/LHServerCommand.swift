@@ -272,6 +272,7 @@ struct LHServerCommand: AsyncParsableCommand {
         } catch {
             Self.fail("\(error)")
         }
+        let cluster = postgres
         let server = WireServer(
             configuration: config, router: LHAdminRouter(core: core), logger: logger, metrics: core.metrics)
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: core), .init(service: server)]
@@ -300,6 +301,7 @@ struct LHServerCommand: AsyncParsableCommand {
         let transport = plaintext ? "PLAINTEXT" : "TLS"
         async let announce: Void = {
             guard let bound = try? await server.boundPort() else { return }
+            cluster?.advertise("\(host):\(bound)")
             var line = "lh-server listening on \(host):\(bound) (\(transport))"
             if let ca = server.developmentCAPath {
                 line += "; clients trust the CA at \(ca) (export LHC_CA_CERT=\(ca))"

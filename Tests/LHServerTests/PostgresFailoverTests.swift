@@ -100,6 +100,8 @@ import Testing
         let second = try await standby.value
         servers.add(second)
         #expect(second.log.contains("claimed partitions"), "\(second.log.suffix(2_000))")
+        // While it waited it named the owner by the address the owner listens on.
+        #expect(second.announced.contains("at 127.0.0.1:\(ports[0]) owns the partitions"), "\(second.announced)")
         print(
             "failover test: \(runs) WfRuns, kill -9 of the owner, the standby served \(failover ?? -1) s after it (lease 2 s); \(retried) requests retried; \(Date().timeIntervalSince(started)) s"
         )
