@@ -57,19 +57,9 @@ final class LiveProcess: @unchecked Sendable {
     /// the test process (an in-process server needs them).
     func terminate() async { await terminateWithoutBlocking(process, grace: 5) }
 
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = Date().addingTimeInterval(5)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
-    }
+    func stop() { stopProcess(process, grace: 5) }
 
-    func kill9() {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
+    func kill9() { killProcess(process) }
 }
 
 extension LiveServer {
@@ -144,9 +134,41 @@ func eventually(_ what: String, timeout: Double = 20, _ condition: () async thro
 /// SIGTERM, then SIGKILL after `grace` seconds, polling with Task.sleep: no
 /// thread of the test process is blocked meanwhile.
 func terminateWithoutBlocking(_ process: Process, grace: Double) async {
-    guard process.isRunning else { return }
+    guard !hasExited(process) else { return }
     process.terminate()
     let deadline = Date().addingTimeInterval(grace)
-    while process.isRunning && Date() < deadline { try? await Task.sleep(for: .milliseconds(10)) }
-    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    while !hasExited(process) && Date() < deadline { try? await Task.sleep(for: .milliseconds(10)) }
+    if !hasExited(process) { kill(process.processIdentifier, SIGKILL) }
+}
+
+/// Whether the child has ended: Foundation says so, or the kernel does (it
+/// is a zombie or gone). Foundation sometimes never notices a child's end
+/// when many end at once, and its `waitUntilExit` then spins forever: the
+/// tests never call it on a child they stop.
+func hasExited(_ process: Process) -> Bool {
+    if !process.isRunning { return true }
+    let pid = process.processIdentifier
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else { return true }
+    let state = stat[stat.index(after: close)...].split(separator: " ").first
+    return state == "Z" || state == "X"
+}
+
+/// SIGTERM, then SIGKILL after `grace` seconds; returns once it ended (or
+/// after 10 s more), never blocking forever.
+func stopProcess(_ process: Process, grace: Double) {
+    guard !hasExited(process) else { return }
+    process.terminate()
+    let deadline = Date().addingTimeInterval(grace)
+    while !hasExited(process) && Date() < deadline { usleep(10_000) }
+    if !hasExited(process) { killProcess(process) }
+}
+
+/// SIGKILL, then waits (at most 10 s) until it ended.
+func killProcess(_ process: Process) {
+    guard !hasExited(process) else { return }
+    kill(process.processIdentifier, SIGKILL)
+    let deadline = Date().addingTimeInterval(10)
+    while !hasExited(process) && Date() < deadline { usleep(5_000) }
 }

@@ -99,17 +99,17 @@ import Testing
                 if !paused && Date().timeIntervalSince(began) > 25 {
                     paused = true
                     for s in slots {
-                        guard let owner = s.listening, owner.process.isRunning else { continue }
+                        guard let owner = s.listening, !hasExited(owner.process) else { continue }
                         progress("chaos: SIGSTOP of the owner server-\(s.index) for 6 s")
                         kill(owner.process.processIdentifier, SIGSTOP)
                         try await Task.sleep(for: .seconds(6))
                         kill(owner.process.processIdentifier, SIGCONT)
                         progress("chaos: SIGCONT of server-\(s.index)")
                         try await Task.sleep(for: .seconds(3))
-                        if !owner.process.isRunning {
+                        if hasExited(owner.process) {
                             s.server.withLockedValue { $0 = nil }
                             progress(
-                                "chaos: server-\(s.index) stepped down (exit \(owner.process.terminationStatus)); started again"
+                                "chaos: server-\(s.index) stepped down (exit \(PostgresFailoverTests.exitStatus(owner.process))); started again"
                             )
                             s.launch(arguments)
                         }
@@ -118,10 +118,10 @@ import Testing
                     continue
                 }
                 // Every other kill is the owner's (a takeover), the rest random.
-                let owner = slots.first { $0.listening?.process.isRunning == true }
+                let owner = slots.first { $0.listening.map { !hasExited($0.process) } == true }
                 let victim =
                     kills % 2 == 0 ? (owner ?? slots[0]) : slots[Int.random(in: 0..<3, using: &rng)]
-                let wasOwner = victim.listening?.process.isRunning == true
+                let wasOwner = victim.listening.map { !hasExited($0.process) } == true
                 kills += 1
                 progress("chaos: kill -9 of server-\(victim.index) (\(wasOwner ? "owner" : "standby")), kill \(kills)")
                 await victim.kill9()

@@ -99,11 +99,7 @@ final class ServerProcess: @unchecked Sendable {
     }
 
     /// kill -9: no shutdown of any kind.
-    func kill9() {
-        guard process.isRunning else { return }
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
+    func kill9() { killProcess(process) }
 
     /// A port that was free a moment ago (for a server restarted on the same port).
     static func freePort() throws -> Int {
@@ -140,13 +136,7 @@ final class ServerProcess: @unchecked Sendable {
     func terminate() async { await terminateWithoutBlocking(process, grace: 10) }
 
     /// SIGTERM, then SIGKILL if it has not exited within 10 s.
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = Date().addingTimeInterval(10)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL); process.waitUntilExit() }
-    }
+    func stop() { stopProcess(process, grace: 10) }
 
     /// Client settings for this server.
     func config(caPath: String? = nil) -> LHConfig {
