@@ -16,7 +16,7 @@ import Testing
         let err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        try process.run()
+        try spawn(process)
         // Drain both pipes while it runs so that it never blocks on a full pipe.
         async let stdout = Task.detached { out.fileHandleForReading.readDataToEndOfFile() }.value
         async let stderr = Task.detached { err.fileHandleForReading.readDataToEndOfFile() }.value

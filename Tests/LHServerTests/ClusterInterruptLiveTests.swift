@@ -27,9 +27,7 @@ import Testing
         }
         defer {
             for s in slots {
-                _ = try? Process.run(
-                    URL(fileURLWithPath: "/usr/bin/pkill"),
-                    arguments: ["-9", "-f", "--", "--data-dir \(s.dataDir.path) "])
+                _ = try? spawnDetached("/usr/bin/pkill", ["-9", "-f", "--", "--data-dir \(s.dataDir.path) "])
             }
         }
         let owner = try await slots[0].launch(arguments).value

@@ -2,6 +2,7 @@ import Foundation
 import LHClient
 import LHWire
 import NIOConcurrencyHelpers
+import Synchronization
 
 /// A helper process of the live tests (a worker), stopped on every path by
 /// ``withProcess``.
@@ -31,7 +32,7 @@ final class LiveProcess: @unchecked Sendable {
             let d = h.availableData
             if !d.isEmpty { e.withLockedValue { $0 += String(decoding: d, as: UTF8.self) } }
         }
-        try process.run()
+        try spawn(process)
     }
 
     /// Waits for a line containing `text` on stdout.
@@ -171,4 +172,25 @@ func killProcess(_ process: Process) {
     kill(process.processIdentifier, SIGKILL)
     let deadline = Date().addingTimeInterval(10)
     while !hasExited(process) && Date() < deadline { usleep(5_000) }
+}
+
+/// Spawns `process` with the environment given explicitly (a copy of this
+/// process's when it has none) and one spawn at a time in the test process:
+/// Foundation's `Process.run()` crashed once in CI (a bad read inside it)
+/// while live tests spawned servers from several tasks at once.
+func spawn(_ process: Process) throws {
+    if process.environment == nil { process.environment = ProcessInfo.processInfo.environment }
+    try spawnLock.withLock { _ in try process.run() }
+}
+
+private let spawnLock = Mutex(())
+
+/// Starts a command and does not wait for it (cleanups: pkill, pg_ctl stop).
+@discardableResult
+func spawnDetached(_ path: String, _ arguments: [String]) throws -> Process {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: path)
+    process.arguments = arguments
+    try spawn(process)
+    return process
 }

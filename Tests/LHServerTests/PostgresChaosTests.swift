@@ -63,8 +63,7 @@ import Testing
         defer {
             for s in slots {
                 let dir = s.dataDir.path
-                _ = try? Process.run(
-                    URL(fileURLWithPath: "/usr/bin/pkill"), arguments: ["-9", "-f", "--", "--data-dir \(dir) "])
+                _ = try? spawnDetached("/usr/bin/pkill", ["-9", "-f", "--", "--data-dir \(dir) "])
             }
         }
         let execLog = base.appendingPathComponent("exec.log").path

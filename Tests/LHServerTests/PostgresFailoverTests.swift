@@ -164,6 +164,9 @@ import Testing
 
     /// A child's exit status, also when Foundation did not notice its end.
     static func exitStatus(_ process: Process) -> Int32 {
+        // Foundation may have reaped it and not yet updated `isRunning`.
+        let deadline = Date().addingTimeInterval(3)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
         if !process.isRunning { return process.terminationStatus }
         var status: Int32 = 0
         guard waitpid(process.processIdentifier, &status, WNOHANG) > 0 else { return -1 }
@@ -281,8 +284,7 @@ import Testing
         let url = started.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
         #expect(started.status == 0, "\(started.stderr)")
         defer {
-            _ = try? Process.run(
-                URL(fileURLWithPath: script), arguments: ["stop", dir.appendingPathComponent("pg").path])
+            _ = try? spawnDetached(script, ["stop", dir.appendingPathComponent("pg").path])
         }
         try await withServer(arguments: ["--store", url, "--lease-ttl", "2", "--partitions", "4"]) { server in
             let client = try await server.client()

@@ -41,7 +41,7 @@ import Testing
         let err = Pipe()
         process.standardOutput = out
         process.standardError = err
-        try process.run()
+        try spawn(process)
         let path = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         let reason = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()

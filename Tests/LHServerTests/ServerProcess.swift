@@ -65,7 +65,7 @@ final class ServerProcess: @unchecked Sendable {
             let data = handle.availableData
             if !data.isEmpty { errors.withLockedValue { $0 += String(decoding: data, as: UTF8.self) } }
         }
-        try process.run()
+        try spawn(process)
         let deadline = Date().addingTimeInterval(listenTimeout)
         while Date() < deadline {
             let text = output.withLockedValue { $0 }

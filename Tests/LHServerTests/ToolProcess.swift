@@ -13,7 +13,7 @@ func runTool(_ executable: String, _ arguments: [String], environment: [String: 
     let (out, err) = (Pipe(), Pipe())
     process.standardOutput = out
     process.standardError = err
-    try process.run()
+    try spawn(process)
     return await withCheckedContinuation { continuation in
         Thread.detachNewThread {
             let o = out.fileHandleForReading.readDataToEndOfFile()
