@@ -46,11 +46,7 @@ public enum DevCertificateAuthority {
         try fm.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
 
         let ca = try makeCA(commonName: "lh-server development CA")
-        let server = try issue(
-            commonName: hostnames.first ?? "localhost", dnsNames: hostnames,
-            ipAddresses: [[127, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]],
-            usages: [.serverAuth, .clientAuth], by: ca
-        )
+        let server = try issueServer(hostnames: hostnames, by: ca)
         try write(ca.certificatePEM, to: files.caCertPath, mode: 0o644)
         try write(ca.keyPEM, to: files.caKeyPath, mode: 0o600)
         try write(server.certificatePEM, to: files.serverCertPath, mode: 0o644)
@@ -107,17 +103,21 @@ public enum DevCertificateAuthority {
             )
         }
         try fm.createDirectory(at: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o700])
-        let ca = try loadCA(certPath: caCert, keyPath: caKey)
-        let server = try issue(
-            commonName: hostnames.first ?? "localhost", dnsNames: hostnames,
-            ipAddresses: [[127, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]],
-            usages: [.serverAuth, .clientAuth], by: ca
-        )
+        let server = try issueServer(hostnames: hostnames, by: try loadCA(certPath: caCert, keyPath: caKey))
         try write(server.keyPEM, to: files.serverKeyPath, mode: 0o600)
         try write(server.certificatePEM, to: files.serverCertPath, mode: 0o644)
         try write(caPEM, to: issuerPath, mode: 0o644)
         files.created = true
         return files
+    }
+
+    /// A development server certificate for `hostnames`, 127.0.0.1 and ::1.
+    static func issueServer(hostnames: [String], by ca: Issued) throws -> Issued {
+        try issue(
+            commonName: hostnames.first ?? "localhost", dnsNames: hostnames,
+            ipAddresses: [[127, 0, 0, 1], [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]],
+            usages: [.serverAuth, .clientAuth], by: ca
+        )
     }
 
     /// A certificate and its private key, PEM-encoded.

@@ -43,7 +43,7 @@ struct Failover: AsyncParsableCommand {
             database.stop()
             if !keep { try? FileManager.default.removeItem(at: workDir) }
         }
-        let ports = try (0..<servers).map { _ in try freeLocalPort() }
+        let ports = try (0..<servers).map { _ in try freeLoopbackPort() }
         let hosts = ports.map { "127.0.0.1:\($0)" }.joined(separator: ",")
         let arguments = [
             "--store", database.url, "--lease-ttl", "\(leaseTtl)", "--partitions", "16",
@@ -185,22 +185,4 @@ struct Failover: AsyncParsableCommand {
         r.print(extra: ["store": "postgres", "lease_ttl_s": leaseTtl, "kills": kills])
         if notCompleted > 0 { throw ExitCode(1) }
     }
-}
-
-/// A port of 127.0.0.1 that was free a moment ago.
-func freeLocalPort() throws -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let bound = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
-    }
-    guard bound == 0 else { throw BenchError("cannot bind a port of 127.0.0.1") }
-    _ = withUnsafeMutablePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
-    }
-    return Int(UInt16(bigEndian: addr.sin_port))
 }

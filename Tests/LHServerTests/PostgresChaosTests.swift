@@ -194,12 +194,7 @@ import Testing
         #expect(twice.isEmpty, "attempts delivered more than once: \(twice.keys.sorted().prefix(10))")
         #expect(seen.count >= acknowledged.count * 2)
         // No commit of a member after PostgreSQL marked it dead.
-        let late = try await PostgresFailoverTests.psql(
-            store,
-            """
-            SELECT count(*) FROM lh_commit_log c JOIN lh_members m ON m.id = c.member
-            WHERE m.state = 'dead' AND c.at >= m.ended_at
-            """)
+        let late = try await PostgresFailoverTests.commitsAfterDeath(store)
         #expect(late == "0", "commits after a member was marked dead")
         let epochs = try await PostgresFailoverTests.psql(store, "SELECT max(epoch) FROM lh_partitions")
         #expect((Int(epochs) ?? 0) >= 3, "ownership moved at least three times (max epoch \(epochs))")

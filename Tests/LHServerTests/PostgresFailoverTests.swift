@@ -162,6 +162,16 @@ import Testing
         }
     }
 
+    /// Commits PostgreSQL logged (`lh_commit_log`) of members after they were marked dead.
+    static func commitsAfterDeath(_ store: String) async throws -> String {
+        try await psql(
+            store,
+            """
+            SELECT count(*) FROM lh_commit_log c JOIN lh_members m ON m.id = c.member
+            WHERE m.state = 'dead' AND c.at >= m.ended_at
+            """)
+    }
+
     /// A child's exit status, also when Foundation did not notice its end.
     static func exitStatus(_ process: Process) -> Int32 {
         // Foundation may have reaped it and not yet updated `isRunning`.
@@ -252,12 +262,7 @@ import Testing
         try await eventually("the old owner exited", timeout: 20) { hasExited(first.process) }
         #expect(Self.exitStatus(first.process) == 3, "exit status \(Self.exitStatus(first.process))")
         #expect(first.log.contains("stepped down"), "\(first.log.suffix(1_500))")
-        let late = try await Self.psql(
-            store,
-            """
-            SELECT count(*) FROM lh_commit_log c JOIN lh_members m ON m.id = c.member
-            WHERE m.state = 'dead' AND c.at >= m.ended_at
-            """)
+        let late = try await Self.commitsAfterDeath(store)
         #expect(late == "0", "commits of a member after it was marked dead")
         let commits = try await Self.psql(store, "SELECT count(DISTINCT member) FROM lh_commit_log")
         #expect(commits == "2", "both members committed (before and after the takeover)")
