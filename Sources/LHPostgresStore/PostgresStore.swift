@@ -19,9 +19,10 @@ import Synchronization
 /// per group commit share-locks the member's row and checks its lease and
 /// partition epochs first, so a server that lost its partitions (killed,
 /// paused, cut off) can never commit again. This version hands all
-/// partitions to one live member; the others are hot standbys that take
-/// over when its lease runs out (or at once when it leaves on SIGTERM).
-public final class PostgresStore: LHStorage, Sendable, CustomStringConvertible {
+/// partitions to one live member; the others serve reads, forward commands
+/// to it (``LHClusterMembership``) and take over when its lease runs out
+/// (or at once when it leaves on SIGTERM).
+public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, CustomStringConvertible {
     public struct Options: Sendable {
         public var url: String
         /// Partitions of a new cluster (a database used before keeps its own
@@ -55,6 +56,13 @@ public final class PostgresStore: LHStorage, Sendable, CustomStringConvertible {
     let epochs = Mutex<[Int32: Int64]>([:])
     private let orphanIds = Mutex<Set<String>>([])
     private let wfRunIds = Mutex(IdFilter())
+    /// Whether the id filters hold every WfRun of the owned partitions (a
+    /// lookup of an id they lack is answered without PostgreSQL); a member
+    /// that owns nothing reads every id from PostgreSQL.
+    private let filtersLoaded = Atomic<Bool>(false)
+    /// Live owners' advertised addresses by partition (read at every claim
+    /// tick and after a forward to a stale owner failed).
+    private let owners = Mutex<[Int32: String]>([:])
     private let state = Mutex(Lifecycle())
     private let fenced = Atomic<Bool>(false)
 
@@ -63,12 +71,11 @@ public final class PostgresStore: LHStorage, Sendable, CustomStringConvertible {
         var stepDown: (@Sendable (String) -> Void)?
     }
 
-    /// Connects, migrates, joins as a member and waits until it owns every
-    /// partition (a standby waits here while another member's lease runs).
-    /// `waiting` is told, once per owner, whom it waits for.
-    public static func open(
-        _ options: Options, logger: Logger, waiting: @escaping @Sendable (String) -> Void = { _ in }
-    ) async throws -> PostgresStore {
+    /// Connects, migrates, joins as a member and claims the partitions no
+    /// live member owns. When another member owns them, the store opens as a
+    /// standby (``ownsAll`` false): it reads, and ``waitForOwnership`` takes
+    /// over once that member leaves or its lease runs out.
+    public static func open(_ options: Options, logger: Logger) throws -> PostgresStore {
         let settings: PostgresSettings
         do {
             settings = try PostgresSettings(url: options.url)
@@ -79,8 +86,8 @@ public final class PostgresStore: LHStorage, Sendable, CustomStringConvertible {
         do {
             try store.migrate()
             try store.join()
-            try await store.claimAll(waiting: waiting)
-            try store.loadFilters()
+            try store.claim()
+            if store.ownsAll { try store.loadFilters() } else { store.readOwners() }
         } catch {
             store.close(leaving: false)
             throw error
@@ -324,43 +331,139 @@ public final class PostgresStore: LHStorage, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Claims every partition without a live owner; repeats until it owns
-    /// them all.
-    func claimAll(waiting: @Sendable (String) -> Void) async throws {
-        var toldAbout: Set<String> = []
+    /// Whether this member owns every partition (a standby owns none).
+    public var ownsAll: Bool { epochs.withLock { $0.count } == partitionCount }
+
+    /// Claims the partitions no live member owns (one `lh_claim` call).
+    func claim() throws {
+        let claimed: [(Int32, Int64)]
+        do {
+            claimed = try membership.query(
+                "SELECT p, epoch FROM lh_claim(\(memberId), \(options.leaseTTL))", doing: "claiming partitions"
+            ).map { try $0.decode((Int32, Int64).self) }
+        } catch let error as PGError {
+            if error.sqlState == "LHF01" { stepDown(error.message) }
+            throw StoreError(.unreadable, "cannot claim partitions in \(settings.where): \(error.message)")
+        }
+        let owned = epochs.withLock { e -> Int in
+            for (p, epoch) in claimed { e[p] = epoch }
+            return e.count
+        }
+        if !claimed.isEmpty {
+            logger.notice(
+                "claimed partitions",
+                metadata: ["lh.claimed": "\(claimed.count)", "lh.owned": "\(owned)/\(partitionCount)"])
+        }
+    }
+
+    /// A standby's wait: claims at every tick (a quarter of the lease, at
+    /// most half a second) until it owns every partition, then loads the id
+    /// filters and returns. `waiting` is told, once per owner, whom it waits
+    /// for; `tick` runs after every claim that did not take over (the server
+    /// refreshes its metadata there).
+    public func waitForOwnership(
+        waiting: @escaping @Sendable (String) -> Void, tick: @escaping @Sendable () async -> Void
+    ) async throws {
+        var told: Set<String> = []
         while true {
-            let claimed: [(Int32, Int64)]
-            do {
-                claimed = try membership.query(
-                    "SELECT p, epoch FROM lh_claim(\(memberId), \(options.leaseTTL))", doing: "claiming partitions"
-                ).map { try $0.decode((Int32, Int64).self) }
-            } catch let error as PGError {
-                throw StoreError(.unreadable, "cannot claim partitions in \(settings.where): \(error.message)")
-            }
-            let owned = epochs.withLock { e -> Int in
-                for (p, epoch) in claimed { e[p] = epoch }
-                return e.count
-            }
-            if !claimed.isEmpty {
-                logger.notice(
-                    "claimed partitions",
-                    metadata: ["lh.claimed": "\(claimed.count)", "lh.owned": "\(owned)/\(partitionCount)"])
-            }
-            if owned == partitionCount { return }
-            let holders = try membership.query(
-                """
-                SELECT m.id, m.address, to_char(m.lease_until, 'YYYY-MM-DD"T"HH24:MI:SS.MS') FROM lh_members m
-                WHERE m.state = 'live' AND m.id <> \(memberId) AND EXISTS (SELECT 1 FROM lh_partitions l WHERE l.owner = m.id)
-                """, doing: "reading the owners"
-            ).map { try $0.decode((String, String, String).self) }
-            for (id, address, until) in holders where !toldAbout.contains(id) {
-                toldAbout.insert(id)
-                waiting(
-                    "standby: member \(id)\(address.isEmpty ? "" : " at \(address)") owns the partitions (lease until \(until) UTC); taking over when it leaves or its lease runs out"
-                )
-            }
+            try checkOpen()
+            if isFenced { throw StoreError(.refused, "this member was marked dead; it owns nothing") }
+            // Blocking PostgreSQL calls: on a thread of their own, never on
+            // the cooperative pool.
+            let (owner, holders) = await Self.offPool { self.standbyTick() }
+            if owner { break }
+            for (id, line) in holders where told.insert(id).inserted { waiting(line) }
+            await tick()
             // Often enough that a graceful handover (no lease to wait for) is quick.
             try await Task.sleep(for: .milliseconds(Int(min(options.leaseTTL / 4, 0.5) * 1000)))
+        }
+        try await Self.offPool {
+            try self.loadFilters()
+            self.readOwners()
+        }
+    }
+
+    /// One claim of a standby: whether it owns every partition now, else
+    /// the owners it waits for (member id, a line naming it).
+    private func standbyTick() -> (Bool, [(String, String)]) {
+        do {
+            try claim()
+        } catch let error as StoreError {
+            // PostgreSQL away: keep serving what can be served, try again.
+            logger.warning("\(error.message)")
+        } catch {
+            logger.warning("cannot claim partitions: \(error)")
+        }
+        if ownsAll { return (true, []) }
+        readOwners()
+        if let holders = try? membership.query(
+            """
+            SELECT m.id, m.address, to_char(m.lease_until, 'YYYY-MM-DD"T"HH24:MI:SS.MS') FROM lh_members m
+            WHERE m.state = 'live' AND m.id <> \(memberId) AND EXISTS (SELECT 1 FROM lh_partitions l WHERE l.owner = m.id)
+            """, doing: "reading the owners"
+        ).map({ try $0.decode((String, String, String).self) }) {
+            return (
+                false,
+                holders.map { id, address, until in
+                    (
+                        id,
+                        "standby: member \(id)\(address.isEmpty ? "" : " at \(address)") owns the partitions (lease until \(until) UTC); this server serves reads, forwards commands to it, and takes over when it leaves or its lease runs out"
+                    )
+                }
+            )
+        }
+        return (false, [])
+    }
+
+    /// Runs blocking work on a thread outside Swift's cooperative pool.
+    public static func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
+        }
+    }
+
+    public static func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
+        await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: work()) }
+        }
+    }
+
+    // MARK: - LHClusterMembership
+
+    public func owns(wfRunId: String) -> Bool {
+        let p = partition(of: wfRunId)
+        return epochs.withLock { $0[p] != nil }
+    }
+
+    public var ownsMetadata: Bool { epochs.withLock { $0[0] != nil } }
+
+    public func ownerAddress(of wfRunId: String?) -> String? {
+        let p = wfRunId.map { partition(of: $0) } ?? 0
+        if epochs.withLock({ $0[p] != nil }) { return nil }
+        return owners.withLock { $0[p] }
+    }
+
+    /// Reads the owners again, on a thread of its own (callers may be on an
+    /// event loop); the map changes when the read is done.
+    public func refreshOwners() {
+        DispatchQueue.global().async { self.readOwners() }
+    }
+
+    /// Reads the owners (blocking).
+    func readOwners() {
+        do {
+            let rows = try membership.query(
+                """
+                SELECT l.p, m.address FROM lh_partitions l JOIN lh_members m ON m.id = l.owner
+                WHERE m.state = 'live' AND m.lease_until > now() AND m.id <> \(memberId) AND m.address <> ''
+                """, doing: "reading the owners"
+            ).map { try $0.decode((Int32, String).self) }
+            owners.withLock { o in
+                o = [:]
+                for (p, address) in rows { o[p] = address }
+            }
+        } catch {
+            logger.debug("cannot read the partitions' owners: \(error)")
         }
     }
 
@@ -372,6 +475,13 @@ public final class PostgresStore: LHStorage, Sendable, CustomStringConvertible {
         let orphans = try reader().query("SELECT DISTINCT wf_run_id FROM orphan_events", doing: "reading orphan events")
             .map { try $0.decode(String.self) }
         orphanIds.withLock { $0 = Set(orphans) }
+        filtersLoaded.store(true, ordering: .releasing)
+    }
+
+    /// Whether `id` surely has no row: the filters say so, and they are
+    /// complete for its partition.
+    private func surelyAbsent(_ id: String, in filter: (String) -> Bool) -> Bool {
+        filtersLoaded.load(ordering: .acquiring) && owns(wfRunId: id) && !filter(id)
     }
 
     func checkOpen() throws {
@@ -464,7 +574,7 @@ public final class PostgresStore: LHStorage, Sendable, CustomStringConvertible {
     // MARK: - WfRuns
 
     public func wfRun(_ id: String) throws -> WfRunState? {
-        guard wfRunIds.withLock({ $0.mayContain(id) }) else { return nil }
+        if surelyAbsent(id, in: { id in wfRunIds.withLock { $0.mayContain(id) } }) { return nil }
         let body = try read("reading WfRun \(id)") { db in
             try db.query("SELECT body FROM wf_runs WHERE id = \(id)", doing: "reading WfRun \(id)")
                 .map { try $0.decode(Data.self) }.first
@@ -474,7 +584,7 @@ public final class PostgresStore: LHStorage, Sendable, CustomStringConvertible {
     }
 
     public func orphanEvents(of wfRunId: String) throws -> [Littlehorse_ExternalEvent] {
-        guard orphanIds.withLock({ $0.contains(wfRunId) }) else { return [] }
+        if surelyAbsent(wfRunId, in: { id in orphanIds.withLock { $0.contains(id) } }) { return [] }
         return try read("reading orphan events") { db in
             try db.query(
                 "SELECT body FROM orphan_events WHERE wf_run_id = \(wfRunId) ORDER BY commit_seq, ord",

@@ -21,6 +21,11 @@ package final class LHCore: Service, Sendable {
     let timers: TimerService
     let admin: AdminService
     let claims: RestartClaims
+    /// Set when the store is shared by a cluster: where requests go.
+    let cluster: ClusterRouting?
+    /// Yields once this server owns its partitions (at once without a
+    /// cluster; when it took over, for a standby).
+    private let owning: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
     let clock: any LHClock
     let logger: Logger
     /// Counted work and levels, served at `/metrics` (``HTTPFront``).
@@ -59,16 +64,38 @@ package final class LHCore: Service, Sendable {
         processor = CommandProcessor(store: store, metadata: metadata, logger: logger, clock: clock, metrics: metrics)
         dispatcher = TaskDispatcher(starter: processor, logger: logger)
         timers = TimerService(firing: processor, clock: clock, logger: logger)
-        // Recovery: what was queued waits again; timers fire from their due
-        // times; attempts that were in workers' hands wait for their workers
-        // to claim them (or for their attempt timeouts, past the grace).
-        let stored = try store.timers()
-        claims = RestartClaims(try RestartClaims.inFlight(in: store, timers: stored), grace: claimGrace)
-        admin = AdminService(processor: processor, store: store, dispatcher: dispatcher, clock: clock, claims: claims)
+        claims = RestartClaims([], grace: claimGrace)
+        let membership = store as? any LHClusterMembership
+        cluster = membership.map { ClusterRouting(membership: $0, logger: logger) }
+        owning = AsyncStream.makeStream(of: Void.self)
+        admin = AdminService(
+            processor: processor, store: store, dispatcher: dispatcher, clock: clock, claims: claims, cluster: cluster)
         await processor.attach(sink: EffectRouter(dispatcher: dispatcher, timers: timers), reservations: dispatcher)
-        let queued = try store.queuedTasks()
+        if membership?.ownsMetadata ?? true {
+            try await takeOwnership()
+        } else {
+            logger.notice(
+                "store opened as a standby: reads are served here, commands go to the owner",
+                metadata: ["lh.store": "\((store as? CustomStringConvertible)?.description ?? "\(type(of: store))")"])
+        }
+    }
+
+    /// This server owns its partitions now (at start-up, or a standby that
+    /// took over): metadata read again, and what was queued waits again,
+    /// timers fire from their due times, attempts that were in workers'
+    /// hands wait for their workers to claim them (or for their attempt
+    /// timeouts, past the grace).
+    package func takeOwnership() async throws {
+        let store = self.store
+        let fresh = try LHError.mapping { try MetadataCache(loadingFrom: store) }
+        await processor.updateMetadata { $0 = fresh }
+        let stored = try LHError.mapping { try store.timers() }
+        claims.reset(try LHError.mapping { try RestartClaims.inFlight(in: store, timers: stored) })
+        let queued = try LHError.mapping { try store.queuedTasks() }
         for q in queued { dispatcher.enqueue(q) }
         for t in stored { await timers.schedule(t) }
+        owning.continuation.yield()
+        owning.continuation.finish()
         logger.notice(
             "store opened",
             metadata: [
@@ -79,11 +106,40 @@ package final class LHCore: Service, Sendable {
             ])
     }
 
+    /// How this server reaches the other members when it forwards commands
+    /// (a cluster): plaintext, or TLS trusting `caCertPath` (nil: the
+    /// system's trust store), presenting `clientCertificate` (certificate
+    /// and key paths) where the members require mutual TLS.
+    package func configurePeers(plaintext: Bool, caCertPath: String?, clientCertificate: (String, String)?) {
+        cluster?.configurePeers(
+            plaintext
+                ? .plaintext
+                : .tls(
+                    .init(
+                        caCertPath: caCertPath, clientCertPath: clientCertificate?.0,
+                        clientKeyPath: clientCertificate?.1)))
+    }
+
+    /// A standby's metadata read again from the store (another server
+    /// wrote some): served by its reads at once.
+    package func refreshMetadata() async {
+        let store = self.store
+        // Blocking reads: on a thread outside the cooperative pool.
+        let read = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { continuation.resume(returning: try? MetadataCache(loadingFrom: store)) }
+        }
+        guard let fresh = read else { return }
+        if fresh != processor.currentMetadata { await processor.updateMetadata { $0 = fresh } }
+    }
+
     package func run() async throws {
         await cancelWhenGracefulShutdown {
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await self.timers.run() }
-                group.addTask { await self.endClaimGrace() }
+                group.addTask {
+                    for await _ in self.owning.stream { break }
+                    await self.endClaimGrace()
+                }
             }
         }
     }

@@ -18,6 +18,9 @@ public enum LHListener {
         public var maxFrameBytes: Int
         public var heartbeatInterval: TimeAmount
         public var welcome: Lhwire_Welcome
+        /// Whether a client with this hello is served: nil, or the error it
+        /// is refused with before the welcome (the connection then closes).
+        public var admit: (@Sendable (Lhwire_Hello) -> LHError?)?
 
         public init(
             host: String = "127.0.0.1", port: Int = 2023, tls: LHTLS.ServerConfiguration?,
@@ -115,7 +118,7 @@ public enum LHListener {
                     try sync.addHandler(LHProtocolErrorHandler(logger: logger))
                     try sync.addHandlers(
                         LHHeartbeatHandler.handlers(interval: config.heartbeatInterval, logger: logger))
-                    try sync.addHandler(LHServerHelloHandler(welcome: finalWelcome))
+                    try sync.addHandler(LHServerHelloHandler(welcome: finalWelcome, admit: config.admit))
                     return try finish(channel)
                 }
             }

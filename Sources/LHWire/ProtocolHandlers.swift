@@ -58,10 +58,12 @@ public final class LHServerHelloHandler: ChannelInboundHandler, RemovableChannel
     public typealias OutboundOut = Lhwire_Envelope
 
     private let welcome: Lhwire_Welcome
+    private let admit: (@Sendable (Lhwire_Hello) -> LHError?)?
     private var greeted = false
 
-    public init(welcome: Lhwire_Welcome) {
+    public init(welcome: Lhwire_Welcome, admit: (@Sendable (Lhwire_Hello) -> LHError?)? = nil) {
         self.welcome = welcome
+        self.admit = admit
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -87,6 +89,10 @@ public final class LHServerHelloHandler: ChannelInboundHandler, RemovableChannel
                     .protocolVersionMismatch,
                     "client speaks protocol version \(hello.protocolVersion), this server speaks version \(LHProtocol.version)"
                 ))
+            return
+        }
+        if let refusal = admit?(hello) {
+            refuse(context, id: envelope.id, refusal)
             return
         }
         greeted = true

@@ -78,6 +78,19 @@ final class BenchDatabase: @unchecked Sendable {
         return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
+    /// The address of the live member owning partition 0 (the owner of the
+    /// cluster while one member owns every partition), through psql.
+    var ownerAddress: String? {
+        let out = try? runScript(
+            "/usr/bin/psql",
+            [
+                url, "-XAtc",
+                "SELECT m.address FROM lh_partitions l JOIN lh_members m ON m.id = l.owner WHERE l.p = 0 AND m.state = 'live'",
+            ])
+        let address = out?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
+        return address.isEmpty ? nil : address
+    }
+
     /// Bytes of WAL written so far (`pg_current_wal_lsn()`), through psql.
     var walBytes: Double {
         guard

@@ -50,7 +50,8 @@ struct Failover: AsyncParsableCommand {
             "--dev-ca-dir", workDir.appendingPathComponent("ca").path, "--http-listen", "off", "--claim-grace", "2",
         ]
         let binDir = executableDirectory()
-        /// Starts server `i`; it is put in `listening` once it listens (a standby: when it took over).
+        /// Starts server `i`; it is put in `listening` once it listens (a
+        /// standby listens at once: it forwards commands to the owner).
         func launch(_ i: Int) -> Task<Void, Error> {
             Task {
                 try FileManager.default.createDirectory(
@@ -138,7 +139,10 @@ struct Failover: AsyncParsableCommand {
             }
             let seconds = answered! - killedAt
             failovers.append(seconds)
-            guard let next = listening.withLockedValue({ $0.keys.first }) else {
+            // The owner now, as PostgreSQL records it.
+            guard let address = database.ownerAddress, let port = Int(address.split(separator: ":").last ?? ""),
+                let next = ports.firstIndex(of: port), next != owner
+            else {
                 throw BenchError("no server took over")
             }
             say(String(format: "  server-%d took over; RunWf acknowledged again %.2f s after the kill", next, seconds))

@@ -123,6 +123,18 @@ struct LHServerCommand: AsyncParsableCommand {
     )
     var devCaDir: String? = env["LHS_DEV_CA_DIR"]
 
+    @Option(
+        help:
+            "HOST:PORT at which the other servers of a cluster reach this one (env LHS_ADVERTISED_ADDRESS). Default: the --listen address (0.0.0.0 taken as 127.0.0.1)."
+    )
+    var advertisedAddress: String? = env["LHS_ADVERTISED_ADDRESS"]
+
+    @Option(
+        help:
+            "PEM CA that issued the other cluster members' certificates, trusted when this server forwards commands to them (env LHS_PEER_CA). Default: the development CA (--dev-ca-dir), else the system's trust store."
+    )
+    var peerCa: String? = env["LHS_PEER_CA"]
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error (env LHS_LOG_LEVEL).")
     var logLevel: String = env["LHS_LOG_LEVEL"] ?? "info"
 
@@ -143,6 +155,9 @@ struct LHServerCommand: AsyncParsableCommand {
             throw ValidationError("--claim-grace must be between 0 and 3600 seconds, got \(claimGrace)")
         }
         _ = try parseListen()
+        if let advertisedAddress {
+            _ = try Self.parseAddress(advertisedAddress, option: "--advertised-address")
+        }
         if let grpcListen {
             _ = try Self.parseAddress(grpcListen, option: "--grpc-listen")
         }
@@ -257,9 +272,7 @@ struct LHServerCommand: AsyncParsableCommand {
                 options.partitions = partitions
                 options.leaseTTL = leaseTtl
                 options.address = listen
-                let pg = try await PostgresStore.open(options, logger: logger) { line in
-                    FileHandle.standardOutput.write(Data("lh-server \(line)\n".utf8))
-                }
+                let pg = try PostgresStore.open(options, logger: logger)
                 // A server that lost its partitions stops at once: it may not
                 // write, and as a new member it would start as a standby.
                 pg.onStepDown { reason in
@@ -301,7 +314,12 @@ struct LHServerCommand: AsyncParsableCommand {
         let transport = plaintext ? "PLAINTEXT" : "TLS"
         async let announce: Void = {
             guard let bound = try? await server.boundPort() else { return }
-            cluster?.advertise("\(host):\(bound)")
+            if let cluster {
+                cluster.advertise(advertisedAddress ?? "\(host):\(bound)")
+                core.configurePeers(
+                    plaintext: plaintext, caCertPath: peerCa ?? server.developmentCAPath,
+                    clientCertificate: clientCa == nil ? nil : tlsCert.flatMap { c in tlsKey.map { (c, $0) } })
+            }
             var line = "lh-server listening on \(host):\(bound) (\(transport))"
             if let ca = server.developmentCAPath {
                 line += "; clients trust the CA at \(ca) (export LHC_CA_CERT=\(ca))"
@@ -321,6 +339,25 @@ struct LHServerCommand: AsyncParsableCommand {
                 }
             }
             FileHandle.standardOutput.write(Data((line + "\n").utf8))
+            guard let cluster else { return }
+            if cluster.ownsAll {
+                Self.say("owns every partition (member \(cluster.memberId))")
+                return
+            }
+            // A standby: serves reads and forwards commands until it owns
+            // the partitions (the owner left, or its lease ran out).
+            do {
+                try await cluster.waitForOwnership(waiting: { Self.say($0) }) { await core.refreshMetadata() }
+            } catch {
+                return  // closed (stopping) or stepped down (exits)
+            }
+            do {
+                try await core.takeOwnership()
+            } catch {
+                cluster.close(leaving: true)
+                Self.fail("took over the partitions but could not load them: \(error)")
+            }
+            Self.say("owns every partition (member \(cluster.memberId)): took over")
         }()
         do {
             try await group.run()
@@ -329,9 +366,15 @@ struct LHServerCommand: AsyncParsableCommand {
             postgres?.close(leaving: true)
             Self.fail(error.message)
         }
-        await announce
-        // A graceful stop hands this server's partitions over at once.
+        // A graceful stop hands this server's partitions over at once (a
+        // standby's wait for them ends with it).
         postgres?.close(leaving: true)
+        await announce
+    }
+
+    /// One line on stdout, `lh-server ...`.
+    static func say(_ line: String) {
+        FileHandle.standardOutput.write(Data("lh-server \(line)\n".utf8))
     }
 
     /// One line on stderr, `lh-server: ...`, and exit status 2.

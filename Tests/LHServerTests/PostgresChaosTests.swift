@@ -7,7 +7,7 @@ import NIOConcurrencyHelpers
 import Testing
 
 /// Chaos on a cluster: three lh-servers on one PostgreSQL (an owner and two
-/// standbys), two workers, a driver with idempotent ids and guids; a random
+/// standbys, which forward commands to it), two workers, a driver with idempotent ids and guids; a random
 /// server killed -9 every few seconds for a minute and started again, and
 /// once the owner paused (SIGSTOP) past its lease and resumed. At the end
 /// every acknowledged WfRun and event exists exactly once, interrupt counters
@@ -15,13 +15,12 @@ import Testing
 /// attempt reached two workers and no commit landed from a server after it
 /// was marked dead.
 @Suite(.serialized, .timeLimit(.minutes(5))) struct PostgresChaosTests {
-    /// One of the three servers: its port and data directory; `start` is
-    /// running until it listens (a standby: until it took over).
+    /// One of the three servers: its port and data directory.
     final class Slot: @unchecked Sendable {
         let index: Int
         let port: Int
         let dataDir: URL
-        /// The server once it listens (a standby: once it took over).
+        /// The server once it listens (a standby listens at once).
         let server = NIOLockedValueBox<ServerProcess?>(nil)
         init(index: Int, port: Int, dataDir: URL) {
             self.index = index
@@ -40,6 +39,9 @@ import Testing
             }
         }
         var listening: ServerProcess? { server.withLockedValue { $0 } }
+        /// The server when it owns the partitions (it said so at start-up or
+        /// when it took over).
+        var owning: ServerProcess? { listening.flatMap { $0.ownsPartitions ? $0 : nil } }
         /// kill -9 of whatever runs on this slot's data directory.
         func kill9() async {
             server.withLockedValue { $0 = nil }
@@ -98,7 +100,7 @@ import Testing
                 if !paused && Date().timeIntervalSince(began) > 25 {
                     paused = true
                     for s in slots {
-                        guard let owner = s.listening, !hasExited(owner.process) else { continue }
+                        guard let owner = s.owning, !hasExited(owner.process) else { continue }
                         progress("chaos: SIGSTOP of the owner server-\(s.index) for 6 s")
                         kill(owner.process.processIdentifier, SIGSTOP)
                         try await Task.sleep(for: .seconds(6))
@@ -117,10 +119,10 @@ import Testing
                     continue
                 }
                 // Every other kill is the owner's (a takeover), the rest random.
-                let owner = slots.first { $0.listening.map { !hasExited($0.process) } == true }
+                let owner = slots.first { $0.owning.map { !hasExited($0.process) } == true }
                 let victim =
                     kills % 2 == 0 ? (owner ?? slots[0]) : slots[Int.random(in: 0..<3, using: &rng)]
-                let wasOwner = victim.listening.map { !hasExited($0.process) } == true
+                let wasOwner = victim.owning.map { !hasExited($0.process) } == true
                 kills += 1
                 progress("chaos: kill -9 of server-\(victim.index) (\(wasOwner ? "owner" : "standby")), kill \(kills)")
                 await victim.kill9()

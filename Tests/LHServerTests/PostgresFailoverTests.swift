@@ -6,8 +6,9 @@ import LHWorkflow
 import Testing
 
 /// Several lh-servers on one PostgreSQL (`--store postgres://...`): one owns
-/// the partitions, another waits as a standby and takes over when the owner
-/// is killed; clients and workers list both servers (`LHC_API_HOST`). Real
+/// the partitions, another is a standby (it serves reads, forwards commands
+/// to the owner) and takes over when the owner is killed; clients and
+/// workers list both servers (`LHC_API_HOST`). Real
 /// processes, a real PostgreSQL (scripts/postgres.sh, as scripts/test.sh
 /// runs the tests); without it the tests print SKIPPED and pass.
 @Suite(.serialized, .timeLimit(.minutes(4))) struct PostgresFailoverTests {
@@ -47,9 +48,12 @@ import Testing
         let first = try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[0])
         servers.add(first)
         defer { for s in servers.all { s.stop() } }
-        // The second waits as a standby: it listens once it owns the partitions.
-        let standby = Task { try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[1]) }
-        defer { standby.cancel() }
+        #expect(first.ownsPartitions, "\(first.announced)")
+        // The second is a standby: it listens at once, serves reads and
+        // forwards commands to the owner.
+        let second = try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[1])
+        servers.add(second)
+        #expect(!second.ownsPartitions)
 
         var config = first.config()
         config.apiHost = endpoints
@@ -57,9 +61,24 @@ import Testing
             "lh-test-worker", ["step-one:echo", "step-two:echo"], environment: ["LHC_API_HOST": endpoints],
             ready: "test worker ready")
         defer { worker.stop() }
-        let setup = try await first.client()
+        // Everything through the standby alone: metadata and commands are
+        // forwarded to the owner, reads served from PostgreSQL.
+        let setup = try await second.client()
         for e in ["go", "ping"] { _ = try await setup.putExternalEventDef(.with { $0.name = e }) }
-        _ = try await setup.putWfSpec(DurabilityTests.durableWorkflow.compile())
+        let spec = try await setup.putWfSpec(DurabilityTests.durableWorkflow.compile())
+        #expect(try await setup.getWfSpec(spec.id).id == spec.id, "a WfSpec put through the standby is read there")
+        let viaStandby = try await setup.runWf(.with { $0.wfSpecName = "durable" })
+        #expect(!viaStandby.id.id.isEmpty)
+        for (event, guid) in [("ping", "ping-s"), ("go", "go-s")] {
+            _ = try await setup.putExternalEvent(
+                .with {
+                    $0.wfRunID.id = viaStandby.id.id; $0.externalEventDefID.name = event; $0.guid = guid
+                    $0.content.str = "x"
+                })
+        }
+        try await eventually("the WfRun started through the standby COMPLETED (read there)", timeout: 30) {
+            try await setup.getWfRun(viaStandby.id.id).status == .completed
+        }
         await setup.close()
 
         let runs = 30
@@ -67,38 +86,45 @@ import Testing
         var killedAt: Date?
         var failover: Double?
         let started = Date()
-        for i in 0..<runs {
-            if i == runs / 2 {
-                progress("failover test: kill -9 of the owner after \(i) WfRuns")
-                killedAt = Date()
-                first.kill9()
-            }
-            let id = "wf-\(i)"
-            try await Self.retrying(config, retries: &retried) { client in
-                do {
-                    _ = try await client.runWf(
-                        .with {
-                            $0.wfSpecName = "durable"; $0.id = id
-                        })
-                } catch let e as LHError where e.code == .alreadyExists {
-                    // Committed before the kill: acknowledged now.
+        do {
+            for i in 0..<runs {
+                if i == runs / 2 {
+                    progress("failover test: kill -9 of the owner after \(i) WfRuns")
+                    killedAt = Date()
+                    first.kill9()
                 }
-            }
-            if let killedAt, failover == nil {
-                failover = Date().timeIntervalSince(killedAt)
-                progress("failover test: the standby answered \(failover!) s after the kill")
-            }
-            for (event, guid) in [("ping", "ping-\(i)"), ("go", "go-\(i)")] {
+                let id = "wf-\(i)"
                 try await Self.retrying(config, retries: &retried) { client in
-                    _ = try await client.putExternalEvent(
-                        .with {
-                            $0.wfRunID.id = id; $0.externalEventDefID.name = event; $0.guid = guid; $0.content.str = "x"
-                        })
+                    do {
+                        _ = try await client.runWf(
+                            .with {
+                                $0.wfSpecName = "durable"; $0.id = id
+                            })
+                    } catch let e as LHError where e.code == .alreadyExists {
+                        // Committed before the kill: acknowledged now.
+                    }
+                }
+                if let killedAt, failover == nil {
+                    failover = Date().timeIntervalSince(killedAt)
+                    progress("failover test: the standby answered \(failover!) s after the kill")
+                }
+                for (event, guid) in [("ping", "ping-\(i)"), ("go", "go-\(i)")] {
+                    try await Self.retrying(config, retries: &retried) { client in
+                        _ = try await client.putExternalEvent(
+                            .with {
+                                $0.wfRunID.id = id; $0.externalEventDefID.name = event; $0.guid = guid;
+                                $0.content.str = "x"
+                            })
+                    }
                 }
             }
+        } catch {
+            // What the servers said, to tell a takeover that never came from a crash.
+            try? second.log.write(toFile: "/tmp/standby.log", atomically: true, encoding: .utf8)
+            print("failover test: the standby's log: \(second.log.suffix(3_000))\nits output: \(second.announced)")
+            throw error
         }
-        let second = try await standby.value
-        servers.add(second)
+        try await second.waitUntilOwner(timeout: 30)
         #expect(second.log.contains("claimed partitions"), "\(second.log.suffix(2_000))")
         // While it waited it named the owner by the address the owner listens on.
         #expect(second.announced.contains("at 127.0.0.1:\(ports[0]) owns the partitions"), "\(second.announced)")
@@ -125,16 +151,17 @@ import Testing
             #expect(try await client.listExternalEvents(id).results.count == 2, "each event stored once in \(id)")
         }
 
-        // The killed server comes back as a standby: it does not listen while
-        // the new owner lives, and the owner's SIGTERM hands over at once.
-        let back = Task { try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[0]) }
-        try await Task.sleep(for: .seconds(3))
+        // The killed server comes back as a standby while the new owner
+        // lives, and the owner's SIGTERM hands over at once.
+        let third = try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[0])
+        servers.add(third)
+        try await Task.sleep(for: .seconds(2))
+        #expect(!third.ownsPartitions)
         let stopping = Date()
         second.stop()
-        let third = try await back.value
-        servers.add(third)
+        try await third.waitUntilOwner(timeout: 30)
         let handover = Date().timeIntervalSince(stopping)
-        print("failover test: SIGTERM of the owner, the standby listened \(handover) s after it")
+        print("failover test: SIGTERM of the owner, the standby owned the partitions \(handover) s after it")
         #expect(handover < 5, "a graceful stop hands over without waiting for the lease")
         let after = try await third.client()
         #expect(try await after.getWfRun("wf-0").status == .completed)
@@ -209,8 +236,8 @@ import Testing
             for s in servers.all { s.stop() }
         }
         _ = try await Self.psql(store, "INSERT INTO lh_settings VALUES ('commit_log', 'on')")
-        let standby = Task { try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[1]) }
-        defer { standby.cancel() }
+        let second = try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[1])
+        servers.add(second)
         let worker = try await first.startWorker(
             "lh-test-worker", ["step-one:echo", "step-two:echo"], environment: ["LHC_API_HOST": endpoints],
             ready: "test worker ready")
@@ -230,8 +257,7 @@ import Testing
 
         progress("zombie test: SIGSTOP of the owner")
         kill(first.process.processIdentifier, SIGSTOP)
-        let second = try await standby.value
-        servers.add(second)
+        try await second.waitUntilOwner(timeout: 30)
         var retried = 0
         for i in 0..<5 {
             try await Self.retrying(config, retries: &retried) { client in

@@ -42,8 +42,9 @@ final class ServerProcess: @unchecked Sendable {
         self.output = output
     }
 
-    /// Starts the server and waits (up to `listenTimeout` seconds: a
-    /// cluster's standby listens only when it takes over) for its "listening" line.
+    /// Starts the server and waits (up to `listenTimeout` seconds) for its
+    /// "listening" line (a cluster's standby listens at once: see
+    /// ``waitUntilOwner(timeout:)``).
     static func start(arguments: [String] = [], dataDir: URL? = nil, port: Int = 0, listenTimeout: Double = 60)
         async throws -> ServerProcess
     {
@@ -119,6 +120,26 @@ final class ServerProcess: @unchecked Sendable {
 
     /// The start-up lines the server printed.
     var announced: String { printed.withLockedValue { $0 } }
+
+    /// A member of a cluster owns the partitions (it printed so: at
+    /// start-up, or when it took over as a standby).
+    var ownsPartitions: Bool { announced.contains("lh-server owns every partition") }
+
+    /// Waits until this member owns the partitions; fails after `timeout`
+    /// seconds or when the server exits first.
+    func waitUntilOwner(timeout: Double = 60) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !ownsPartitions {
+            if hasExited(process) {
+                throw LHError(.unavailable, "lh-server exited before it owned the partitions: \(log.suffix(1_000))")
+            }
+            if Date() > deadline {
+                throw LHError(
+                    .unavailable, "lh-server did not own the partitions within \(Int(timeout)) s: \(announced)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
 
     /// The dashboard's address as printed at start-up (ends with "/").
     var dashboardURL: String? {

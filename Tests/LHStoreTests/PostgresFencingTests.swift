@@ -128,30 +128,62 @@ import Testing
         #expect(store.isFenced)
     }
 
-    /// A second server on the same database waits as a standby while the
-    /// first lives, and takes over at once when it leaves.
-    @Test func aStandbyTakesOverWhenTheOwnerLeaves() async throws {
+    /// A second server on the same database opens as a standby while the
+    /// first lives: it owns nothing, reads what the first wrote, names the
+    /// first as the owner, and takes over at once when the first leaves.
+    @Test func aStandbyReadsAndTakesOverWhenTheOwnerLeaves() async throws {
         if PostgresFixture.skipped(#function) { return }
         let url = try await PostgresFixture.freshDatabase()
         // A long lease: a standby that waited for it would take 11 s.
-        let first = try await PostgresFixture.open(url, ttl: 10)
+        var options = PostgresStore.Options(url: url)
+        options.partitions = 8
+        options.leaseTTL = 10
+        options.address = "127.0.0.1:7001"
+        let first = try PostgresStore.open(options, logger: Self.logger)
+        #expect(first.ownsAll && first.ownsMetadata)
         try first.commit(Self.batch("kept"))
+        options.address = "127.0.0.1:7002"
+        let second = try PostgresStore.open(options, logger: Self.logger)
+        defer { second.close() }
+        #expect(!second.ownsAll && !second.ownsMetadata && !second.owns(wfRunId: "kept"))
+        #expect(second.ownerAddress(of: "kept") == "127.0.0.1:7001")
+        #expect(second.ownerAddress(of: nil) == "127.0.0.1:7001")
+        #expect(first.ownerAddress(of: "kept") == nil, "the owner forwards to itself")
+        // Reads from any member: the first's commit, and one made after the
+        // standby opened (no id filter of the standby may hide it).
+        #expect(try second.wfRun("kept") != nil)
+        try first.commit(Self.batch("later"))
+        #expect(try second.wfRun("later") != nil)
+        do {
+            try second.commit(Self.batch("not-mine"))
+            Issue.record("a standby committed")
+        } catch let error as StoreError {
+            #expect(error.message.contains("does not own partition"), "\(error)")
+        }
+        #expect(!second.isFenced, "a refused write of a standby is not a fence")
         let told = Box<[String]>([])
-        let standby = Task {
-            var options = PostgresStore.Options(url: url)
-            options.partitions = 8
-            options.leaseTTL = 10
-            return try await PostgresStore.open(options, logger: Self.logger) { line in told.update { $0.append(line) }
+        let ticks = Box(0)
+        let takeover = Task {
+            try await second.waitForOwnership(waiting: { line in told.update { $0.append(line) } }) {
+                ticks.update { $0 += 1 }
             }
         }
-        try await Task.sleep(for: .seconds(3))
+        // Ticks every half second (slower when the machine is loaded).
+        let waitStart = Date()
+        while (ticks.value < 2 || told.value.isEmpty) && Date().timeIntervalSince(waitStart) < 20 {
+            try await Task.sleep(for: .milliseconds(100))
+        }
         #expect(told.value.first?.contains(first.memberId) == true, "\(told.value)")
+        #expect(told.value.first?.contains("127.0.0.1:7001") == true, "\(told.value)")
+        #expect(ticks.value >= 2, "the standby's tick ran \(ticks.value) times in 20 s")
+        #expect(!second.ownsAll, "the standby took over while the owner lived")
         let start = Date()
         first.close()
-        let second = try await standby.value
-        defer { second.close() }
+        try await takeover.value
         #expect(Date().timeIntervalSince(start) < 5, "the standby waited for the lease after a graceful leave")
+        #expect(second.ownsAll && second.owns(wfRunId: "kept"))
         #expect(try second.wfRun("kept") != nil)
+        try second.commit(Self.batch("now-mine"))
     }
 
     @Test func anotherPartitionCountOrANewerSchemaIsRefusedAndLeftAlone() async throws {

@@ -56,7 +56,7 @@ enum PostgresFixture {
         var options = PostgresStore.Options(url: url)
         options.partitions = partitions
         options.leaseTTL = ttl
-        return try await PostgresStore.open(options, logger: Logger(label: "test"))
+        return try PostgresStore.open(options, logger: Logger(label: "test"))
     }
 }
 

@@ -18,6 +18,13 @@ package struct LHAdminRouter: LHRequestRouter {
     package func handle(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope
         .OneOf_Kind?
     {
+        var request = request
+        if let cluster = service.cluster {
+            request = service.withId(request)
+            if case .forward(let owner) = try cluster.route(request, fromPeer: session.isPeer) {
+                return try await cluster.forward(request, to: owner)
+            }
+        }
         switch request {
         case .getServerVersion: return .serverVersion(LHServerConfiguration.versionMessage)
         case .heartbeat, .hello: return nil
@@ -44,6 +51,12 @@ package struct LHAdminRouter: LHRequestRouter {
         _ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
         reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void
     ) -> Bool {
+        var request = request
+        if let cluster = service.cluster {
+            // Not ours (or refused): answered by `handle`, in a task.
+            request = service.withId(request)
+            guard cluster.servedHere(request) else { return false }
+        }
         switch request {
         case .reportTask(let report):
             let (service, connection) = (service, session.token.id)
@@ -74,6 +87,18 @@ package struct LHAdminRouter: LHRequestRouter {
         } catch {
             reply(.failure(error))
         }
+    }
+
+    /// In a cluster, a worker is refused by a server that owns no partitions
+    /// (a standby): it has no TaskRuns to hand out, and the worker goes on
+    /// to the next server of its list.
+    package func admit(_ hello: Lhwire_Hello) -> LHError? {
+        guard hello.role == .worker, let cluster = service.cluster, !cluster.membership.ownsMetadata else { return nil }
+        let owner = cluster.membership.ownerAddress(of: nil)
+        return LHError(
+            .unavailable,
+            "this server is a standby and hands out no TaskRuns; connect workers to the server that owns the partitions\(owner.map { " (\($0))" } ?? "")"
+        )
     }
 
     package func connectionClosed(_ session: LHSession) async {

@@ -18,11 +18,15 @@ struct AdminService: Sendable {
     /// Attempts in workers' hands when the server last stopped, until their
     /// workers claim them or the grace period ends.
     let claims: RestartClaims
+    /// Set in a cluster: commands this server does not own go to their owner.
+    let cluster: ClusterRouting?
 
     init(
         processor: CommandProcessor, store: any LHStorage, dispatcher: TaskDispatcher,
-        clock: any LHClock = SystemClock(), claims: RestartClaims = RestartClaims([], grace: 0)
+        clock: any LHClock = SystemClock(), claims: RestartClaims = RestartClaims([], grace: 0),
+        cluster: ClusterRouting? = nil
     ) {
+        self.cluster = cluster
         self.processor = processor
         self.store = store
         self.dispatcher = dispatcher
@@ -67,7 +71,9 @@ struct AdminService: Sendable {
     }
 
     func taskDef(_ name: String) throws -> Littlehorse_TaskDef {
-        guard let t = metadata.taskDefs[name] else { throw LHError(.notFound, "TaskDef '\(name)' not found") }
+        guard let t = metadata.taskDefs[name] ?? metadataAfterMiss()?.taskDefs[name] else {
+            throw LHError(.notFound, "TaskDef '\(name)' not found")
+        }
         return t
     }
 
@@ -94,7 +100,7 @@ struct AdminService: Sendable {
     }
 
     func externalEventDef(_ name: String) throws -> Littlehorse_ExternalEventDef {
-        guard let e = metadata.externalEventDefs[name] else {
+        guard let e = metadata.externalEventDefs[name] ?? metadataAfterMiss()?.externalEventDefs[name] else {
             throw LHError(.notFound, "ExternalEventDef '\(name)' not found")
         }
         return e
@@ -129,14 +135,17 @@ struct AdminService: Sendable {
     }
 
     func wfSpec(_ id: Littlehorse_WfSpecId) throws -> Littlehorse_WfSpec {
-        guard let s = metadata.wfSpec(id) else {
+        guard let s = metadata.wfSpec(id) ?? metadataAfterMiss()?.wfSpec(id) else {
             throw LHError(.notFound, "WfSpec '\(id.name)' version \(id.majorVersion).\(id.revision) not found")
         }
         return s
     }
 
     func latestWfSpec(_ name: String, majorVersion: Int32?) throws -> Littlehorse_WfSpec {
-        guard let s = metadata.latestWfSpec(name, major: majorVersion) else {
+        guard
+            let s = metadata.latestWfSpec(name, major: majorVersion)
+                ?? metadataAfterMiss()?.latestWfSpec(name, major: majorVersion)
+        else {
             throw LHError(.notFound, "WfSpec '\(name)' not found")
         }
         return s

@@ -4,7 +4,7 @@ import LHProto
 
 /// TaskDefs, ExternalEventDefs and WfSpec versions, in memory, kept in step
 /// with the store (every change is written through before it is visible).
-struct MetadataCache: Sendable {
+struct MetadataCache: Sendable, Equatable {
     init() {}
 
     var taskDefs: [String: Littlehorse_TaskDef] = [:]

@@ -17,10 +17,14 @@ package protocol LHRequestRouter: Sendable {
     func handle(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind?
     /// Called once when a connection ends.
     func connectionClosed(_ session: LHSession) async
+    /// Whether a client with this hello is served here: nil, or the error
+    /// it is refused with (the connection is then closed).
+    func admit(_ hello: Lhwire_Hello) -> LHError?
 }
 
 extension LHRequestRouter {
     package func connectionClosed(_ session: LHSession) async {}
+    package func admit(_ hello: Lhwire_Hello) -> LHError? { nil }
     package func handleDirectly(
         _ request: Lhwire_Envelope.OneOf_Kind, session: LHSession,
         reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void

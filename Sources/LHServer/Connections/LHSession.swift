@@ -16,6 +16,9 @@ package struct LHSession: Sendable {
     /// Sends a frame to this connection's peer (e.g. a pushed ScheduledTask).
     package let responder: LHResponder
 
+    /// Another server of the cluster forwarding requests it does not own.
+    package var isPeer: Bool { clientId.hasPrefix(ClusterRouting.peerPrefix) }
+
     init(remote: String, responder: LHResponder) {
         self.remote = remote
         self.responder = responder

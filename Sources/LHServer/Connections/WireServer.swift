@@ -128,10 +128,12 @@ package final class WireServer: Service, Sendable {
             var welcome = Lhwire_Welcome()
             welcome.serverID = configuration.serverId
             welcome.serverVersion = LHServerConfiguration.versionMessage
-            let listener = LHListener.Configuration(
+            var listener = LHListener.Configuration(
                 host: configuration.host, port: configuration.port, tls: try listenerTLS(),
                 maxFrameBytes: configuration.maxFrameBytes, heartbeatInterval: configuration.heartbeatInterval,
                 welcome: welcome)
+            let router = self.router
+            listener.admit = { router.admit($0) }
             serverChannel = try await LHListener.bind(listener, logger: logger) { channel in
                 // Requests are answered by a handler on the connection's event
                 // loop: no task per connection or per frequent request.

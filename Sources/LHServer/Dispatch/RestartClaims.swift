@@ -37,14 +37,24 @@ final class RestartClaims: Sendable {
     private struct State {
         var open: [Holder: [String: Attempt]] = [:]  // key: "<wfRunId>/<guid>#<attempt>"
         var expired = false
+        var count = 0
     }
 
     private let state: Mutex<State>
     let grace: Double
-    /// How many attempts were in flight at start-up.
-    let count: Int
+    /// How many attempts were in flight when the server took its partitions.
+    var count: Int { state.withLock { $0.count } }
 
     init(_ attempts: [Attempt], grace: Double) {
+        state = Mutex(State())
+        self.grace = grace
+        reset(attempts)
+    }
+
+    /// The attempts in flight when this server took its partitions (at
+    /// start-up, or when a standby took over): the grace period counts from
+    /// now.
+    func reset(_ attempts: [Attempt]) {
         var s = State()
         for a in attempts {
             s.open[Holder(workerId: a.workerId, taskDef: a.taskDef), default: [:]][
@@ -52,9 +62,8 @@ final class RestartClaims: Sendable {
                 a
         }
         s.expired = attempts.isEmpty
-        state = Mutex(s)
-        self.grace = grace
-        count = attempts.count
+        s.count = attempts.count
+        state.withLock { $0 = s }
     }
 
     static func key(_ wfRunId: String, _ guid: String, _ attempt: Int32) -> String { "\(wfRunId)/\(guid)#\(attempt)" }

@@ -14,7 +14,11 @@ extension LittleHorseGRPCService {
             return try admin.registerTaskWorker(r, advertising: advertise(authority))
         }
         unary(&router, "ReportTask") { (r: Littlehorse_ReportTaskRun, _) in
-            try await admin.submit(admin.reportTask(r, from: nil))
+            try await admin.routing(.reportTask(r)) { _ in
+                try await admin.submit(admin.reportTask(r, from: nil))
+            } answer: { _ in
+                ()
+            }
             return Google_Protobuf_Empty()
         }
         router.registerHandler(
@@ -58,6 +62,12 @@ extension LittleHorseGRPCService {
                 for try await poll in requests {
                     try UnknownFields.refuse(in: poll)
                     if !polling {
+                        if let cluster = admin.cluster, !cluster.membership.ownsMetadata {
+                            throw LHError(
+                                .unavailable,
+                                "this server is a standby and hands out no TaskRuns; poll the server that owns the partitions\(cluster.membership.ownerAddress(of: nil).map { " (\($0))" } ?? "")"
+                            )
+                        }
                         try admin.startPolling(poll, stream: stream.id, push: .stream(continuation))
                         polling = true
                     }

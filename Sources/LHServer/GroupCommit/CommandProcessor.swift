@@ -38,6 +38,10 @@ actor CommandProcessor {
     }
 
     private let store: any LHStorage
+    /// A store shared by several servers: jobs of WfRuns this server does
+    /// not own are refused before they reach a batch (their commit would be
+    /// refused, and with it the batch's other jobs).
+    private let membership: (any LHClusterMembership)?
     let logger: Logger
     private(set) var metadata: MetadataCache {
         didSet { published.withLock { $0 = metadata } }
@@ -70,6 +74,7 @@ actor CommandProcessor {
     ) {
         self.metrics = metrics
         self.store = store
+        self.membership = store as? any LHClusterMembership
         self.cache = StateCache(capacity: cacheCapacity)
         self.commitLine = CommitLine(store: store, metrics: metrics)
         self.metadata = metadata
@@ -106,6 +111,15 @@ actor CommandProcessor {
         key: String, _ work: @escaping BatchBuilder.Work,
         done: @escaping @Sendable (Result<any Sendable, Error>) -> Void
     ) {
+        if let membership, !membership.owns(wfRunId: key) {
+            done(
+                .failure(
+                    LHError(
+                        .unavailable,
+                        "this server does not own WfRun '\(key)' (its partition is another server's or being taken over); retry"
+                    )))
+            return
+        }
         if intake.append(Job(key: key, work: work, done: done)) { Task { await self.flushLoop() } }
     }
 
