@@ -134,10 +134,10 @@ import Testing
     @Test func aStandbyReadsAndTakesOverWhenTheOwnerLeaves() async throws {
         if PostgresFixture.skipped(#function) { return }
         let url = try await PostgresFixture.freshDatabase()
-        // A long lease: a standby that waited for it would take 11 s.
+        // A long lease: a standby that waited for it would take 21 s.
         var options = PostgresStore.Options(url: url)
         options.partitions = 8
-        options.leaseTTL = 10
+        options.leaseTTL = 20
         options.address = "127.0.0.1:7001"
         let first = try PostgresStore.open(options, logger: Self.logger)
         #expect(first.ownsAll && first.ownsMetadata)
@@ -180,7 +180,9 @@ import Testing
         let start = Date()
         first.close()
         try await takeover.value
-        #expect(Date().timeIntervalSince(start) < 5, "the standby waited for the lease after a graceful leave")
+        // Quick, even on a loaded machine (5.7 s seen under the full suite):
+        // far from the lease.
+        #expect(Date().timeIntervalSince(start) < 12, "the standby waited for the lease after a graceful leave")
         #expect(second.ownsAll && second.owns(wfRunId: "kept"))
         #expect(try second.wfRun("kept") != nil)
         try second.commit(Self.batch("now-mine"))
