@@ -284,6 +284,17 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
         } catch let error as PGError {
             throw StoreError(.unreadable, "cannot join the cluster in \(settings.where): \(error.message)")
         }
+        // Members that ended a week ago are forgotten (one row per process
+        // start would otherwise pile up); nothing refers to them any more.
+        do {
+            try membership.query(
+                """
+                DELETE FROM lh_members m WHERE m.state <> 'live' AND m.ended_at < now() - interval '7 days'
+                AND NOT EXISTS (SELECT 1 FROM lh_partitions l WHERE l.owner = m.id)
+                """, doing: "forgetting members that ended a week ago")
+        } catch {
+            logger.warning("cannot forget old members: \(error)")
+        }
         let thread = Thread { [weak self] in self?.renewLeases() }
         thread.name = "lh.pg.lease"
         thread.start()

@@ -15,6 +15,9 @@ import Testing
 final class FailableStore: LHStorage, Sendable {
     let inner: SQLiteStore
     let failCommits = Mutex(false)
+    /// Commits written, then reported failed: PostgreSQL's connection lost
+    /// after the commit, before its answer (an ambiguous commit).
+    let ambiguousCommits = Mutex(false)
     let commitDelay = Mutex(0.0)
     /// Transactions written and the group commits they held.
     let written = Mutex((transactions: 0, batches: 0))
@@ -35,6 +38,7 @@ final class FailableStore: LHStorage, Sendable {
         written.withLock {
             $0.transactions += 1; $0.batches += batches.count
         }
+        if ambiguousCommits.withLock({ $0 }) { throw StoreError("injected: connection lost during the commit") }
     }
 
     func taskDefs() throws -> [Littlehorse_TaskDef] { try inner.taskDefs() }
@@ -103,6 +107,20 @@ final class FailableStore: LHStorage, Sendable {
         #expect(try await processor.read("a")?.variable("counter")?.int == 1)
         #expect(try await processor.submit(key: "a", Self.increment("a")) == 2)
         #expect(try store.inner.wfRun("a")?.variable("counter")?.int == 2)
+    }
+
+    /// A commit the store may or may not hold (its connection lost during
+    /// the call): refused to the caller, and the next read and command start
+    /// from what the store holds, not from the state before the call.
+    @Test func afterAnAmbiguousCommitTheWfRunIsReadFromTheStoreAgain() async throws {
+        let (processor, store) = try processor()
+        #expect(try await processor.submit(key: "c", Self.increment("c")) == 1)
+        store.ambiguousCommits.withLock { $0 = true }
+        await #expect(throws: LHError.self) { try await processor.submit(key: "c", Self.increment("c")) }
+        store.ambiguousCommits.withLock { $0 = false }
+        #expect(try store.inner.wfRun("c")?.variable("counter")?.int == 2, "the store holds the refused commit")
+        #expect(try await processor.read("c")?.variable("counter")?.int == 2)
+        #expect(try await processor.submit(key: "c", Self.increment("c")) == 3)
     }
 
     @Test func batchesBuiltOnAFailedCommitFailToo() async throws {

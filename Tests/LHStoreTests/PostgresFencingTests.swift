@@ -188,6 +188,28 @@ import Testing
         try second.commit(Self.batch("now-mine"))
     }
 
+    /// A joining member forgets members that ended over a week ago (a row
+    /// per process start would pile up), and keeps recent ones.
+    @Test func membersThatEndedAWeekAgoAreForgotten() async throws {
+        if PostgresFixture.skipped(#function) { return }
+        let url = try await PostgresFixture.freshDatabase()
+        try await PostgresFixture.open(url).close()
+        try await PostgresFixture.run(
+            url,
+            """
+            INSERT INTO lh_members (id, address, lease_until, state, ended_at) VALUES
+              ('old', '', now() - interval '8 days', 'dead', now() - interval '8 days'),
+              ('recent', '', now() - interval '1 day', 'left', now() - interval '1 day')
+            """)
+        let store = try await PostgresFixture.open(url)
+        defer { store.close() }
+        let c = try await PostgresFixture.connect(url)
+        defer { Task { try? await c.close() } }
+        let ids = try await c.query("SELECT id FROM lh_members WHERE id IN ('old', 'recent')", logger: Self.logger)
+            .collect().map { try $0.decode(String.self) }
+        #expect(ids == ["recent"])
+    }
+
     @Test func anotherPartitionCountOrANewerSchemaIsRefusedAndLeftAlone() async throws {
         if PostgresFixture.skipped(#function) { return }
         let url = try await PostgresFixture.freshDatabase()

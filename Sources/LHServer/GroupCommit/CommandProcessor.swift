@@ -215,6 +215,11 @@ actor CommandProcessor {
         logger.error("group commit failed; the commands are refused", metadata: [LHLog.error: "\(error)"])
         for (done, _) in answers { done(.failure(LHError(.unavailable, "storage failed: \(error)"))) }
         for (reservation, _) in built.pushes { wiring.reservations?.release(reservation) }
+        // The store may hold the batch or not (PostgreSQL's connection lost
+        // during the call: an ambiguous commit). Its WfRuns are read from
+        // the store again, so the next command builds on what is durable.
+        let dropped = cache.evict(built.states.map(\.key))
+        if !dropped.isEmpty { graveyard.withLock { $0.append(dropped) } }
         pipeline.withLock { $0.failed(builtOn: built.epoch) }?.resume()
     }
 }

@@ -51,4 +51,10 @@ final class StateCache: @unchecked Sendable {
             return dropped
         }
     }
+
+    /// Forgets these WfRuns (their next read comes from the store); returns
+    /// the states let go.
+    func evict<S: Sequence<String>>(_ ids: S) -> [WfRunState] {
+        lock.withLock { ids.compactMap { entries.removeValue(forKey: $0)?.state } }
+    }
 }
