@@ -2,6 +2,7 @@ import Foundation
 import LHProto
 import LHWire
 import LHWireProto
+import NIOCore
 import Synchronization
 
 /// Client and worker settings, read with LittleHorse's names from the
@@ -135,7 +136,7 @@ public struct LHConfig: Sendable, Equatable {
         -> LHWireConnection.Configuration
     {
         let first = endpoints[0]
-        return LHWireConnection.Configuration(
+        var configuration = LHWireConnection.Configuration(
             host: host ?? first.host, port: port ?? first.port,
             tls: apiProtocol == .plaintext
                 ? nil
@@ -144,5 +145,13 @@ public struct LHConfig: Sendable, Equatable {
             clientId: role == .worker ? taskWorkerId : clientId,
             role: role
         )
+        // With several servers, one that does not finish the handshake
+        // quickly (paused, overloaded) is passed over for the next.
+        if endpoints.count > 1 { configuration.helloTimeout = Self.clusterHelloTimeout }
+        return configuration
     }
+
+    /// How long a client of several servers waits for one's TLS handshake
+    /// and welcome before it tries the next.
+    package static let clusterHelloTimeout = TimeAmount.seconds(3)
 }

@@ -31,6 +31,11 @@ public final class LHWireConnection: Sendable {
         /// once a second (or four times per timeout, when shorter), so it
         /// fails up to that much later.
         public var requestTimeout: TimeAmount
+        /// Set: the TLS handshake and the hello must be done this long after
+        /// the TCP connection, else the connection is given up (a client
+        /// with several servers moves on from a paused one at once instead
+        /// of after the heartbeat timeout). nil: the request timeout.
+        public var helloTimeout: TimeAmount?
 
         public init(
             host: String, port: Int, tls: LHTLS.ClientConfiguration? = .init(),
@@ -128,11 +133,25 @@ public final class LHWireConnection: Sendable {
         hello.role = config.role
         hello.heartbeatIntervalSeconds = UInt32(max(1, config.heartbeatInterval.nanoseconds / 1_000_000_000))
         let reply: Lhwire_Envelope.OneOf_Kind
+        let gaveUp = NIOLockedValueBox<LHError?>(nil)
+        let helloTimer = config.helloTimeout.map { timeout in
+            channel.eventLoop.scheduleTask(in: timeout) {
+                gaveUp.withLockedValue {
+                    $0 = LHError(
+                        .unavailable,
+                        "no welcome from \(endpoint) within \(LHClientRequestHandler.describe(timeout)) (the server is paused or overloaded)"
+                    )
+                }
+                channel.close(promise: nil)
+            }
+        }
         do {
             reply = try await Self.send(.hello(hello), on: channel, stats: stats)
+            helloTimer?.cancel()
         } catch {
+            helloTimer?.cancel()
             channel.close(promise: nil)
-            throw error
+            throw gaveUp.withLockedValue { $0 } ?? error
         }
         guard case .welcome(let welcome) = reply else {
             channel.close(promise: nil)

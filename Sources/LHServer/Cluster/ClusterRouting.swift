@@ -177,12 +177,12 @@ final class ClusterRouting: Sendable {
         }
         let connection: LHWireConnection
         do {
-            connection = try await LHWireConnection.connect(
-                .init(
-                    host: host, port: port, tls: tls, clientId: "\(Self.peerPrefix)\(membership.memberId)",
-                    role: .admin, heartbeatInterval: .seconds(1), connectTimeout: .seconds(2),
-                    requestTimeout: .seconds(10)),
-                logger: logger)
+            var configuration = LHWireConnection.Configuration(
+                host: host, port: port, tls: tls, clientId: "\(Self.peerPrefix)\(membership.memberId)",
+                role: .admin, heartbeatInterval: .seconds(1), connectTimeout: .seconds(2),
+                requestTimeout: .seconds(10))
+            configuration.helloTimeout = .seconds(3)
+            connection = try await LHWireConnection.connect(configuration, logger: logger)
         } catch {
             throw PeerUnreachable(reason: "\(error)")
         }
