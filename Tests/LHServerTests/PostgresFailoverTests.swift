@@ -51,7 +51,10 @@ import Testing
         #expect(first.ownsPartitions, "\(first.announced)")
         // The second is a standby: it listens at once, serves reads and
         // forwards commands to the owner.
-        let second = try await ServerProcess.start(arguments: Self.member(store, ca: ca), port: ports[1])
+        let second = try await ServerProcess.start(
+            arguments: Self.member(store, ca: ca) + [
+                "--http-listen", "127.0.0.1:0", "--http-actions", "--http-token", "t0ken",
+            ], port: ports[1])
         servers.add(second)
         #expect(!second.ownsPartitions)
 
@@ -78,6 +81,20 @@ import Testing
         }
         try await eventually("the WfRun started through the standby COMPLETED (read there)", timeout: 30) {
             try await setup.getWfRun(viaStandby.id.id).status == .completed
+        }
+        // The standby's dashboard: its actions go to the owner too.
+        _ = try await setup.runWf(
+            .with {
+                $0.wfSpecName = "durable"; $0.id = "dash-1"
+            })
+        let dashboard = try #require(second.dashboardURL)
+        for (action, status) in [("stop", Littlehorse_LHStatus.halted), ("resume", .running)] {
+            let r = try await DashboardTools.request(
+                "POST", "\(dashboard)wfRuns/dash-1/\(action)", ca: second.caPath, form: ["thread=0", "token=t0ken"])
+            #expect(r.status == 303, "\(action) at the standby's dashboard: \(r.status) \(r.body)")
+            try await eventually("dash-1 \(status) after \(action) at the standby", timeout: 30) {
+                try await setup.getWfRun("dash-1").status == status
+            }
         }
         await setup.close()
 

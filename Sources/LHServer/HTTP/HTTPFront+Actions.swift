@@ -1,6 +1,7 @@
 import Foundation
 import Hummingbird
 import LHProto
+import LHWireProto
 import NIOCore
 
 /// The dashboard's actions: stop, resume, post an event. Off unless the
@@ -24,30 +25,42 @@ extension HTTPFront {
         do {
             switch action {
             case "stop":
-                try await admin.submit(
-                    admin.stopWfRun(
-                        .with {
-                            $0.wfRunID.id = id
-                            $0.threadRunNumber = thread
-                        }))
+                let r = Littlehorse_StopWfRunRequest.with {
+                    $0.wfRunID.id = id
+                    $0.threadRunNumber = thread
+                }
+                // At a standby, the owner does it (forwarded, as over our protocol).
+                try await admin.routing(.stopWfRun(r)) { _ in
+                    try await admin.submit(admin.stopWfRun(r))
+                } answer: {
+                    _ in
+                    ()
+                }
             case "resume":
-                try await admin.submit(
-                    admin.resumeWfRun(
-                        .with {
-                            $0.wfRunID.id = id
-                            $0.threadRunNumber = thread
-                        }))
+                let r = Littlehorse_ResumeWfRunRequest.with {
+                    $0.wfRunID.id = id
+                    $0.threadRunNumber = thread
+                }
+                try await admin.routing(.resumeWfRun(r)) { _ in
+                    try await admin.submit(admin.resumeWfRun(r))
+                } answer: {
+                    _ in
+                    ()
+                }
             case "events":
                 guard let def = form["externalEventDef"], !def.isEmpty else {
                     throw LHError(.invalidArgument, "externalEventDef is empty: name the ExternalEventDef to post")
                 }
-                _ = try await admin.submit(
-                    try admin.putExternalEvent(
-                        .with {
-                            $0.wfRunID.id = id
-                            $0.externalEventDefID.name = def
-                            $0.content.str = form["content"] ?? ""
-                        }))
+                let r = Littlehorse_PutExternalEventRequest.with {
+                    $0.wfRunID.id = id
+                    $0.externalEventDefID.name = def
+                    $0.content.str = form["content"] ?? ""
+                }
+                _ = try await admin.routing(.putExternalEvent(r)) { _ in
+                    try await admin.submit(try admin.putExternalEvent(r))
+                } answer: {
+                    if case .externalEvent(let e) = $0 { e } else { nil }
+                }
             default:
                 return Self.refusal(.notFound, "no action '\(action)': stop, resume or events")
             }
