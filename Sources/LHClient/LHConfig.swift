@@ -153,5 +153,5 @@ public struct LHConfig: Sendable, Equatable {
 
     /// How long a client of several servers waits for one's TLS handshake
     /// and welcome before it tries the next.
-    package static let clusterHelloTimeout = TimeAmount.seconds(3)
+    package static let clusterHelloTimeout = TimeAmount.seconds(5)
 }

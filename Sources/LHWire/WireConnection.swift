@@ -148,6 +148,8 @@ public final class LHWireConnection: Sendable {
         do {
             reply = try await Self.send(.hello(hello), on: channel, stats: stats)
             helloTimer?.cancel()
+            // The welcome came as the timer gave up (the channel is closing).
+            if let late = gaveUp.withLockedValue({ $0 }) { throw late }
         } catch {
             helloTimer?.cancel()
             channel.close(promise: nil)

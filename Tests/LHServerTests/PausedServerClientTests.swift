@@ -5,7 +5,7 @@ import Testing
 
 /// A client listing several servers (`LHC_API_HOST=a,b`) whose first server
 /// is paused (SIGSTOP: its socket accepts, nothing answers) moves on to the
-/// next once the handshake and welcome take longer than 3 s, instead of
+/// next once the handshake and welcome take longer than 5 s, instead of
 /// waiting for the heartbeat timeout. Real processes.
 @Suite(.serialized, .timeLimit(.minutes(2))) struct PausedServerClientTests {
     @Test func aClientOfSeveralServersPassesOverAPausedOneWithinTheHelloTimeout() async throws {
@@ -22,13 +22,28 @@ import Testing
         kill(paused.process.processIdentifier, SIGSTOP)
         var config = paused.config()
         config.apiHost = "127.0.0.1:\(paused.port),127.0.0.1:\(live.port)"
-        let started = Date()
-        let client = try await LittleHorseClient.connect(config)
-        defer { Task { await client.close() } }
-        _ = try await client.serverVersion()
-        let seconds = Date().timeIntervalSince(started)
+        // Each try passes over the paused server first (it never answered);
+        // a try may fail when this machine is so loaded that the live
+        // server's handshake also takes over 5 s.
+        var seconds = 0.0
+        var lastError: (any Error)?
+        for _ in 0..<3 {
+            let started = Date()
+            do {
+                let client = try await LittleHorseClient.connect(config)
+                defer { Task { await client.close() } }
+                _ = try await client.serverVersion()
+                seconds = Date().timeIntervalSince(started)
+                lastError = nil
+                break
+            } catch {
+                lastError = error
+                print("paused-server test: a try failed after \(Date().timeIntervalSince(started)) s: \(error)")
+            }
+        }
+        if let lastError { throw lastError }
         print("paused-server test: connected past the paused server in \(seconds) s")
-        #expect(seconds >= 2.5, "the paused server was not tried first (\(seconds) s)")
-        #expect(seconds < 8, "waited \(seconds) s for a paused server")
+        #expect(seconds >= 4.5, "the paused server was not tried first (\(seconds) s)")
+        #expect(seconds < 12, "waited \(seconds) s for a paused server")
     }
 }

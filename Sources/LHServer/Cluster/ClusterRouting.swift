@@ -181,7 +181,7 @@ final class ClusterRouting: Sendable {
                 host: host, port: port, tls: tls, clientId: "\(Self.peerPrefix)\(membership.memberId)",
                 role: .admin, heartbeatInterval: .seconds(1), connectTimeout: .seconds(2),
                 requestTimeout: .seconds(10))
-            configuration.helloTimeout = .seconds(3)
+            configuration.helloTimeout = .seconds(5)
             connection = try await LHWireConnection.connect(configuration, logger: logger)
         } catch {
             throw PeerUnreachable(reason: "\(error)")
