@@ -94,6 +94,7 @@ package final class LHCore: Service, Sendable {
         let queued = try LHError.mapping { try store.queuedTasks() }
         for q in queued { dispatcher.enqueue(q) }
         for t in stored { await timers.schedule(t) }
+        cluster?.markReady()
         owning.continuation.yield()
         owning.continuation.finish()
         logger.notice(

@@ -93,7 +93,7 @@ package struct LHAdminRouter: LHRequestRouter {
     /// (a standby): it has no TaskRuns to hand out, and the worker goes on
     /// to the next server of its list.
     package func admit(_ hello: Lhwire_Hello) -> LHError? {
-        guard hello.role == .worker, let cluster = service.cluster, !cluster.membership.ownsMetadata else { return nil }
+        guard hello.role == .worker, let cluster = service.cluster, !cluster.servesWorkers else { return nil }
         let owner = cluster.membership.ownerAddress(of: nil)
         return LHError(
             .unavailable,

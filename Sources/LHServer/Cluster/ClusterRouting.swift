@@ -33,6 +33,18 @@ final class ClusterRouting: Sendable {
     /// its certificates.
     private let peerTLS = Mutex<PeerTLS?>(nil)
     private let links = Mutex<[String: LHWireConnection]>([:])
+    /// Whether this server has loaded what it owns (``LHCore/takeOwnership``):
+    /// until then its partitions answer UNAVAILABLE and workers are refused,
+    /// so nothing (a worker's claim of the attempts it holds, a command)
+    /// reaches queues, timers and claims that are still being loaded.
+    private let ready = Atomic<Bool>(false)
+
+    /// This server loaded its partitions: it serves them from now on.
+    func markReady() { ready.store(true, ordering: .releasing) }
+
+    /// Whether this server owns partitions and has loaded them (it hands
+    /// out TaskRuns).
+    var servesWorkers: Bool { ready.load(ordering: .acquiring) && membership.ownsMetadata }
 
     enum PeerTLS: Sendable {
         case plaintext
@@ -74,8 +86,16 @@ final class ClusterRouting: Sendable {
     func servedHere(_ request: Lhwire_Envelope.OneOf_Kind) -> Bool {
         switch Self.subject(of: request) {
         case .anywhere: true
-        case .metadata: membership.ownsMetadata
-        case .wfRun(let id): id.isEmpty || membership.owns(wfRunId: id)
+        case .metadata: membership.ownsMetadata && ready.load(ordering: .acquiring)
+        case .wfRun(let id): id.isEmpty || (membership.owns(wfRunId: id) && ready.load(ordering: .acquiring))
+        }
+    }
+
+    private func checkReady(_ what: String) throws {
+        guard ready.load(ordering: .acquiring) else {
+            throw LHError(
+                .unavailable, "this server is taking over the partitions of \(what) and loading them; retry in a moment"
+            )
         }
     }
 
@@ -86,11 +106,18 @@ final class ClusterRouting: Sendable {
         switch Self.subject(of: request) {
         case .anywhere: return .here
         case .metadata:
-            if membership.ownsMetadata { return .here }
+            if membership.ownsMetadata {
+                try checkReady("metadata")
+                return .here
+            }
             wfRunId = nil
         case .wfRun(let id):
             // An empty id is refused by the request's own checks, here.
-            if id.isEmpty || membership.owns(wfRunId: id) { return .here }
+            if id.isEmpty { return .here }
+            if membership.owns(wfRunId: id) {
+                try checkReady("WfRun '\(id)'")
+                return .here
+            }
             wfRunId = id
         }
         let what = wfRunId.map { "WfRun '\($0)'" } ?? "metadata"
@@ -248,7 +275,7 @@ extension AdminService {
     /// TaskDef, ExternalEventDef or WfSpec put through another server is
     /// found at once (the cache follows at the next standby tick).
     func metadataAfterMiss() -> MetadataCache? {
-        guard let cluster, !cluster.membership.ownsMetadata else { return nil }
+        guard let cluster, !cluster.servesWorkers else { return nil }
         return try? MetadataCache(loadingFrom: store)
     }
 }
