@@ -24,27 +24,20 @@ extension HTTPFront {
         let thread = Int32(form["thread"] ?? "0") ?? 0
         do {
             switch action {
-            case "stop":
+            case "stop", "resume":
+                let stop = action == "stop"
                 let r = Littlehorse_StopWfRunRequest.with {
                     $0.wfRunID.id = id
                     $0.threadRunNumber = thread
                 }
-                // At a standby, the owner does it (forwarded, as over our protocol).
-                try await admin.routing(.stopWfRun(r)) { _ in
-                    try await admin.submit(admin.stopWfRun(r))
-                } answer: {
-                    _ in
-                    ()
-                }
-            case "resume":
-                let r = Littlehorse_ResumeWfRunRequest.with {
-                    $0.wfRunID.id = id
+                let resume = Littlehorse_ResumeWfRunRequest.with {
+                    $0.wfRunID = r.wfRunID
                     $0.threadRunNumber = thread
                 }
-                try await admin.routing(.resumeWfRun(r)) { _ in
-                    try await admin.submit(admin.resumeWfRun(r))
-                } answer: {
-                    _ in
+                // At a standby, the owner does it (forwarded, as over our protocol).
+                try await admin.routing(stop ? .stopWfRun(r) : .resumeWfRun(resume)) { _ in
+                    try await admin.submit(stop ? admin.stopWfRun(r) : admin.resumeWfRun(resume))
+                } answer: { _ in
                     ()
                 }
             case "events":
