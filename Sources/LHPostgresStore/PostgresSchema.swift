@@ -12,7 +12,72 @@ enum PostgresSchema {
     static let running = Littlehorse_TaskStatus.taskRunning.rawValue
 
     static let migrations: [(name: String, statements: [String])] = [
-        ("v1-initial", v1)
+        ("v1-initial", v1),
+        ("v2-fair-share", v2),
+    ]
+
+    /// Fair shares: a claim takes ownerless partitions only up to
+    /// ⌈partitions / live members⌉; a member over its share releases the
+    /// rest (`lh_release`), after its commits in flight; members record
+    /// their gRPC address too (LittleHorse's workers connect to every
+    /// member's).
+    static let v2: [String] = [
+        "ALTER TABLE lh_members ADD COLUMN grpc_address text NOT NULL DEFAULT ''",
+        "DROP FUNCTION lh_claim(text, float8)",
+        // Claiming partitions (one claimer at a time across the cluster):
+        // members whose lease ran out more than a second ago are marked dead
+        // (this waits for their write in flight, see lh_fence), then
+        // partitions without a live owner become the caller's, epoch + 1,
+        // lowest first, up to the caller's fair share (`p_fair`; else all).
+        // Returns the claimed ones and the number of live members (p = -1
+        // when none was claimed).
+        """
+        CREATE FUNCTION lh_claim(p_member text, p_ttl float8, p_fair boolean) RETURNS TABLE (p int, epoch bigint, live int)
+        LANGUAGE plpgsql AS $$
+        DECLARE
+            n_live int;
+            n_total int;
+            n_mine int;
+            room int;
+        BEGIN
+            PERFORM pg_advisory_xact_lock(7405);
+            UPDATE lh_members SET state = 'dead', ended_at = now()
+             WHERE state = 'live' AND lease_until < now() - interval '1 second';
+            UPDATE lh_members SET lease_until = now() + make_interval(secs => p_ttl) WHERE id = p_member AND state = 'live';
+            IF NOT FOUND THEN
+                RAISE EXCEPTION 'member % is not live: it may not claim partitions', p_member USING ERRCODE = 'LHF01';
+            END IF;
+            SELECT count(*) INTO n_live FROM lh_members WHERE state = 'live';
+            SELECT count(*), count(*) FILTER (WHERE owner = p_member) INTO n_total, n_mine FROM lh_partitions;
+            room := CASE WHEN p_fair THEN (n_total + n_live - 1) / n_live ELSE n_total END - n_mine;
+            IF room > 0 THEN
+                RETURN QUERY
+                UPDATE lh_partitions l SET owner = p_member, epoch = l.epoch + 1
+                 WHERE l.p IN (
+                    SELECT x.p FROM lh_partitions x
+                     WHERE x.owner IS NULL OR NOT EXISTS (SELECT 1 FROM lh_members m WHERE m.id = x.owner AND m.state = 'live')
+                     ORDER BY x.p LIMIT room)
+                RETURNING l.p, l.epoch, n_live;
+            END IF;
+            IF NOT FOUND OR room <= 0 THEN
+                RETURN QUERY SELECT -1, 0::bigint, n_live;
+            END IF;
+        END $$
+        """,
+        // A release: waits for the member's commits in flight (they hold its
+        // row FOR SHARE, see lh_fence); from then on its commits to these
+        // partitions are refused, and the next claimer bumps their epochs.
+        """
+        CREATE FUNCTION lh_release(p_member text, p_parts int[]) RETURNS int LANGUAGE plpgsql AS $$
+        DECLARE
+            n int;
+        BEGIN
+            PERFORM 1 FROM lh_members WHERE id = p_member FOR UPDATE;
+            UPDATE lh_partitions SET owner = NULL WHERE owner = p_member AND p = ANY(p_parts);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            RETURN n;
+        END $$
+        """,
     ]
 
     static let v1: [String] = [

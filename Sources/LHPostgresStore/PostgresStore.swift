@@ -18,10 +18,12 @@ import Synchronization
 /// partitions it claimed, and every write is *fenced*: one `lh_commit` call
 /// per group commit share-locks the member's row and checks its lease and
 /// partition epochs first, so a server that lost its partitions (killed,
-/// paused, cut off) can never commit again. This version hands all
-/// partitions to one live member; the others serve reads, forward commands
-/// to it (``LHClusterMembership``) and take over when its lease runs out
-/// (or at once when it leaves on SIGTERM).
+/// paused, cut off) can never commit again. Each live member owns a fair
+/// share of the partitions (``rebalance()``): a joining member takes its
+/// share from members over theirs (they release after their commits in
+/// flight), and the partitions of a member that left (SIGTERM) or whose
+/// lease ran out (kill -9) are claimed by the others. Every member serves
+/// reads and forwards commands to the owner (``LHClusterMembership``).
 public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, CustomStringConvertible {
     public struct Options: Sendable {
         public var url: String
@@ -32,6 +34,10 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
         public var leaseTTL = 5.0
         /// What other members and operators see as this server's address.
         public var address = ""
+        /// Whether a member takes only its fair share (⌈partitions / live
+        /// members⌉) and releases the rest; false: the first member owns
+        /// every partition and the others wait as standbys.
+        public var fairShare = true
         public init(url: String) { self.url = url }
     }
 
@@ -56,10 +62,13 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
     let epochs = Mutex<[Int32: Int64]>([:])
     private let orphanIds = Mutex<Set<String>>([])
     private let wfRunIds = Mutex(IdFilter())
-    /// Whether the id filters hold every WfRun of the owned partitions (a
-    /// lookup of an id they lack is answered without PostgreSQL); a member
-    /// that owns nothing reads every id from PostgreSQL.
-    private let filtersLoaded = Atomic<Bool>(false)
+    /// The partitions this member serves: owned, loaded by the server
+    /// (their queues and timers, and the id filters here) and not being
+    /// released. Only for these are the id filters complete (a lookup of an
+    /// id they lack is answered without PostgreSQL).
+    private let served = Mutex<Set<Int32>>([])
+    /// The live members as last read (this one included).
+    private let liveMembers = Mutex<[LHClusterMember]>([])
     /// Live owners' advertised addresses by partition (read at every claim
     /// tick and after a forward to a stale owner failed).
     private let owners = Mutex<[Int32: String]>([:])
@@ -71,10 +80,10 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
         var stepDown: (@Sendable (String) -> Void)?
     }
 
-    /// Connects, migrates, joins as a member and claims the partitions no
-    /// live member owns. When another member owns them, the store opens as a
-    /// standby (``ownsAll`` false): it reads, and ``waitForOwnership`` takes
-    /// over once that member leaves or its lease runs out.
+    /// Connects, migrates, joins as a member and claims its share of the
+    /// partitions no live member owns (all of them for the first member).
+    /// The server loads what it claimed (``load(partitions:)``, then
+    /// ``serve(partitions:)``) and calls ``rebalance()`` from then on.
     public static func open(_ options: Options, logger: Logger) throws -> PostgresStore {
         let settings: PostgresSettings
         do {
@@ -86,8 +95,8 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
         do {
             try store.migrate()
             try store.join()
-            try store.claim()
-            if store.ownsAll { try store.loadFilters() } else { store.readOwners() }
+            _ = try store.claim()
+            store.readOwners()
         } catch {
             store.close(leaving: false)
             throw error
@@ -208,7 +217,7 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
         return Int32(hash % UInt64(count))
     }
 
-    func partition(of id: String) -> Int32 { Self.partition(of: id, count: partitionCount) }
+    public func partition(of id: String) -> Int32 { Self.partition(of: id, count: partitionCount) }
 
     // MARK: - Schema
 
@@ -302,13 +311,15 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
 
     /// Records the address this server listens on (once it is bound: a
     /// standby's messages and operators show it).
-    public func advertise(_ address: String) {
+    public func advertise(_ address: String, grpcAddress: String = "") {
         do {
             try membership.query(
-                "UPDATE lh_members SET address = \(address) WHERE id = \(memberId)", doing: "recording the address")
+                "UPDATE lh_members SET address = \(address), grpc_address = \(grpcAddress) WHERE id = \(memberId)",
+                doing: "recording the address")
         } catch {
             logger.warning("cannot record this server's address: \(error)")
         }
+        readOwners()
     }
 
     /// Renews the lease every fifth of its length until the store closes;
@@ -342,22 +353,29 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
         }
     }
 
-    /// Whether this member owns every partition (a standby owns none).
+    /// Whether this member owns every partition.
     public var ownsAll: Bool { epochs.withLock { $0.count } == partitionCount }
 
-    /// Claims the partitions no live member owns (one `lh_claim` call).
-    func claim() throws {
-        let claimed: [(Int32, Int64)]
+    /// Partitions owned now.
+    public var ownedCount: Int { epochs.withLock { $0.count } }
+
+    /// Claims ownerless partitions, up to this member's fair share (one
+    /// `lh_claim` call); returns how many members are live.
+    @discardableResult
+    func claim() throws -> Int {
+        let rows: [(Int32, Int64, Int32)]
         do {
-            claimed = try membership.query(
-                "SELECT p, epoch FROM lh_claim(\(memberId), \(options.leaseTTL))", doing: "claiming partitions"
-            ).map { try $0.decode((Int32, Int64).self) }
+            rows = try membership.query(
+                "SELECT p, epoch, live FROM lh_claim(\(memberId), \(options.leaseTTL), \(options.fairShare))",
+                doing: "claiming partitions"
+            ).map { try $0.decode((Int32, Int64, Int32).self) }
         } catch let error as PGError {
             if error.sqlState == "LHF01" { stepDown(error.message) }
             throw StoreError(.unreadable, "cannot claim partitions in \(settings.where): \(error.message)")
         }
+        let claimed = rows.filter { $0.0 >= 0 }
         let owned = epochs.withLock { e -> Int in
-            for (p, epoch) in claimed { e[p] = epoch }
+            for (p, epoch, _) in claimed { e[p] = epoch }
             return e.count
         }
         if !claimed.isEmpty {
@@ -365,88 +383,93 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
                 "claimed partitions",
                 metadata: ["lh.claimed": "\(claimed.count)", "lh.owned": "\(owned)/\(partitionCount)"])
         }
+        return Int(rows.first?.2 ?? 1)
     }
 
-    /// A standby's wait: claims at every tick (a quarter of the lease, at
-    /// most half a second) until it owns every partition, then loads the id
-    /// filters and returns. `waiting` is told, once per owner, whom it waits
-    /// for; `tick` runs after every claim that did not take over (the server
-    /// refreshes its metadata there).
-    public func waitForOwnership(
-        waiting: @escaping @Sendable (String) -> Void, tick: @escaping @Sendable () async -> Void
-    ) async throws {
-        var told: Set<String> = []
-        while true {
-            try checkOpen()
-            if isFenced { throw StoreError(.refused, "this member was marked dead; it owns nothing") }
-            // Blocking PostgreSQL calls: on a thread of their own, never on
-            // the cooperative pool.
-            let (owner, holders) = await Self.offPool { self.standbyTick() }
-            if owner { break }
-            for (id, line) in holders where told.insert(id).inserted { waiting(line) }
-            await tick()
-            // Often enough that a graceful handover (no lease to wait for) is quick.
-            try await Task.sleep(for: .milliseconds(Int(min(options.leaseTTL / 4, 0.5) * 1000)))
-        }
-        try await Self.offPool {
-            try self.loadFilters()
-            self.readOwners()
-        }
-    }
+    public var rebalanceInterval: Double { min(options.leaseTTL / 4, 0.5) }
 
-    /// One claim of a standby: whether it owns every partition now, else
-    /// the owners it waits for (member id, a line naming it).
-    private func standbyTick() -> (Bool, [(String, String)]) {
+    public func rebalance() -> LHOwnershipPlan {
+        var plan = LHOwnershipPlan()
         do {
-            try claim()
+            plan.liveMembers = try claim()
         } catch let error as StoreError {
             // PostgreSQL away: keep serving what can be served, try again.
             logger.warning("\(error.message)")
+            plan.liveMembers = max(1, liveMembers.withLock { $0.count })
         } catch {
             logger.warning("cannot claim partitions: \(error)")
         }
-        if ownsAll { return (true, []) }
         readOwners()
-        if let holders = try? membership.query(
-            """
-            SELECT m.id, m.address, to_char(m.lease_until, 'YYYY-MM-DD"T"HH24:MI:SS.MS') FROM lh_members m
-            WHERE m.state = 'live' AND m.id <> \(memberId) AND EXISTS (SELECT 1 FROM lh_partitions l WHERE l.owner = m.id)
-            """, doing: "reading the owners"
-        ).map({ try $0.decode((String, String, String).self) }) {
-            return (
-                false,
-                holders.map { id, address, until in
-                    (
-                        id,
-                        "standby: member \(id)\(address.isEmpty ? "" : " at \(address)") owns the partitions (lease until \(until) UTC); this server serves reads, forwards commands to it, and takes over when it leaves or its lease runs out"
-                    )
-                }
-            )
+        let owned = epochs.withLock { Set($0.keys) }
+        let serving = served.withLock { $0 }
+        plan.owned = owned.count
+        plan.toLoad = owned.subtracting(serving).sorted()
+        if options.fairShare {
+            let share = (partitionCount + plan.liveMembers - 1) / max(1, plan.liveMembers)
+            // Over the share: the highest served partitions go back (partition
+            // 0, the metadata writer's, last).
+            let excess = owned.count - share
+            if excess > 0 {
+                plan.toRelease = Array(
+                    serving.sorted { ($0 == 0 ? 1 : 0, -$0) < ($1 == 0 ? 1 : 0, -$1) }.prefix(excess))
+            }
         }
-        return (false, [])
+        return plan
     }
 
-    /// Runs blocking work on a thread outside Swift's cooperative pool.
-    public static func offPool<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(with: Result { try work() }) }
+    public func load(partitions: [Int32]) throws -> LHPartitionLoad {
+        let parts = partitions.map { Int($0) }
+        let ids = try read("reading WfRun ids") { db in
+            try db.query("SELECT id FROM wf_runs WHERE partition = ANY(\(parts))", doing: "reading WfRun ids")
+                .map { try $0.decode(String.self) }
         }
+        wfRunIds.withLock { filter in for id in ids { filter.insert(id) } }
+        let orphans = try read("reading orphan events") { db in
+            try db.query(
+                "SELECT DISTINCT wf_run_id FROM orphan_events WHERE partition = ANY(\(parts))",
+                doing: "reading orphan events"
+            ).map { try $0.decode(String.self) }
+        }
+        orphanIds.withLock { $0.formUnion(orphans) }
+        return LHPartitionLoad(queued: try queuedTasks(in: parts), timers: try timers(in: parts))
     }
 
-    public static func offPool<T: Sendable>(_ work: @escaping @Sendable () -> T) async -> T {
-        await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: work()) }
-        }
+    public func serve(partitions: [Int32]) {
+        let owned = epochs.withLock { Set($0.keys) }
+        served.withLock { $0.formUnion(partitions.filter { owned.contains($0) }) }
     }
+
+    public func stopServing(partitions: [Int32]) {
+        served.withLock { $0.subtract(partitions) }
+    }
+
+    public func release(partitions: [Int32]) throws {
+        stopServing(partitions: partitions)
+        // A commit that still names them is refused here from now on.
+        epochs.withLock { e in for p in partitions { e[p] = nil } }
+        do {
+            try membership.query(
+                "SELECT lh_release(\(memberId), \(partitions))", doing: "releasing partitions")
+        } catch let error as PGError {
+            throw StoreError(.unreadable, "cannot release partitions in \(settings.where): \(error.message)")
+        }
+        logger.notice(
+            "released partitions",
+            metadata: ["lh.released": "\(partitions.count)", "lh.owned": "\(ownedCount)/\(partitionCount)"])
+    }
+
+    public var servedPartitions: Set<Int32> { served.withLock { $0 } }
+
+    public var members: [LHClusterMember] { liveMembers.withLock { $0 } }
 
     // MARK: - LHClusterMembership
 
     public func owns(wfRunId: String) -> Bool {
         let p = partition(of: wfRunId)
-        return epochs.withLock { $0[p] != nil }
+        return served.withLock { $0.contains(p) }
     }
 
-    public var ownsMetadata: Bool { epochs.withLock { $0[0] != nil } }
+    public var ownsMetadata: Bool { served.withLock { $0.contains(0) } }
 
     public func ownerAddress(of wfRunId: String?) -> String? {
         let p = wfRunId.map { partition(of: $0) } ?? 0
@@ -461,7 +484,7 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
     }
 
     /// Reads the owners (blocking).
-    func readOwners() {
+    public func readOwners() {
         do {
             let rows = try membership.query(
                 """
@@ -473,26 +496,23 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
                 o = [:]
                 for (p, address) in rows { o[p] = address }
             }
+            let live = try membership.query(
+                """
+                SELECT id, address, grpc_address FROM lh_members WHERE state = 'live' AND lease_until > now() ORDER BY started_at, id
+                """, doing: "reading the members"
+            ).map { try $0.decode((String, String, String).self) }
+            liveMembers.withLock { m in
+                m = live.map { LHClusterMember(id: $0.0, address: $0.1, grpcAddress: $0.2) }
+            }
         } catch {
             logger.debug("cannot read the partitions' owners: \(error)")
         }
     }
 
-    func loadFilters() throws {
-        let ids = try reader().query("SELECT id FROM wf_runs", doing: "reading WfRun ids")
-        try wfRunIds.withLock { filter in
-            for row in ids { filter.insert(try row.decode(String.self)) }
-        }
-        let orphans = try reader().query("SELECT DISTINCT wf_run_id FROM orphan_events", doing: "reading orphan events")
-            .map { try $0.decode(String.self) }
-        orphanIds.withLock { $0 = Set(orphans) }
-        filtersLoaded.store(true, ordering: .releasing)
-    }
-
     /// Whether `id` surely has no row: the filters say so, and they are
     /// complete for its partition.
     private func surelyAbsent(_ id: String, in filter: (String) -> Bool) -> Bool {
-        filtersLoaded.load(ordering: .acquiring) && owns(wfRunId: id) && !filter(id)
+        owns(wfRunId: id) && !filter(id)
     }
 
     func checkOpen() throws {
@@ -643,9 +663,16 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
     }
 
     public func queuedTasks() throws -> [QueuedTask] {
+        try queuedTasks(in: Array(0..<partitionCount))
+    }
+
+    func queuedTasks(in parts: [Int]) throws -> [QueuedTask] {
         try read("reading the task queue") { db in
             try db.query(
-                "SELECT wf_run_id, guid, task_def, attempt FROM task_queue ORDER BY commit_seq, ord",
+                """
+                SELECT wf_run_id, guid, task_def, attempt FROM task_queue WHERE partition = ANY(\(parts))
+                ORDER BY commit_seq, ord
+                """,
                 doing: "reading the task queue"
             ).map { row in
                 let (wf, guid, def, attempt) = try row.decode((String, String, String, Int32).self)
@@ -655,8 +682,15 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
     }
 
     public func timers() throws -> [StoredTimer] {
+        try timers(in: Array(0..<partitionCount))
+    }
+
+    func timers(in parts: [Int]) throws -> [StoredTimer] {
         var timers = try read("reading timers") { db in
-            try db.query("SELECT wf_run_id, key, due FROM timers ORDER BY due", doing: "reading timers").compactMap {
+            try db.query(
+                "SELECT wf_run_id, key, due FROM timers WHERE partition = ANY(\(parts)) ORDER BY due",
+                doing: "reading timers"
+            ).compactMap {
                 row -> StoredTimer? in
                 let (wf, key, due) = try row.decode((String, String, Double).self)
                 guard let key = LHTimerKey(key) else { return nil }
@@ -665,7 +699,10 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
         }
         let running = try read("reading running TaskRuns") { db in
             try db.query(
-                "SELECT wf_run_id, guid FROM task_runs WHERE status = \(Int32(PostgresSchema.running))",
+                """
+                SELECT wf_run_id, guid FROM task_runs WHERE status = \(Int32(PostgresSchema.running))
+                AND partition = ANY(\(parts))
+                """,
                 doing: "reading running TaskRuns"
             ).map { row in
                 let (wf, guid) = try row.decode((String, String).self)

@@ -3,8 +3,10 @@ import LHEngine
 import LHProto
 import LHStore
 import LHWire
+import LHWireProto
 import Logging
 import ServiceLifecycle
+import Synchronization
 
 /// The server's inside: the store, the metadata cache, the command
 /// processor, task queues, timers and the admin service every door calls.
@@ -21,10 +23,20 @@ package final class LHCore: Service, Sendable {
     let timers: TimerService
     let admin: AdminService
     let claims: RestartClaims
+    /// A cluster's ownership rounds (``rebalance()``).
+    private let ownership = Mutex(Ownership())
+
+    struct Ownership {
+        var loadedOnce = false
+        var changed: (@Sendable (Int, Int) -> Void)?
+        /// Released here but not in the store (PostgreSQL away): released
+        /// again at the next round.
+        var unreleased: Set<Int32> = []
+    }
     /// Set when the store is shared by a cluster: where requests go.
     let cluster: ClusterRouting?
-    /// Yields once this server owns its partitions (at once without a
-    /// cluster; when it took over, for a standby).
+    /// Yields once this server loaded its first partitions (at once
+    /// without a cluster): the claim grace counts from then.
     private let owning: (stream: AsyncStream<Void>, continuation: AsyncStream<Void>.Continuation)
     let clock: any LHClock
     let logger: Logger
@@ -71,12 +83,121 @@ package final class LHCore: Service, Sendable {
         admin = AdminService(
             processor: processor, store: store, dispatcher: dispatcher, clock: clock, claims: claims, cluster: cluster)
         await processor.attach(sink: EffectRouter(dispatcher: dispatcher, timers: timers), reservations: dispatcher)
-        if membership?.ownsMetadata ?? true {
-            try await takeOwnership()
+        if let membership {
+            // What the store claimed when it opened (every partition for
+            // the first member of a cluster, else nothing until others
+            // release): loaded before the server listens.
+            await rebalance()
         } else {
+            try await takeOwnership()
+        }
+    }
+
+    /// Told whenever the partitions this server serves change (served,
+    /// total): lh-server prints it.
+    package func onOwnershipChange(_ handler: @escaping @Sendable (Int, Int) -> Void) {
+        ownership.withLock { $0.changed = handler }
+    }
+
+    /// One round of the cluster's ownership protocol: claims up to this
+    /// server's fair share and loads what it claimed, releases what is over
+    /// its share (after its commits in flight), follows metadata written by
+    /// another member.
+    func rebalance() async {
+        guard let membership = cluster?.membership else { return }
+        let retry = ownership.withLock { o in
+            defer { o.unreleased = [] }
+            return o.unreleased
+        }
+        if !retry.isEmpty {
+            do {
+                try await lhOffPool { try membership.release(partitions: retry.sorted()) }
+            } catch {
+                ownership.withLock { $0.unreleased.formUnion(retry) }
+            }
+        }
+        let members = membership.members
+        let plan = await lhOffPool { membership.rebalance() }
+        if membership.members != members, let list = admin.clusterMembers() {
+            dispatcher.broadcast(Lhwire_Envelope(id: 0, .clusterMembers(list)))
+        }
+        let before = membership.servedPartitions.count
+        if !plan.toLoad.isEmpty {
+            let first = ownership.withLock { o in
+                defer { o.loadedOnce = true }
+                return !o.loadedOnce
+            }
+            await gain(plan.toLoad, restartClaims: first && plan.liveMembers == 1)
+        }
+        if !plan.toRelease.isEmpty { await giveBack(plan.toRelease) }
+        let after = membership.servedPartitions.count
+        if after != before { ownership.withLock { $0.changed }?(after, membership.partitionCount) }
+        if !membership.ownsMetadata { await refreshMetadata() }
+    }
+
+    /// Loads `partitions` (claimed by this server) and serves them: their
+    /// queued TaskRuns wait for workers again, their timers fire from their
+    /// due times. `restartClaims`: this server starts a cluster alone (its
+    /// workers were gone with the old servers too): attempts in workers'
+    /// hands wait for their workers' claims, as at a single server's start.
+    /// Taken from a live member or a dead one, they are left to their
+    /// workers' reports (which reach the owner on any connection) or their
+    /// attempt timeouts.
+    private func gain(_ partitions: [Int32], restartClaims: Bool) async {
+        guard let membership = cluster?.membership else { return }
+        let store = self.store
+        do {
+            let load = try await lhOffPool { try membership.load(partitions: partitions) }
+            if restartClaims {
+                claims.reset(try await lhOffPool { try RestartClaims.inFlight(in: store, timers: load.timers) })
+            }
+            if partitions.contains(0) {
+                let fresh = try await lhOffPool { try MetadataCache(loadingFrom: store) }
+                await processor.updateMetadata { $0 = fresh }
+            }
+            membership.serve(partitions: partitions)
+            for q in load.queued { dispatcher.enqueue(q) }
+            for t in load.timers { await timers.schedule(t) }
             logger.notice(
-                "store opened as a standby: reads are served here, commands go to the owner",
-                metadata: ["lh.store": "\((store as? CustomStringConvertible)?.description ?? "\(type(of: store))")"])
+                "partitions loaded and served",
+                metadata: [
+                    "lh.partitions": "\(partitions.count)", "lh.queued": "\(load.queued.count)",
+                    "lh.timers": "\(load.timers.count)", "lh.inWorkersHands": "\(restartClaims ? claims.count : 0)",
+                ])
+        } catch {
+            // PostgreSQL away: claimed but not served; the next round loads them.
+            logger.warning(
+                "cannot load claimed partitions; trying again", metadata: [LHLog.error: "\(error)"])
+            return
+        }
+        if restartClaims {
+            owning.continuation.yield()
+            owning.continuation.finish()
+        }
+    }
+
+    /// Gives `partitions` back: no new command for them is taken, the
+    /// group commits in flight finish, their queues, timers, claims and
+    /// cached states leave memory, and the store releases them (another
+    /// member claims them at its next round). TaskRuns this server handed
+    /// out go on; their reports are forwarded to the new owner.
+    private func giveBack(_ partitions: [Int32]) async {
+        guard let membership = cluster?.membership else { return }
+        membership.stopServing(partitions: partitions)
+        await processor.barrier()
+        let set = Set(partitions)
+        let inReleased: @Sendable (String) -> Bool = { set.contains(membership.partition(of: $0)) }
+        dispatcher.removeAll(where: inReleased)
+        await timers.removeAll(where: inReleased)
+        claims.drop(where: inReleased)
+        processor.evict(where: inReleased)
+        do {
+            try await lhOffPool { try membership.release(partitions: partitions) }
+        } catch {
+            // Still ours in PostgreSQL until our lease ends (or the next
+            // round's release): nobody else writes them meanwhile.
+            logger.warning("cannot release partitions", metadata: [LHLog.error: "\(error)"])
+            ownership.withLock { $0.unreleased.formUnion(partitions) }
         }
     }
 
@@ -94,7 +215,6 @@ package final class LHCore: Service, Sendable {
         let queued = try LHError.mapping { try store.queuedTasks() }
         for q in queued { dispatcher.enqueue(q) }
         for t in stored { await timers.schedule(t) }
-        cluster?.markReady()
         owning.continuation.yield()
         owning.continuation.finish()
         logger.notice(
@@ -121,14 +241,12 @@ package final class LHCore: Service, Sendable {
                         clientKeyPath: clientCertificate?.1)))
     }
 
-    /// A standby's metadata read again from the store (another server
-    /// wrote some): served by its reads at once.
+    /// Metadata read again from the store on a server that does not write
+    /// it (another member wrote some): served by its reads at once.
     package func refreshMetadata() async {
         let store = self.store
         // Blocking reads: on a thread outside the cooperative pool.
-        let read = await withCheckedContinuation { continuation in
-            DispatchQueue.global().async { continuation.resume(returning: try? MetadataCache(loadingFrom: store)) }
-        }
+        let read = await lhOffPool { try? MetadataCache(loadingFrom: store) }
         guard let fresh = read else { return }
         if fresh != processor.currentMetadata { await processor.updateMetadata { $0 = fresh } }
     }
@@ -140,6 +258,16 @@ package final class LHCore: Service, Sendable {
                 group.addTask {
                     for await _ in self.owning.stream { break }
                     await self.endClaimGrace()
+                }
+                if let membership = self.cluster?.membership {
+                    group.addTask {
+                        while !Task.isCancelled {
+                            await self.clock.sleep(
+                                until: self.clock.now().addingTimeInterval(membership.rebalanceInterval))
+                            if Task.isCancelled { break }
+                            await self.rebalance()
+                        }
+                    }
                 }
             }
         }

@@ -306,6 +306,39 @@ public nonisolated struct Lhwire_Subscribe: Sendable {
   fileprivate var _taskWorkerVersion: String? = nil
 }
 
+/// The live servers of a cluster, for a worker: each hands out the TaskRuns
+/// of its own partitions, so a worker connects to every one (a report may go
+/// on any connection: a server that does not own it forwards it).
+public nonisolated struct Lhwire_ClusterMembers: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var members: [Lhwire_ClusterMember] = []
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+public nonisolated struct Lhwire_ClusterMember: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var memberID: String = String()
+
+  /// HOST:PORT of our protocol, as the servers advertise it.
+  public var address: String = String()
+
+  /// The server that sent this list.
+  public var thisServer: Bool = false
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Lhwire_HeldTask: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -791,6 +824,16 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     set {kind = .reportTask(newValue)}
   }
 
+  /// A cluster's servers: the answer to a Subscribe, and pushed (id 0) to
+  /// subscribed workers when the live servers change.
+  public var clusterMembers: Lhwire_ClusterMembers {
+    get {
+      if case .clusterMembers(let v)? = kind {return v}
+      return Lhwire_ClusterMembers()
+    }
+    set {kind = .clusterMembers(newValue)}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public nonisolated enum OneOf_Kind: Equatable, Sendable {
@@ -852,6 +895,9 @@ public nonisolated struct Lhwire_Envelope: Sendable {
     case subscribe(Lhwire_Subscribe)
     case scheduledTask(LHProto.Littlehorse_ScheduledTask)
     case reportTask(LHProto.Littlehorse_ReportTaskRun)
+    /// A cluster's servers: the answer to a Subscribe, and pushed (id 0) to
+    /// subscribed workers when the live servers change.
+    case clusterMembers(Lhwire_ClusterMembers)
 
   }
 
@@ -1092,6 +1138,76 @@ nonisolated extension Lhwire_Subscribe: SwiftProtobuf.Message, SwiftProtobuf._Me
   }
 }
 
+nonisolated extension Lhwire_ClusterMembers: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ClusterMembers"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}members\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeRepeatedMessageField(value: &self.members) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.members.isEmpty {
+      try visitor.visitRepeatedMessageField(value: self.members, fieldNumber: 1)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lhwire_ClusterMembers, rhs: Lhwire_ClusterMembers) -> Bool {
+    if lhs.members != rhs.members {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Lhwire_ClusterMember: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ClusterMember"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}member_id\0\u{1}address\0\u{3}this_server\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.memberID) }()
+      case 2: try { try decoder.decodeSingularStringField(value: &self.address) }()
+      case 3: try { try decoder.decodeSingularBoolField(value: &self.thisServer) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.memberID.isEmpty {
+      try visitor.visitSingularStringField(value: self.memberID, fieldNumber: 1)
+    }
+    if !self.address.isEmpty {
+      try visitor.visitSingularStringField(value: self.address, fieldNumber: 2)
+    }
+    if self.thisServer != false {
+      try visitor.visitSingularBoolField(value: self.thisServer, fieldNumber: 3)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Lhwire_ClusterMember, rhs: Lhwire_ClusterMember) -> Bool {
+    if lhs.memberID != rhs.memberID {return false}
+    if lhs.address != rhs.address {return false}
+    if lhs.thisServer != rhs.thisServer {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
 nonisolated extension Lhwire_HeldTask: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".HeldTask"
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}task_run_id\0\u{3}attempt_number\0")
@@ -1152,7 +1268,7 @@ nonisolated extension Lhwire_GetServerVersionRequest: SwiftProtobuf.Message, Swi
 
 nonisolated extension Lhwire_Envelope: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Envelope"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}hello\0\u{1}welcome\0\u{1}heartbeat\0\u{1}error\0\u{4}\u{5}put_task_def\0\u{3}get_task_def\0\u{3}put_external_event_def\0\u{3}get_external_event_def\0\u{3}put_wf_spec\0\u{3}get_wf_spec\0\u{3}get_latest_wf_spec\0\u{3}run_wf\0\u{3}get_wf_run\0\u{3}stop_wf_run\0\u{3}resume_wf_run\0\u{3}delete_wf_run\0\u{3}put_external_event\0\u{3}get_external_event\0\u{3}list_external_events\0\u{3}get_node_run\0\u{3}list_node_runs\0\u{3}get_task_run\0\u{3}list_task_runs\0\u{3}get_variable\0\u{3}list_variables\0\u{3}search_wf_run\0\u{3}search_task_run\0\u{3}search_variable\0\u{3}get_server_version\0\u{3}search_wf_spec\0\u{3}search_task_def\0\u{3}search_external_event_def\0\u{2}?empty\0\u{3}task_def\0\u{3}external_event_def\0\u{3}wf_spec\0\u{3}wf_run\0\u{3}external_event\0\u{3}external_event_list\0\u{3}node_run\0\u{3}node_run_list\0\u{3}task_run\0\u{3}task_run_list\0\u{1}variable\0\u{3}variable_list\0\u{3}wf_run_id_list\0\u{3}task_run_id_list\0\u{3}variable_id_list\0\u{3}server_version\0\u{3}wf_spec_id_list\0\u{3}task_def_id_list\0\u{3}external_event_def_id_list\0\u{2}Q\u{1}subscribe\0\u{3}scheduled_task\0\u{3}report_task\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}id\0\u{1}hello\0\u{1}welcome\0\u{1}heartbeat\0\u{1}error\0\u{4}\u{5}put_task_def\0\u{3}get_task_def\0\u{3}put_external_event_def\0\u{3}get_external_event_def\0\u{3}put_wf_spec\0\u{3}get_wf_spec\0\u{3}get_latest_wf_spec\0\u{3}run_wf\0\u{3}get_wf_run\0\u{3}stop_wf_run\0\u{3}resume_wf_run\0\u{3}delete_wf_run\0\u{3}put_external_event\0\u{3}get_external_event\0\u{3}list_external_events\0\u{3}get_node_run\0\u{3}list_node_runs\0\u{3}get_task_run\0\u{3}list_task_runs\0\u{3}get_variable\0\u{3}list_variables\0\u{3}search_wf_run\0\u{3}search_task_run\0\u{3}search_variable\0\u{3}get_server_version\0\u{3}search_wf_spec\0\u{3}search_task_def\0\u{3}search_external_event_def\0\u{2}?empty\0\u{3}task_def\0\u{3}external_event_def\0\u{3}wf_spec\0\u{3}wf_run\0\u{3}external_event\0\u{3}external_event_list\0\u{3}node_run\0\u{3}node_run_list\0\u{3}task_run\0\u{3}task_run_list\0\u{1}variable\0\u{3}variable_list\0\u{3}wf_run_id_list\0\u{3}task_run_id_list\0\u{3}variable_id_list\0\u{3}server_version\0\u{3}wf_spec_id_list\0\u{3}task_def_id_list\0\u{3}external_event_def_id_list\0\u{2}Q\u{1}subscribe\0\u{3}scheduled_task\0\u{3}report_task\0\u{3}cluster_members\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1876,6 +1992,19 @@ nonisolated extension Lhwire_Envelope: SwiftProtobuf.Message, SwiftProtobuf._Mes
           self.kind = .reportTask(v)
         }
       }()
+      case 203: try {
+        var v: Lhwire_ClusterMembers?
+        var hadOneofValue = false
+        if let current = self.kind {
+          hadOneofValue = true
+          if case .clusterMembers(let m) = current {v = m}
+        }
+        try decoder.decodeSingularMessageField(value: &v)
+        if let v = v {
+          if hadOneofValue {try decoder.handleConflictingOneOf()}
+          self.kind = .clusterMembers(v)
+        }
+      }()
       default: break
       }
     }
@@ -2109,6 +2238,10 @@ nonisolated extension Lhwire_Envelope: SwiftProtobuf.Message, SwiftProtobuf._Mes
     case .reportTask?: try {
       guard case .reportTask(let v)? = self.kind else { preconditionFailure() }
       try visitor.visitSingularMessageField(value: v, fieldNumber: 202)
+    }()
+    case .clusterMembers?: try {
+      guard case .clusterMembers(let v)? = self.kind else { preconditionFailure() }
+      try visitor.visitSingularMessageField(value: v, fieldNumber: 203)
     }()
     case nil: break
     }

@@ -69,13 +69,20 @@ public final class LHTaskWorker: Service, Sendable {
     private let state = NIOLockedValueBox(State())
 
     struct State {
-        /// Reports that could not be sent yet (the server was away).
+        /// Reports that could not be sent yet (no server was reachable).
         var unsent: [Kept] = []
         var completed = 0
-        /// The connection finished tasks report on (nil: none, or not yet
-        /// subscribed).
-        var current: LHWireConnection?
+        /// The subscribed connections (one per server of a cluster): a
+        /// report goes on the one that delivered its task, else on any.
+        var live: [ObjectIdentifier: LHWireConnection] = [:]
         var stopping = false
+        /// The cluster member the main connection (to `LHC_API_HOST`)
+        /// reached, and the other members' connection loops, by address.
+        var mainMember: String?
+        var others: [String: Task<Void, Never>] = [:]
+        /// The connection of each other member's loop (closed when the
+        /// member leaves the cluster).
+        var othersConnections: [String: LHWireConnection] = [:]
     }
 
     struct Kept {
@@ -133,67 +140,149 @@ public final class LHTaskWorker: Service, Sendable {
     }
 
     /// Serves until cancelled or graceful shutdown; reconnects with backoff
-    /// when the server goes away.
+    /// when the server goes away. In a cluster (the subscription's answer
+    /// lists the servers), a connection to every other server too: each
+    /// hands out the TaskRuns of its own partitions.
     public func run() async throws {
         try await cancelWhenGracefulShutdown {
             defer { self.running.cancelAll() }
-            var backoff = 0.1
-            while !Task.isCancelled {
-                var subscribed = false
-                do {
-                    try await self.serveOneConnection(subscribed: &subscribed)
-                    backoff = 0.1
-                } catch is CancellationError {
-                    return
-                } catch {
-                    if Task.isCancelled { return }
-                    if subscribed { backoff = 0.1 }
-                    // NOT_FOUND: the subscription names a TaskDef the server does
-                    // not know (registerTaskDef not called, or another process
-                    // registers it later). Before subscribing: the server is not
-                    // there yet, or the settings (address, CA file) are wrong,
-                    // which the error names; a file made later is picked up.
-                    let missing = (error as? LHError)?.code == .notFound
-                    self.logger.warning(
-                        missing
-                            ? "the server has no TaskDef of this name; register it (registerTaskDef). Trying again"
-                            : subscribed
-                                ? "connection to the server lost; reconnecting"
-                                : "cannot connect to the server; trying again",
-                        metadata: [
-                            LHLog.taskDef: "\(self.taskDefName)", "lh.error": "\(error)", "lh.retryIn": "\(backoff)s",
-                        ])
-                }
-                try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
-                // A cluster's standby starts listening when it takes over: retry sooner.
-                backoff = min(backoff * 2, self.config.endpoints.count > 1 ? 1 : 5)
+            await self.connectionLoop(address: nil)
+            // Stopping: the other members' loops end (each waits for the
+            // tasks to settle before closing its connection).
+            let others = self.state.withLockedValue { s in
+                defer { s.others = [:] }
+                return Array(s.others.values)
             }
+            for task in others { task.cancel() }
+            for task in others { await task.value }
         }
     }
 
-    private func serveOneConnection(subscribed: inout Bool) async throws {
+    /// One server's connection, again and again until cancelled (or, for
+    /// another member of a cluster, until it leaves the cluster). `address`
+    /// nil: the main one, to the first of `LHC_API_HOST` that answers.
+    private func connectionLoop(address: String?) async {
+        var backoff = 0.1
+        var failures = 0
+        while !Task.isCancelled {
+            if let address, state.withLockedValue({ $0.others[address] == nil }) { return }
+            var subscribed = false
+            do {
+                try await self.serveOneConnection(address: address, subscribed: &subscribed)
+                backoff = 0.1
+            } catch is CancellationError {
+                return
+            } catch {
+                if Task.isCancelled { return }
+                if subscribed {
+                    backoff = 0.1
+                    failures = 0
+                }
+                failures += 1
+                // NOT_FOUND: the subscription names a TaskDef the server does
+                // not know (registerTaskDef not called, or another process
+                // registers it later). Before subscribing: the server is not
+                // there yet, or the settings (address, CA file) are wrong,
+                // which the error names; a file made later is picked up.
+                let missing = (error as? LHError)?.code == .notFound
+                var metadata: Logger.Metadata = [
+                    LHLog.taskDef: "\(self.taskDefName)", "lh.error": "\(error)", "lh.retryIn": "\(backoff)s",
+                ]
+                if let address { metadata["lh.server"] = "\(address)" }
+                // Another member that is gone: said once, then quietly
+                // until the cluster's list drops it.
+                let level: Logger.Level = address != nil && failures > 1 ? .debug : .warning
+                self.logger.log(
+                    level: level,
+                    missing
+                        ? "the server has no TaskDef of this name; register it (registerTaskDef). Trying again"
+                        : subscribed
+                            ? "connection to the server lost; reconnecting"
+                            : "cannot connect to the server; trying again",
+                    metadata: metadata)
+            }
+            try? await Task.sleep(for: .milliseconds(Int(backoff * 1000)))
+            // A cluster's server comes back or takes over quickly: retry sooner.
+            backoff = min(backoff * 2, address != nil || self.config.endpoints.count > 1 ? 1 : 5)
+        }
+    }
+
+    /// The servers of the cluster, as the main connection's server lists
+    /// them: a connection loop for each member but that one; loops of
+    /// members no longer listed end.
+    private func follow(_ members: Lhwire_ClusterMembers) {
+        let (start, stop) = state.withLockedValue { s -> ([String], [LHWireConnection]) in
+            if s.stopping { return ([], []) }
+            s.mainMember = members.members.first(where: \.thisServer)?.memberID ?? s.mainMember
+            let wanted = Set(members.members.filter { !$0.thisServer && !$0.address.isEmpty }.map(\.address))
+            var start: [String] = []
+            var stop: [LHWireConnection] = []
+            for gone in s.others.keys where !wanted.contains(gone) {
+                s.others[gone] = nil
+                if let c = s.othersConnections.removeValue(forKey: gone) { stop.append(c) }
+            }
+            for address in wanted where s.others[address] == nil {
+                start.append(address)
+                // Reserved now; the task is set just below.
+                s.others[address] = Task {}
+            }
+            return (start, stop)
+        }
+        for address in start {
+            let task = Task { await self.connectionLoop(address: address) }
+            state.withLockedValue { s in
+                if s.others[address] != nil { s.others[address] = task } else { task.cancel() }
+            }
+            logger.info("connecting to another server of the cluster", metadata: ["lh.server": "\(address)"])
+        }
+        for connection in stop { Task { await connection.close() } }
+    }
+
+    private func serveOneConnection(address: String?, subscribed: inout Bool) async throws {
         // Each pushed task starts from the event loop that read it, in a task
         // of its own; its report's answer is handled back on the event loop.
         // No stream, no loop task and no waiting task in between: at
         // moderate load every thread wake-up of a task's path is CPU and
         // latency. Tasks outlive their connection: one still running when
-        // the server goes away goes on, and reports on the next connection.
+        // the server goes away goes on, and reports on another connection.
         // With several servers listed (a cluster), the first that answers.
-        let connection = try await config.connectToFirstReachable(role: .worker) { configuration in
+        var target = config
+        if let address { target.apiHost = address }
+        let delivering = ConnectionBox()
+        let isMain = address == nil
+        let connection = try await target.connectToFirstReachable(role: .worker) { configuration in
             try await LHWireConnection.connect(configuration, logger: logger) { envelope in
-                guard case .scheduledTask(let task) = envelope.kind else { return }
-                var held = Lhwire_HeldTask()
-                held.taskRunID = task.taskRunID
-                held.attemptNumber = task.attemptNumber
-                self.running.start(held: held) { settled in
-                    let report = await self.execute(task)
-                    self.deliver(report, settled: settled)
+                switch envelope.kind {
+                case .scheduledTask(let task):
+                    var held = Lhwire_HeldTask()
+                    held.taskRunID = task.taskRunID
+                    held.attemptNumber = task.attemptNumber
+                    self.running.start(held: held) { settled in
+                        let report = await self.execute(task)
+                        self.deliver(report, via: delivering.connection, settled: settled)
+                    }
+                case .clusterMembers(let members) where isMain:
+                    self.follow(members)
+                default:
+                    break
                 }
             }
         }
+        delivering.connection = connection
+        let id = ObjectIdentifier(connection)
         defer {
-            state.withLockedValue { s in if s.current === connection { s.current = nil } }
+            state.withLockedValue { s in
+                s.live[id] = nil
+                if let address, s.othersConnections[address] === connection { s.othersConnections[address] = nil }
+            }
             Task { await connection.close() }
+        }
+        if let address {
+            let wanted = state.withLockedValue { s in
+                if s.others[address] != nil { s.othersConnections[address] = connection }
+                return s.others[address] != nil
+            }
+            if !wanted { return }
         }
         // The subscription lists what this worker still holds from before
         // (running, or finished with its report not answered), so that the
@@ -205,33 +294,33 @@ public final class LHTaskWorker: Service, Sendable {
         subscribe.taskWorkerID = config.taskWorkerId
         subscribe.capacity = UInt32(config.numWorkerThreads)
         subscribe.held = running.held()
-        _ = try await connection.request(.subscribe(subscribe))
+        let answer = try await connection.request(.subscribe(subscribe))
         subscribed = true
-        // From now on finished tasks report on this connection; results
-        // kept while the server was away go first.
+        // From now on finished tasks may report on this connection; results
+        // kept while no server was reachable go first.
         let unsent = state.withLockedValue { s in
-            s.current = connection
+            s.live[id] = connection
             defer { s.unsent = [] }
             return s.unsent
         }
         for kept in unsent { report(kept.report, on: connection, settled: kept.settled) }
+        if isMain, case .clusterMembers(let members) = answer { follow(members) }
         logger.info(
             "subscribed",
             metadata: [
                 LHLog.taskDef: "\(taskDefName)", "lh.capacity": "\(config.numWorkerThreads)",
                 "lh.held": "\(subscribe.held.count)",
+                "lh.server": "\(address ?? "\(connection.channel.remoteAddress.map { "\($0)" } ?? "?")")",
             ])
         await Self.closedOrCancelled(connection)
         guard Task.isCancelled else { throw LHError(.unavailable, "connection closed") }
         // Shutting down: the running tasks are told so, and each ends with
-        // its report answered or refused (or dropped, if the connection
-        // goes first) before the worker stops.
-        state.withLockedValue {
-            $0.stopping = true; $0.current = connection.channel.isActive ? connection : nil
-        }
+        // its report answered or refused (or dropped, if no connection is
+        // left) before the worker stops.
+        state.withLockedValue { $0.stopping = true }
         running.cancelAll()
         let dropped = state.withLockedValue { s in
-            s.current == nil ? s.unsent : []
+            s.live.values.contains { $0.channel.isActive } ? [] : s.unsent
         }
         for kept in dropped { kept.settled() }
         await running.settled()
@@ -249,16 +338,21 @@ public final class LHTaskWorker: Service, Sendable {
         }
     }
 
-    /// A finished task's report: sent on the current connection, or kept
-    /// until there is one (the server is away). Stopping with no
+    /// A finished task's report: sent on the connection that delivered the
+    /// task, else on another subscribed one (a server that does not own the
+    /// TaskRun forwards it), or kept until there is one. Stopping with no
     /// connection, it is dropped: the server retries the attempt.
-    private func deliver(_ report: Littlehorse_ReportTaskRun, settled: @escaping @Sendable () -> Void) {
+    private func deliver(
+        _ report: Littlehorse_ReportTaskRun, via preferred: LHWireConnection? = nil,
+        settled: @escaping @Sendable () -> Void
+    ) {
         enum Next {
             case send(LHWireConnection)
             case kept, drop
         }
         let next = state.withLockedValue { s -> Next in
-            if let c = s.current, c.channel.isActive { return .send(c) }
+            if let c = preferred, c.channel.isActive, s.live[ObjectIdentifier(c)] != nil { return .send(c) }
+            if let c = s.live.values.first(where: { $0.channel.isActive }) { return .send(c) }
             if s.stopping { return .drop }
             s.unsent.append(Kept(report: report, settled: settled))
             return .kept
@@ -279,7 +373,7 @@ public final class LHTaskWorker: Service, Sendable {
     /// running changes nothing), so one that fails while the connection
     /// stays up (the server's storage failed, or no answer in time) is sent
     /// again on it after a pause; one whose connection is gone is delivered
-    /// again (on the next connection).
+    /// again (on another connection).
     private func report(
         _ report: Littlehorse_ReportTaskRun, on connection: LHWireConnection,
         retryIn delay: TimeAmount = .milliseconds(100), settled: @escaping @Sendable () -> Void
@@ -379,6 +473,16 @@ public final class LHTaskWorker: Service, Sendable {
         } catch {
             throw OutputError(message: "output of type \(R.self) does not convert: \(error)")
         }
+    }
+}
+
+/// The connection a task came on, set once it is connected (tasks come
+/// only after the subscription, so they always see it set).
+final class ConnectionBox: Sendable {
+    private let box = NIOLockedValueBox<LHWireConnection?>(nil)
+    var connection: LHWireConnection? {
+        get { box.withLockedValue { $0 } }
+        set { box.withLockedValue { $0 = newValue } }
     }
 }
 

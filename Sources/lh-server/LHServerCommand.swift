@@ -113,9 +113,15 @@ struct LHServerCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "Seconds a server's lease on its partitions runs (PostgreSQL); a standby takes over this long after a server dies (env LHS_LEASE_TTL)."
+            "Seconds a server's lease on its partitions runs (PostgreSQL); the others take its partitions over this long after a server dies (env LHS_LEASE_TTL)."
     )
     var leaseTtl: Double = Double(env["LHS_LEASE_TTL"] ?? "") ?? 5
+
+    @Flag(
+        help:
+            "PostgreSQL: the first server owns every partition and the others wait as hot standbys (they serve reads and forward commands), instead of each live server owning a fair share (env LHS_SINGLE_OWNER=1)."
+    )
+    var singleOwner: Bool = ["1", "true", "yes"].contains((env["LHS_SINGLE_OWNER"] ?? "").lowercased())
 
     @Option(
         help:
@@ -271,6 +277,7 @@ struct LHServerCommand: AsyncParsableCommand {
                 var options = PostgresStore.Options(url: store)
                 options.partitions = partitions
                 options.leaseTTL = leaseTtl
+                options.fairShare = !singleOwner
                 options.address = listen
                 let pg = try PostgresStore.open(options, logger: logger)
                 // A server that lost its partitions stops at once: it may not
@@ -314,8 +321,15 @@ struct LHServerCommand: AsyncParsableCommand {
         let transport = plaintext ? "PLAINTEXT" : "TLS"
         async let announce: Void = {
             guard let bound = try? await server.boundPort() else { return }
+            var grpcBound: Int?
+            if let grpc { grpcBound = try? await grpc.boundPort() }
             if let cluster {
-                cluster.advertise(advertisedAddress ?? "\(host):\(bound)")
+                let ours = advertisedAddress ?? "\(host):\(bound)"
+                let grpcAddress = grpcBound.map { port in
+                    let h = grpcAdvertisedHost ?? Self.hostOf(ours)
+                    return "\(h == "0.0.0.0" || h.isEmpty ? "127.0.0.1" : h):\(port)"
+                }
+                cluster.advertise(ours, grpcAddress: grpcAddress ?? "")
                 core.configurePeers(
                     plaintext: plaintext, caCertPath: peerCa ?? server.developmentCAPath,
                     clientCertificate: clientCa == nil ? nil : tlsCert.flatMap { c in tlsKey.map { (c, $0) } })
@@ -324,7 +338,7 @@ struct LHServerCommand: AsyncParsableCommand {
             if let ca = server.developmentCAPath {
                 line += "; clients trust the CA at \(ca) (export LHC_CA_CERT=\(ca))"
             }
-            if let grpc, let grpcPort = try? await grpc.boundPort() {
+            if grpc != nil, let grpcPort = grpcBound {
                 line +=
                     "\nlh-server gRPC (LittleHorse's service) listening on \(Self.hostOf(grpcListen)):\(grpcPort) (\(transport))"
             }
@@ -340,24 +354,23 @@ struct LHServerCommand: AsyncParsableCommand {
             }
             FileHandle.standardOutput.write(Data((line + "\n").utf8))
             guard let cluster else { return }
-            if cluster.ownsAll {
-                Self.say("owns every partition (member \(cluster.memberId))")
-                return
+            let member = cluster.memberId
+            let say: @Sendable (Int, Int) -> Void = { served, total in
+                if served == total {
+                    Self.say("owns every partition (member \(member))")
+                } else if served == 0 {
+                    let others = cluster.members.filter { $0.id != member }
+                        .map { "member \($0.id)\($0.address.isEmpty ? "" : " at \($0.address)")" }
+                        .joined(separator: ", ")
+                    Self.say(
+                        "owns no partition (member \(member)): it serves reads and forwards commands\(others.isEmpty ? "" : " (\(others))")"
+                    )
+                } else {
+                    Self.say("owns \(served) of \(total) partitions (member \(member))")
+                }
             }
-            // A standby: serves reads and forwards commands until it owns
-            // the partitions (the owner left, or its lease ran out).
-            do {
-                try await cluster.waitForOwnership(waiting: { Self.say($0) }) { await core.refreshMetadata() }
-            } catch {
-                return  // closed (stopping) or stepped down (exits)
-            }
-            do {
-                try await core.takeOwnership()
-            } catch {
-                cluster.close(leaving: true)
-                Self.fail("took over the partitions but could not load them: \(error)")
-            }
-            Self.say("owns every partition (member \(cluster.memberId)): took over")
+            core.onOwnershipChange(say)
+            say(cluster.servedPartitions.count, cluster.partitionCount)
         }()
         do {
             try await group.run()

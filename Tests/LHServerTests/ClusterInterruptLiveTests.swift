@@ -1,20 +1,24 @@
 import Foundation
 import LHClient
+import LHPostgresStore
 import LHWire
 import LHWorkflow
 import Testing
 
-/// The interrupt and halting rules on three servers on one PostgreSQL, with
-/// the owner killed (-9) while the TaskRun is in the worker's hands: the
-/// report reaches the server that took over, and the rules hold there — the
-/// thread stays HALTING until that report, the handler starts only after it.
+/// The interrupt and halting rules on three servers on one PostgreSQL (each
+/// owning a share of the partitions), with the owner of the WfRun's
+/// partition killed (-9) while the TaskRun is in the worker's hands: the
+/// report reaches the server that took the partition over, and the rules
+/// hold there — the thread stays HALTING until that report, the handler
+/// starts only after it.
 @Suite(.serialized, .timeLimit(.minutes(4))) struct ClusterInterruptLiveTests {
-    /// Three servers (an owner, two standbys) and a test worker listing all
-    /// of them; `body` gets the owner, a client of the cluster, the gate
-    /// directory and the slots (to kill the owner).
+    /// Three servers, each with its share of the partitions, and a test
+    /// worker listing all of them; `body` gets the first server, a client of
+    /// the cluster, the gate directory, the slots and the database (to find
+    /// and kill a WfRun's owner).
     func cluster(
         tasks: [String], events: [String], workflow: Workflow,
-        _ body: (ServerProcess, LittleHorseClient, URL, [PostgresChaosTests.Slot]) async throws -> Void
+        _ body: (ServerProcess, LittleHorseClient, URL, [PostgresChaosTests.Slot], String) async throws -> Void
     ) async throws {
         guard let store = try PostgresFailoverTests.database() else { return }
         let ca = try ServerProcess.temporaryDirectory("lh-cluster-ca")
@@ -31,7 +35,9 @@ import Testing
             }
         }
         let owner = try await slots[0].launch(arguments).value
-        for s in slots.dropFirst() { s.launch(arguments) }
+        var servers = [owner]
+        for s in slots.dropFirst() { servers.append(try await s.launch(arguments).value) }
+        try await Self.waitForShares(servers, partitions: 16)
         let endpoints = slots.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
         let worker = try await owner.startWorker(
             "lh-test-worker", tasks, environment: ["LH_TEST_GATE_DIR": gates.path, "LHC_API_HOST": endpoints],
@@ -43,7 +49,40 @@ import Testing
         for e in events { _ = try await client.putExternalEventDef(.with { $0.name = e }) }
         _ = try await client.putWfSpec(workflow.compile())
         await client.close()
-        try await body(owner, try await LittleHorseClient.connect(config), gates, slots)
+        try await body(owner, try await LittleHorseClient.connect(config), gates, slots, store)
+    }
+
+    /// Waits until the servers' shares add up to every partition, none
+    /// without a share (the last joined took its share from the others).
+    static func waitForShares(_ servers: [ServerProcess], partitions: Int, timeout: Double = 60) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while true {
+            let counts = servers.map { s -> Int in
+                let line = s.ownership
+                if line.contains("owns every partition") { return partitions }
+                guard let range = line.range(of: "owns "), let n = Int(line[range.upperBound...].prefix { $0.isNumber })
+                else { return 0 }
+                return n
+            }
+            if counts.reduce(0, +) == partitions && !counts.contains(0) { return }
+            if Date() > deadline {
+                throw LHError(.unavailable, "shares \(counts) never added up to \(partitions) partitions")
+            }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    /// The slot whose server owns `wfRunId`'s partition (16 partitions).
+    static func ownerSlot(of wfRunId: String, store: String, slots: [PostgresChaosTests.Slot]) async throws
+        -> PostgresChaosTests.Slot
+    {
+        let p = PostgresStore.partition(of: wfRunId, count: 16)
+        let address = try await PostgresFailoverTests.psql(
+            store, "SELECT m.address FROM lh_partitions l JOIN lh_members m ON m.id = l.owner WHERE l.p = \(p)")
+        guard let slot = slots.first(where: { "127.0.0.1:\($0.port)" == address }) else {
+            throw LHError(.notFound, "no server of the test owns partition \(p) (owner at '\(address)')")
+        }
+        return slot
     }
 
     /// Calls `body` with a fresh client of the cluster until the cluster
@@ -67,7 +106,7 @@ import Testing
             }
         }
         try await cluster(tasks: ["slow-step:gate", "read-note:echo"], events: ["update-note"], workflow: wf) {
-            owner, client, gates, slots in
+            owner, client, gates, slots, store in
             var config = owner.config()
             config.apiHost = slots.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
             _ = try await client.runWf(
@@ -84,8 +123,9 @@ import Testing
             #expect(try await client.getWfRun("wf-c").threadRuns[0].status == .halting)
             await client.close()
 
-            progress("cluster interrupt test: kill -9 of the owner with the task in flight")
-            await slots[0].kill9()
+            let victim = try await Self.ownerSlot(of: "wf-c", store: store, slots: slots)
+            progress("cluster interrupt test: kill -9 of wf-c's owner (server-\(victim.index)) with the task in flight")
+            await victim.kill9()
             // The server that took over keeps the thread HALTING: the attempt is
             // still in the worker's hands (it claims it on its new connection).
             try await Task.sleep(for: .seconds(5))
@@ -118,7 +158,7 @@ import Testing
             wf.execute("after", "y")
         }
         try await cluster(tasks: ["slow-step:gate", "after:echo"], events: [], workflow: wf) {
-            owner, client, gates, slots in
+            owner, client, gates, slots, store in
             var config = owner.config()
             config.apiHost = slots.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
             _ = try await client.runWf(
@@ -131,7 +171,7 @@ import Testing
             try await client.stopWfRun("wf-s")
             #expect(try await client.getWfRun("wf-s").status == .halting)
             await client.close()
-            await slots[0].kill9()
+            try await Self.ownerSlot(of: "wf-s", store: store, slots: slots).kill9()
             try await Task.sleep(for: .seconds(5))
             #expect(try await onCluster(config) { try await $0.getWfRun("wf-s").status } == .halting)
             #expect(FileManager.default.createFile(atPath: gates.appendingPathComponent("wf-s").path, contents: Data()))

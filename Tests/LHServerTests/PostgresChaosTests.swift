@@ -6,10 +6,12 @@ import LHWorkflow
 import NIOConcurrencyHelpers
 import Testing
 
-/// Chaos on a cluster: three lh-servers on one PostgreSQL (an owner and two
-/// standbys, which forward commands to it), two workers, a driver with idempotent ids and guids; a random
-/// server killed -9 every few seconds for a minute and started again, and
-/// once the owner paused (SIGSTOP) past its lease and resumed. At the end
+/// Chaos on a cluster: three lh-servers on one PostgreSQL (each owning a
+/// share of the partitions and forwarding commands for the others' to
+/// them), two workers connected to every server, a driver with idempotent
+/// ids and guids; a random server killed -9 every few seconds for a minute
+/// and started again, and once a server owning partitions paused (SIGSTOP)
+/// past its lease and resumed. At the end
 /// every acknowledged WfRun and event exists exactly once, interrupt counters
 /// equal the acknowledged pings, every TaskRun succeeded exactly once, no
 /// attempt reached two workers and no commit landed from a server after it
@@ -39,9 +41,13 @@ import Testing
             }
         }
         var listening: ServerProcess? { server.withLockedValue { $0 } }
-        /// The server when it owns the partitions (it said so at start-up or
-        /// when it took over).
-        var owning: ServerProcess? { listening.flatMap { $0.ownsPartitions ? $0 : nil } }
+        /// The server when it owns partitions (its last word on ownership).
+        var owning: ServerProcess? {
+            listening.flatMap { s in
+                let said = s.ownership
+                return said.isEmpty || said.contains("owns no partition") ? nil : s
+            }
+        }
         /// kill -9 of whatever runs on this slot's data directory.
         func kill9() async {
             server.withLockedValue { $0 = nil }
@@ -88,7 +94,8 @@ import Testing
         await setup.close()
 
         // The chaos: every 5-8 s a random server is killed -9 and started
-        // again a second later; at 25 s the owner is paused for 6 s.
+        // again a second later; at 25 s a server owning partitions is paused
+        // for 6 s.
         let stop = NIOLockedValueBox(false)
         let chaos = Task {
             var kills = 0
@@ -101,7 +108,7 @@ import Testing
                     paused = true
                     for s in slots {
                         guard let owner = s.owning, !hasExited(owner.process) else { continue }
-                        progress("chaos: SIGSTOP of the owner server-\(s.index) for 6 s")
+                        progress("chaos: SIGSTOP of server-\(s.index) (\(owner.ownership)) for 6 s")
                         kill(owner.process.processIdentifier, SIGSTOP)
                         try await Task.sleep(for: .seconds(6))
                         kill(owner.process.processIdentifier, SIGCONT)
@@ -118,13 +125,16 @@ import Testing
                     }
                     continue
                 }
-                // Every other kill is the owner's (a takeover), the rest random.
+                // Every other kill is of a server owning partitions (a
+                // takeover), the rest random.
                 let owner = slots.first { $0.owning.map { !hasExited($0.process) } == true }
                 let victim =
                     kills % 2 == 0 ? (owner ?? slots[0]) : slots[Int.random(in: 0..<3, using: &rng)]
                 let wasOwner = victim.owning.map { !hasExited($0.process) } == true
                 kills += 1
-                progress("chaos: kill -9 of server-\(victim.index) (\(wasOwner ? "owner" : "standby")), kill \(kills)")
+                progress(
+                    "chaos: kill -9 of server-\(victim.index) (\(wasOwner ? "owning partitions" : "owning none")), kill \(kills)"
+                )
                 await victim.kill9()
                 try await Task.sleep(for: .seconds(1))
                 victim.launch(arguments)

@@ -121,9 +121,32 @@ final class ServerProcess: @unchecked Sendable {
     /// The start-up lines the server printed.
     var announced: String { printed.withLockedValue { $0 } }
 
-    /// A member of a cluster owns the partitions (it printed so: at
-    /// start-up, or when it took over as a standby).
-    var ownsPartitions: Bool { announced.contains("lh-server owns every partition") }
+    /// A member of a cluster owns every partition now (its last word on
+    /// ownership says so: at start-up alone, or when it took over the
+    /// others' shares).
+    var ownsPartitions: Bool { ownership.contains("lh-server owns every partition") }
+
+    /// The last line a member of a cluster printed about the partitions it
+    /// owns ("lh-server owns 8 of 16 partitions (member …)"); empty before.
+    var ownership: String {
+        announced.split(separator: "\n").last { $0.hasPrefix("lh-server owns") }.map(String.init) ?? ""
+    }
+
+    /// Waits until this member's last word on ownership contains `fragment`
+    /// ("owns 8 of 16 partitions").
+    func waitUntil(owning fragment: String, timeout: Double = 60) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while !ownership.contains(fragment) {
+            if hasExited(process) {
+                throw LHError(.unavailable, "lh-server exited before it said '\(fragment)': \(log.suffix(1_000))")
+            }
+            if Date() > deadline {
+                throw LHError(
+                    .unavailable, "lh-server did not say '\(fragment)' within \(Int(timeout)) s: \(announced)")
+            }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+    }
 
     /// Waits until this member owns the partitions; fails after `timeout`
     /// seconds or when the server exits first.

@@ -46,7 +46,7 @@ import Testing
         try await a.query(
             "INSERT INTO lh_members (id, address, lease_until, state) VALUES ('B', '', now() + interval '60 seconds', 'live')",
             logger: Self.logger)
-        let claimedByA = try await a.query("SELECT p, epoch FROM lh_claim('A', 1)", logger: Self.logger)
+        let claimedByA = try await a.query("SELECT p, epoch FROM lh_claim('A', 1, false)", logger: Self.logger)
             .collect().map { try $0.decode((Int32, Int64).self) }
         #expect(claimedByA.count == 4)
         let parts = claimedByA.map(\.0)
@@ -64,7 +64,7 @@ import Testing
         let done = Flag()
         let claim = Task {
             defer { done.set() }
-            return try await b.query("SELECT p, epoch FROM lh_claim('B', 60)", logger: Self.logger)
+            return try await b.query("SELECT p, epoch FROM lh_claim('B', 60, true)", logger: Self.logger)
                 .collect().map { try $0.decode((Int32, Int64).self) }
         }
         try await Task.sleep(for: .milliseconds(700))
@@ -128,64 +128,81 @@ import Testing
         #expect(store.isFenced)
     }
 
-    /// A second server on the same database opens as a standby while the
-    /// first lives: it owns nothing, reads what the first wrote, names the
-    /// first as the owner, and takes over at once when the first leaves.
-    @Test func aStandbyReadsAndTakesOverWhenTheOwnerLeaves() async throws {
+    /// Fair shares: a second member on the same database owns nothing
+    /// until the first, at its next round, releases what is over its share
+    /// (⌈8 / 2⌉ = 4); then each owns 4, each names the other as the owner of
+    /// the other's partitions, reads are served by both, a commit to the
+    /// other's partition is refused (not a fence), and when the first
+    /// leaves, the second takes its share at its next round.
+    @Test func twoMembersShareThePartitionsAndALeaversShareIsTakenOver() async throws {
         if PostgresFixture.skipped(#function) { return }
         let url = try await PostgresFixture.freshDatabase()
-        // A long lease: a standby that waited for it would take 21 s.
+        // A long lease: a member that waited for it would take 21 s.
         var options = PostgresStore.Options(url: url)
         options.partitions = 8
         options.leaseTTL = 20
         options.address = "127.0.0.1:7001"
         let first = try PostgresStore.open(options, logger: Self.logger)
-        #expect(first.ownsAll && first.ownsMetadata)
+        #expect(first.ownsAll)
+        first.serve(partitions: Array(0..<8))
+        #expect(first.ownsMetadata)
         try first.commit(Self.batch("kept"))
         options.address = "127.0.0.1:7002"
         let second = try PostgresStore.open(options, logger: Self.logger)
         defer { second.close() }
-        #expect(!second.ownsAll && !second.ownsMetadata && !second.owns(wfRunId: "kept"))
-        #expect(second.ownerAddress(of: "kept") == "127.0.0.1:7001")
+        #expect(second.ownedCount == 0 && !second.ownsMetadata && !second.owns(wfRunId: "kept"))
         #expect(second.ownerAddress(of: nil) == "127.0.0.1:7001")
-        #expect(first.ownerAddress(of: "kept") == nil, "the owner forwards to itself")
-        // Reads from any member: the first's commit, and one made after the
-        // standby opened (no id filter of the standby may hide it).
-        #expect(try second.wfRun("kept") != nil)
-        try first.commit(Self.batch("later"))
-        #expect(try second.wfRun("later") != nil)
+        #expect(second.members.map(\.address) == ["127.0.0.1:7001", "127.0.0.1:7002"])
+        // The second's round: nothing ownerless, nothing to load.
+        let early = second.rebalance()
+        #expect(early.toLoad.isEmpty && early.toRelease.isEmpty && early.liveMembers == 2)
+        // The first's round: 4 over its share, the highest first, never 0 first.
+        let over = first.rebalance()
+        #expect(over.liveMembers == 2 && over.toLoad.isEmpty)
+        #expect(over.toRelease == [7, 6, 5, 4], "\(over.toRelease)")
+        try first.release(partitions: over.toRelease)
+        #expect(first.ownedCount == 4 && first.ownsMetadata)
+        let taken = second.rebalance()
+        #expect(taken.toLoad == [4, 5, 6, 7] && taken.toRelease.isEmpty, "\(taken.toLoad)")
+        _ = try second.load(partitions: taken.toLoad)
+        second.serve(partitions: taken.toLoad)
+        _ = first.rebalance()
+        // Ids whose partitions are each member's.
+        let ids = (0..<200).map { "wf-\($0)" }
+        let firsts = ids.first { PostgresStore.partition(of: $0, count: 8) < 4 }!
+        let seconds = ids.first { PostgresStore.partition(of: $0, count: 8) >= 4 }!
+        #expect(first.owns(wfRunId: firsts) && !first.owns(wfRunId: seconds))
+        #expect(second.owns(wfRunId: seconds) && !second.owns(wfRunId: firsts))
+        #expect(first.ownerAddress(of: seconds) == "127.0.0.1:7002")
+        #expect(second.ownerAddress(of: firsts) == "127.0.0.1:7001")
+        #expect(first.ownerAddress(of: firsts) == nil, "the owner forwards to itself")
+        try second.commit(Self.batch(seconds))
+        try first.commit(Self.batch(firsts))
+        // Reads from any member (no id filter may hide another's commit).
+        #expect(try second.wfRun("kept") != nil && second.wfRun(firsts) != nil)
+        #expect(try first.wfRun(seconds) != nil)
+        let another = ids.filter { PostgresStore.partition(of: $0, count: 8) < 4 }[1]
         do {
-            try second.commit(Self.batch("not-mine"))
-            Issue.record("a standby committed")
+            try second.commit(Self.batch(another))
+            Issue.record("a member committed to another's partition")
         } catch let error as StoreError {
             #expect(error.message.contains("does not own partition"), "\(error)")
         }
-        #expect(!second.isFenced, "a refused write of a standby is not a fence")
-        let told = Box<[String]>([])
-        let ticks = Box(0)
-        let takeover = Task {
-            try await second.waitForOwnership(waiting: { line in told.update { $0.append(line) } }) {
-                ticks.update { $0 += 1 }
-            }
-        }
-        // Ticks every half second (slower when the machine is loaded).
-        let waitStart = Date()
-        while (ticks.value < 2 || told.value.isEmpty) && Date().timeIntervalSince(waitStart) < 20 {
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        #expect(told.value.first?.contains(first.memberId) == true, "\(told.value)")
-        #expect(told.value.first?.contains("127.0.0.1:7001") == true, "\(told.value)")
-        #expect(ticks.value >= 2, "the standby's tick ran \(ticks.value) times in 20 s")
-        #expect(!second.ownsAll, "the standby took over while the owner lived")
+        #expect(!second.isFenced, "a refused write to another's partition is not a fence")
+        // The first leaves (SIGTERM): the second takes everything at once.
         let start = Date()
         first.close()
-        try await takeover.value
-        // Quick, even on a loaded machine (5.7 s seen under the full suite):
-        // far from the lease.
-        #expect(Date().timeIntervalSince(start) < 12, "the standby waited for the lease after a graceful leave")
-        #expect(second.ownsAll && second.owns(wfRunId: "kept"))
-        #expect(try second.wfRun("kept") != nil)
-        try second.commit(Self.batch("now-mine"))
+        var plan = second.rebalance()
+        while plan.toLoad.isEmpty && Date().timeIntervalSince(start) < 12 {
+            try await Task.sleep(for: .milliseconds(200))
+            plan = second.rebalance()
+        }
+        #expect(plan.toLoad == [0, 1, 2, 3], "\(plan.toLoad)")
+        #expect(Date().timeIntervalSince(start) < 12, "the second waited for the lease after a graceful leave")
+        _ = try second.load(partitions: plan.toLoad)
+        second.serve(partitions: plan.toLoad)
+        #expect(second.ownsAll && second.owns(wfRunId: firsts) && second.ownsMetadata)
+        try second.commit(Self.batch("now-mine-" + firsts))
     }
 
     /// A joining member forgets members that ended over a week ago (a row

@@ -28,12 +28,16 @@ extension LHAdminRouter {
 
     func command(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind {
         switch request {
-        case .runWf(let r): return .wfRun(try await service.submit(service.runWf(r)))
-        case .putExternalEvent(let r): return .externalEvent(try await service.submit(service.putExternalEvent(r)))
+        case .runWf(let r):
+            return .wfRun(try await service.freshOnMiss { try await service.submit(service.runWf(r)) })
+        case .putExternalEvent(let r):
+            return .externalEvent(
+                try await service.freshOnMiss { try await service.submit(service.putExternalEvent(r)) })
         case .stopWfRun(let r): try await service.submit(service.stopWfRun(r))
         case .resumeWfRun(let r): try await service.submit(service.resumeWfRun(r))
         case .deleteWfRun(let r): try await service.submit(service.deleteWfRun(r))
-        case .subscribe(let r): try service.subscribe(r, session: session)
+        case .subscribe(let r):
+            if let members = try service.subscribe(r, session: session) { return .clusterMembers(members) }
         case .reportTask(let report):
             defer { service.reported(report, connection: session.token.id) }
             try await service.submit(service.reportTask(report, from: session.token.id))

@@ -21,8 +21,22 @@ package struct LHAdminRouter: LHRequestRouter {
         var request = request
         if let cluster = service.cluster {
             request = service.withId(request)
-            if case .forward(let owner) = try cluster.route(request, fromPeer: session.isPeer) {
-                return try await cluster.forward(request, to: owner)
+            if case .forward(let owner) = try await cluster.route(request, fromPeer: session.isPeer, patience: 3) {
+                // A worker's report of a TaskRun this server handed out
+                // before its partition moved: once settled (not UNAVAILABLE,
+                // which the worker sends again), the worker has room here again.
+                var settled = true
+                defer {
+                    if settled, case .reportTask(let report) = request, session.role == .worker {
+                        service.reported(report, connection: session.token.id)
+                    }
+                }
+                do {
+                    return try await cluster.forward(request, to: owner)
+                } catch let error as LHError where error.code == .unavailable {
+                    settled = false
+                    throw error
+                }
             }
         }
         switch request {
@@ -66,9 +80,9 @@ package struct LHAdminRouter: LHRequestRouter {
                 reply(result.map { .empty(.init()) })
             }
         case .runWf(let r):
-            enqueue(reply: reply, { try service.runWf(r) }) { .wfRun($0) }
+            return enqueue(reply: reply, { try service.runWf(r) }) { .wfRun($0) }
         case .putExternalEvent(let r):
-            enqueue(reply: reply, { try service.putExternalEvent(r) }) { .externalEvent($0) }
+            return enqueue(reply: reply, { try service.putExternalEvent(r) }) { .externalEvent($0) }
         default:
             return false
         }
@@ -77,28 +91,21 @@ package struct LHAdminRouter: LHRequestRouter {
 
     /// Makes a request's job and enqueues it; `answer` turns its result into
     /// the response (an error making or running the job is the response).
+    /// False (not handled) for a NOT_FOUND where the metadata may lag (a
+    /// cluster member that does not write it): `handle` reads it again.
     private func enqueue<T: Sendable>(
         reply: @escaping @Sendable (Result<Lhwire_Envelope.OneOf_Kind?, Error>) -> Void,
         _ make: () throws -> WfRunJob<T>,
         answer: @escaping @Sendable (T) -> Lhwire_Envelope.OneOf_Kind
-    ) {
+    ) -> Bool {
         do {
             service.enqueue(try make()) { result in reply(result.map { answer($0) }) }
+        } catch let error as LHError where error.code == .notFound && service.metadataMayBeStale {
+            return false
         } catch {
             reply(.failure(error))
         }
-    }
-
-    /// In a cluster, a worker is refused by a server that owns no partitions
-    /// (a standby): it has no TaskRuns to hand out, and the worker goes on
-    /// to the next server of its list.
-    package func admit(_ hello: Lhwire_Hello) -> LHError? {
-        guard hello.role == .worker, let cluster = service.cluster, !cluster.servesWorkers else { return nil }
-        let owner = cluster.membership.ownerAddress(of: nil)
-        return LHError(
-            .unavailable,
-            "this server is a standby and hands out no TaskRuns; connect workers to the server that owns the partitions\(owner.map { " (\($0))" } ?? "")"
-        )
+        return true
     }
 
     package func connectionClosed(_ session: LHSession) async {

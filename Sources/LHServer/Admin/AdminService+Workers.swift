@@ -8,7 +8,10 @@ import LHWireProto
 /// polls). Both take from the same task queues.
 extension AdminService {
     /// A worker of our protocol subscribes to a TaskDef on its connection.
-    func subscribe(_ r: Lhwire_Subscribe, session: LHSession) throws {
+    /// In a cluster the answer lists the live servers: the worker connects
+    /// to each (every server hands out its own partitions' TaskRuns).
+    @discardableResult
+    func subscribe(_ r: Lhwire_Subscribe, session: LHSession) throws -> Lhwire_ClusterMembers? {
         guard session.role == .worker else {
             throw LHError(.failedPrecondition, "subscribe is for connections whose hello has role WORKER")
         }
@@ -16,16 +19,33 @@ extension AdminService {
         let workerId = r.taskWorkerID.isEmpty ? session.clientId : r.taskWorkerID
         let held = r.held.map { ($0.taskRunID.wfRunID.id, $0.taskRunID.taskGuid, $0.attemptNumber) }
         let lost = claims.claim(workerId: workerId, taskDef: r.taskDefID.name, held: held)
+        // A worker of a cluster lists what it holds from every server; what
+        // takes room here is what this server would hear the report of.
+        let mine = cluster.map { c in held.filter { c.membership.owns(wfRunId: $0.0) } } ?? held
         dispatcher.subscribe(
             connection: session.token.id, workerId: workerId, taskDef: r.taskDefID.name,
             capacity: Int(max(1, r.capacity)), push: session.responder,
-            holding: held.map { DispatchState.key($0.0, $0.1) })
+            holding: mine.map { DispatchState.key($0.0, $0.1) })
         for attempt in lost {
             processor.loseAttempt(
                 attempt,
                 reason:
                     "lost in a server restart: its worker '\(workerId)' came back without it (attempt \(attempt.attempt))"
             )
+        }
+        return clusterMembers()
+    }
+
+    /// The live servers of the cluster as a worker sees them (nil: not a
+    /// cluster).
+    func clusterMembers() -> Lhwire_ClusterMembers? {
+        guard let membership = cluster?.membership else { return nil }
+        return .with { list in
+            list.members = membership.members.filter { !$0.address.isEmpty }.map { m in
+                .with {
+                    $0.memberID = m.id; $0.address = m.address; $0.thisServer = m.id == membership.memberId
+                }
+            }
         }
     }
 
@@ -46,8 +66,23 @@ extension AdminService {
     {
         guard !r.taskWorkerID.isEmpty else { throw LHError(.invalidArgument, "task_worker_id is empty") }
         _ = try taskDef(r.taskDefID.name)
+        // A cluster: every live member with a gRPC listener (each hands out
+        // the TaskRuns of its own partitions); this one as the client sees it.
+        var hosts = [host]
+        if let cluster {
+            let me = cluster.membership.memberId
+            for m in cluster.membership.members where m.id != me {
+                guard let colon = m.grpcAddress.lastIndex(of: ":"),
+                    let port = Int32(m.grpcAddress[m.grpcAddress.index(after: colon)...])
+                else { continue }
+                hosts.append(
+                    .with {
+                        $0.host = String(m.grpcAddress[..<colon]); $0.port = port
+                    })
+            }
+        }
         return .with {
-            $0.yourHosts = [host]
+            $0.yourHosts = hosts
             $0.isClusterHealthy = true
         }
     }

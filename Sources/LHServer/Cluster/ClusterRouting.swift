@@ -33,19 +33,6 @@ final class ClusterRouting: Sendable {
     /// its certificates.
     private let peerTLS = Mutex<PeerTLS?>(nil)
     private let links = Mutex<[String: LHWireConnection]>([:])
-    /// Whether this server has loaded what it owns (``LHCore/takeOwnership``):
-    /// until then its partitions answer UNAVAILABLE and workers are refused,
-    /// so nothing (a worker's claim of the attempts it holds, a command)
-    /// reaches queues, timers and claims that are still being loaded.
-    private let ready = Atomic<Bool>(false)
-
-    /// This server loaded its partitions: it serves them from now on.
-    func markReady() { ready.store(true, ordering: .releasing) }
-
-    /// Whether this server owns partitions and has loaded them (it hands
-    /// out TaskRuns).
-    var servesWorkers: Bool { ready.load(ordering: .acquiring) && membership.ownsMetadata }
-
     enum PeerTLS: Sendable {
         case plaintext
         case tls(LHTLS.ClientConfiguration)
@@ -86,16 +73,27 @@ final class ClusterRouting: Sendable {
     func servedHere(_ request: Lhwire_Envelope.OneOf_Kind) -> Bool {
         switch Self.subject(of: request) {
         case .anywhere: true
-        case .metadata: membership.ownsMetadata && ready.load(ordering: .acquiring)
-        case .wfRun(let id): id.isEmpty || (membership.owns(wfRunId: id) && ready.load(ordering: .acquiring))
+        case .metadata: membership.ownsMetadata
+        case .wfRun(let id): id.isEmpty || membership.owns(wfRunId: id)
         }
     }
 
-    private func checkReady(_ what: String) throws {
-        guard ready.load(ordering: .acquiring) else {
-            throw LHError(
-                .unavailable, "this server is taking over the partitions of \(what) and loading them; retry in a moment"
-            )
+    /// Where `request` is served, waiting up to `patience` seconds while
+    /// its partition has no live owner (it moves between servers: one
+    /// released it, another is loading it), reading the owners again every
+    /// tenth of a second. Past that (a killed owner's lease still runs),
+    /// UNAVAILABLE: the client retries.
+    func route(_ request: Lhwire_Envelope.OneOf_Kind, fromPeer: Bool, patience: Double) async throws -> Route {
+        let deadline = Date().addingTimeInterval(patience)
+        while true {
+            do {
+                return try route(request, fromPeer: fromPeer)
+            } catch let error as LHError where error.code == .unavailable && !fromPeer && Date() < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+                let membership = self.membership
+                await lhOffPool { membership.readOwners() }
+                _ = error
+            }
         }
     }
 
@@ -106,18 +104,12 @@ final class ClusterRouting: Sendable {
         switch Self.subject(of: request) {
         case .anywhere: return .here
         case .metadata:
-            if membership.ownsMetadata {
-                try checkReady("metadata")
-                return .here
-            }
+            if membership.ownsMetadata { return .here }
             wfRunId = nil
         case .wfRun(let id):
             // An empty id is refused by the request's own checks, here.
             if id.isEmpty { return .here }
-            if membership.owns(wfRunId: id) {
-                try checkReady("WfRun '\(id)'")
-                return .here
-            }
+            if membership.owns(wfRunId: id) { return .here }
             wfRunId = id
         }
         let what = wfRunId.map { "WfRun '\($0)'" } ?? "metadata"
@@ -257,9 +249,9 @@ extension AdminService {
     ) async throws -> Out {
         guard let cluster else { return try await local(request) }
         let request = withId(request)
-        switch try cluster.route(request, fromPeer: false) {
+        switch try await cluster.route(request, fromPeer: false, patience: 3) {
         case .here:
-            return try await local(request)
+            return try await freshOnMiss { try await local(request) }
         case .forward(let owner):
             let reply = try await cluster.forward(request, to: owner)
             guard let out = answer(reply) else {
@@ -270,12 +262,31 @@ extension AdminService {
         }
     }
 
+    /// Whether this server's metadata may lag behind the store's: it is in
+    /// a cluster and another member writes metadata (this one follows every
+    /// ownership round, and on a miss).
+    var metadataMayBeStale: Bool { cluster.map { !$0.membership.ownsMetadata } ?? false }
+
+    /// Runs `body`; when it fails with NOT_FOUND on a server whose metadata
+    /// may lag (a WfSpec put through another server a moment ago), reads
+    /// the metadata again and runs it once more.
+    func freshOnMiss<T>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as LHError where error.code == .notFound && metadataMayBeStale {
+            let store = self.store
+            guard let fresh = await lhOffPool({ try? MetadataCache(loadingFrom: store) }) else { throw error }
+            await processor.updateMetadata { $0 = fresh }
+            return try await body()
+        }
+    }
+
     /// The metadata to answer a lookup that missed: on a server that does
     /// not write metadata (another server does), read from the store, so a
     /// TaskDef, ExternalEventDef or WfSpec put through another server is
     /// found at once (the cache follows at the next standby tick).
     func metadataAfterMiss() -> MetadataCache? {
-        guard let cluster, !cluster.servesWorkers else { return nil }
+        guard let cluster, !cluster.membership.ownsMetadata else { return nil }
         return try? MetadataCache(loadingFrom: store)
     }
 }

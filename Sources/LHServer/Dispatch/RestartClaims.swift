@@ -111,6 +111,17 @@ final class RestartClaims: Sendable {
         state.withLock { s in _ = s.open.removeValue(forKey: Holder(workerId: workerId, taskDef: taskDef)) }
     }
 
+    /// Forgets the attempts of the WfRuns `picked` selects (their
+    /// partitions went to another server).
+    func drop(where picked: (String) -> Bool) {
+        state.withLock { s in
+            for h in Array(s.open.keys) {
+                s.open[h] = s.open[h]!.filter { !picked($0.value.wfRunId) }
+                if s.open[h]!.isEmpty { s.open[h] = nil }
+            }
+        }
+    }
+
     /// The grace period is over: what nobody claimed is lost.
     func expire() -> [Attempt] {
         state.withLock { s in

@@ -50,6 +50,27 @@ final class TaskDispatcher: Sendable {
         }
     }
 
+    /// Forgets the queued TaskRuns of the WfRuns `picked` selects (their
+    /// partitions went to another server).
+    func removeAll(where picked: @escaping (String) -> Bool) {
+        state.withLock { s in
+            for def in s.queues.keys {
+                s.queues[def]?.removeAll { picked($0.wfRunId) }
+            }
+            s.queuedKeys = s.queuedKeys.filter { key in
+                guard let slash = key.lastIndex(of: "/") else { return true }
+                return !picked(String(key[..<slash]))
+            }
+        }
+    }
+
+    /// Sends `envelope` to every worker of our protocol (a cluster's
+    /// members changed).
+    func broadcast(_ envelope: Lhwire_Envelope) {
+        let pushes = state.withLock { s in s.workers.values.map(\.push) }
+        for case .wire(let responder) in pushes { responder.yield(envelope) }
+    }
+
     /// Number of TaskRuns waiting for a worker, per TaskDef.
     func queueDepths() -> [String: Int] { state.withLock { $0.queues.mapValues(\.count) } }
 
@@ -126,11 +147,20 @@ final class TaskDispatcher: Sendable {
     }
 
     /// A report came in: the worker has room again.
+    /// A worker connected to several servers may report on another
+    /// connection than the one that delivered (that one was lost): the
+    /// room is given back where the attempt was held.
     func reported(connection: ObjectIdentifier, wfRunId: String, guid: String) {
         let ready = state.withLock { s -> [(QueuedTask, TaskReservation)] in
-            guard let def = s.workers[connection]?.taskDef else { return [] }
-            s.workers[connection]!.holding.remove(DispatchState.key(wfRunId, guid))
-            return s.assignable(def)
+            let key = DispatchState.key(wfRunId, guid)
+            if let i = s.workers.index(forKey: connection), s.workers.values[i].holding.remove(key) != nil {
+                return s.assignable(s.workers.values[i].taskDef)
+            }
+            guard let i = s.workers.firstIndex(where: { $0.value.holding.contains(key) }) else {
+                return s.workers[connection].map { s.assignable($0.taskDef) } ?? []
+            }
+            s.workers.values[i].holding.remove(key)
+            return s.assignable(s.workers.values[i].taskDef)
         }
         handOver(ready)
     }

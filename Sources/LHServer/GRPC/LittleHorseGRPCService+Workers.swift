@@ -62,12 +62,6 @@ extension LittleHorseGRPCService {
                 for try await poll in requests {
                     try UnknownFields.refuse(in: poll)
                     if !polling {
-                        if let cluster = admin.cluster, !cluster.servesWorkers {
-                            throw LHError(
-                                .unavailable,
-                                "this server is a standby and hands out no TaskRuns; poll the server that owns the partitions\(cluster.membership.ownerAddress(of: nil).map { " (\($0))" } ?? "")"
-                            )
-                        }
                         try admin.startPolling(poll, stream: stream.id, push: .stream(continuation))
                         polling = true
                     }

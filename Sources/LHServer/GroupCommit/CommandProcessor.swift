@@ -123,6 +123,23 @@ actor CommandProcessor {
         if intake.append(Job(key: key, work: work, done: done)) { Task { await self.flushLoop() } }
     }
 
+    /// Returns once every job enqueued before it is settled (committed or
+    /// refused): a job of its own joins the next group commit, and group
+    /// commits settle in order. Before a cluster releases partitions.
+    nonisolated func barrier() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let job = Job(key: "\u{0}barrier", work: { _ in () }, done: { _ in continuation.resume() })
+            if intake.append(job) { Task { await self.flushLoop() } }
+        }
+    }
+
+    /// Forgets the cached states of the WfRuns `released` picks (their
+    /// partitions went to another server).
+    nonisolated func evict(where released: (String) -> Bool) {
+        let dropped = cache.evictAll(where: released)
+        if !dropped.isEmpty { graveyard.withLock { $0.append(dropped) } }
+    }
+
     /// A committed WfRun's state, for reads.
     func read(_ id: String) throws -> WfRunState? {
         if let s = cache.get(id) { return s }

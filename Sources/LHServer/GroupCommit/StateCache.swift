@@ -54,6 +54,13 @@ final class StateCache: @unchecked Sendable {
 
     /// Forgets these WfRuns (their next read comes from the store); returns
     /// the states let go.
+    func evictAll(where picked: (String) -> Bool) -> [WfRunState] {
+        lock.withLock {
+            let ids = entries.keys.filter(picked)
+            return ids.compactMap { entries.removeValue(forKey: $0)?.state }
+        }
+    }
+
     func evict<S: Sequence<String>>(_ ids: S) -> [WfRunState] {
         lock.withLock { ids.compactMap { entries.removeValue(forKey: $0)?.state } }
     }

@@ -31,6 +31,11 @@ struct TimerSchedule {
         rebuildHeap()
     }
 
+    mutating func removeAll(where picked: (String) -> Bool) {
+        timers = timers.filter { !picked($0.value.wfRunId) }
+        rebuildHeap()
+    }
+
     /// Takes out the timers due at `now`, earliest first.
     mutating func takeDue(at now: Date) -> [StoredTimer] {
         var due: [StoredTimer] = []

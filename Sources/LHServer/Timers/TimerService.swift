@@ -38,6 +38,13 @@ actor TimerService {
 
     var count: Int { schedule.count }
 
+    /// Forgets the timers of the WfRuns `picked` selects (their partitions
+    /// went to another server).
+    func removeAll(where picked: @Sendable (String) -> Bool) {
+        drainInbox()
+        schedule.removeAll(where: picked)
+    }
+
     /// Runs until cancelled.
     func run() async {
         while !Task.isCancelled {
