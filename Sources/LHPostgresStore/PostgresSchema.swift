@@ -29,10 +29,12 @@ enum PostgresSchema {
         // (this waits for their write in flight, see lh_fence), then
         // partitions without a live owner become the caller's, epoch + 1,
         // lowest first, up to the caller's fair share (`p_fair`; else all).
-        // Returns the claimed ones and the number of live members (p = -1
-        // when none was claimed).
+        // Returns the claimed ones, whether each was a dead member's (not
+        // released), and the number of live members (p = -1 when none was
+        // claimed).
         """
-        CREATE FUNCTION lh_claim(p_member text, p_ttl float8, p_fair boolean) RETURNS TABLE (p int, epoch bigint, live int)
+        CREATE FUNCTION lh_claim(p_member text, p_ttl float8, p_fair boolean)
+        RETURNS TABLE (p int, epoch bigint, live int, from_dead boolean)
         LANGUAGE plpgsql AS $$
         DECLARE
             n_live int;
@@ -53,14 +55,14 @@ enum PostgresSchema {
             IF room > 0 THEN
                 RETURN QUERY
                 UPDATE lh_partitions l SET owner = p_member, epoch = l.epoch + 1
-                 WHERE l.p IN (
-                    SELECT x.p FROM lh_partitions x
-                     WHERE x.owner IS NULL OR NOT EXISTS (SELECT 1 FROM lh_members m WHERE m.id = x.owner AND m.state = 'live')
-                     ORDER BY x.p LIMIT room)
-                RETURNING l.p, l.epoch, n_live;
+                  FROM (SELECT x.p, x.owner IS NOT NULL AS dead_owner FROM lh_partitions x
+                         WHERE x.owner IS NULL OR NOT EXISTS (SELECT 1 FROM lh_members m WHERE m.id = x.owner AND m.state = 'live')
+                         ORDER BY x.p LIMIT room) AS free
+                 WHERE l.p = free.p
+                RETURNING l.p, l.epoch, n_live, free.dead_owner;
             END IF;
             IF NOT FOUND OR room <= 0 THEN
-                RETURN QUERY SELECT -1, 0::bigint, n_live;
+                RETURN QUERY SELECT -1, 0::bigint, n_live, false;
             END IF;
         END $$
         """,

@@ -69,6 +69,8 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
     private let served = Mutex<Set<Int32>>([])
     /// The live members as last read (this one included).
     private let liveMembers = Mutex<[LHClusterMember]>([])
+    /// Claimed from a member that died (not released) and not served yet.
+    private let fromDead = Mutex<Set<Int32>>([])
     /// Live owners' advertised addresses by partition (read at every claim
     /// tick and after a forward to a stale owner failed).
     private let owners = Mutex<[Int32: String]>([:])
@@ -363,21 +365,24 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
     /// `lh_claim` call); returns how many members are live.
     @discardableResult
     func claim() throws -> Int {
-        let rows: [(Int32, Int64, Int32)]
+        let rows: [(Int32, Int64, Int32, Bool)]
         do {
             rows = try membership.query(
-                "SELECT p, epoch, live FROM lh_claim(\(memberId), \(options.leaseTTL), \(options.fairShare))",
+                """
+                SELECT p, epoch, live, from_dead FROM lh_claim(\(memberId), \(options.leaseTTL), \(options.fairShare))
+                """,
                 doing: "claiming partitions"
-            ).map { try $0.decode((Int32, Int64, Int32).self) }
+            ).map { try $0.decode((Int32, Int64, Int32, Bool).self) }
         } catch let error as PGError {
             if error.sqlState == "LHF01" { stepDown(error.message) }
             throw StoreError(.unreadable, "cannot claim partitions in \(settings.where): \(error.message)")
         }
         let claimed = rows.filter { $0.0 >= 0 }
         let owned = epochs.withLock { e -> Int in
-            for (p, epoch, _) in claimed { e[p] = epoch }
+            for (p, epoch, _, _) in claimed { e[p] = epoch }
             return e.count
         }
+        fromDead.withLock { d in for (p, _, _, dead) in claimed where dead { d.insert(p) } }
         if !claimed.isEmpty {
             logger.notice(
                 "claimed partitions",
@@ -404,6 +409,10 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
         let serving = served.withLock { $0 }
         plan.owned = owned.count
         plan.toLoad = owned.subtracting(serving).sorted()
+        plan.fromDeadMembers = fromDead.withLock { d in
+            d.formIntersection(owned)
+            return d.intersection(plan.toLoad).sorted()
+        }
         if options.fairShare {
             let share = (partitionCount + plan.liveMembers - 1) / max(1, plan.liveMembers)
             // Over the share: the highest served partitions go back (partition
@@ -437,6 +446,7 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
     public func serve(partitions: [Int32]) {
         let owned = epochs.withLock { Set($0.keys) }
         served.withLock { $0.formUnion(partitions.filter { owned.contains($0) }) }
+        fromDead.withLock { $0.subtract(partitions) }
     }
 
     public func stopServing(partitions: [Int32]) {

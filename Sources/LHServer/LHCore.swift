@@ -118,16 +118,18 @@ package final class LHCore: Service, Sendable {
         }
         let members = membership.members
         let plan = await lhOffPool { membership.rebalance() }
-        if membership.members != members, let list = admin.clusterMembers() {
-            dispatcher.broadcast(Lhwire_Envelope(id: 0, .clusterMembers(list)))
-        }
         let before = membership.servedPartitions.count
         if !plan.toLoad.isEmpty {
             let first = ownership.withLock { o in
                 defer { o.loadedOnce = true }
                 return !o.loadedOnce
             }
-            await gain(plan.toLoad, restartClaims: first && plan.liveMembers == 1)
+            await gain(plan.toLoad, restartClaims: first && plan.liveMembers == 1, fromDead: plan.fromDeadMembers)
+        }
+        // After the load: a worker told that a member left subscribes again
+        // here, listing what it holds (claims of a dead member's attempts).
+        if membership.members != members, let list = admin.clusterMembers() {
+            dispatcher.broadcast(Lhwire_Envelope(id: 0, .clusterMembers(list)))
         }
         if !plan.toRelease.isEmpty { await giveBack(plan.toRelease) }
         let after = membership.servedPartitions.count
@@ -140,16 +142,29 @@ package final class LHCore: Service, Sendable {
     /// due times. `restartClaims`: this server starts a cluster alone (its
     /// workers were gone with the old servers too): attempts in workers'
     /// hands wait for their workers' claims, as at a single server's start.
-    /// Taken from a live member or a dead one, they are left to their
-    /// workers' reports (which reach the owner on any connection) or their
-    /// attempt timeouts.
-    private func gain(_ partitions: [Int32], restartClaims: Bool) async {
+    /// Taken from a member that released them, they are left to their
+    /// workers' reports (which reach the owner on any connection). Taken
+    /// from a dead member (`fromDead`), their attempts wait for claims for
+    /// the grace period: the workers, connected here too, subscribe again
+    /// when told the member is gone, listing what they hold; what nobody
+    /// claims (its push never left the dead member, or its worker died
+    /// too) is retried at the end of the grace instead of after its
+    /// attempt timeout.
+    private func gain(_ partitions: [Int32], restartClaims: Bool, fromDead: [Int32]) async {
         guard let membership = cluster?.membership else { return }
         let store = self.store
         do {
             let load = try await lhOffPool { try membership.load(partitions: partitions) }
             if restartClaims {
                 claims.reset(try await lhOffPool { try RestartClaims.inFlight(in: store, timers: load.timers) })
+            } else if !fromDead.isEmpty {
+                let dead = Set(fromDead)
+                let timers = load.timers.filter { dead.contains(membership.partition(of: $0.wfRunId)) }
+                let attempts = try await lhOffPool { try RestartClaims.inFlight(in: store, timers: timers) }
+                if !attempts.isEmpty {
+                    claims.add(attempts)
+                    Task { await self.expireClaims(attempts) }
+                }
             }
             if partitions.contains(0) {
                 let fresh = try await lhOffPool { try MetadataCache(loadingFrom: store) }
@@ -270,6 +285,24 @@ package final class LHCore: Service, Sendable {
                     }
                 }
             }
+        }
+    }
+
+    /// The grace of attempts taken from a dead member: what no worker
+    /// claimed is lost then.
+    private func expireClaims(_ attempts: [RestartClaims.Attempt]) async {
+        logger.notice(
+            "TaskRun attempts of a dead member's partitions may be in workers' hands; waiting for their workers to claim them",
+            metadata: ["lh.attempts": "\(attempts.count)", "lh.graceSeconds": "\(claims.grace)"])
+        await clock.sleep(until: clock.now().addingTimeInterval(claims.grace))
+        let lost = claims.expire(attempts)
+        guard let membership = cluster?.membership else { return }
+        for attempt in lost where membership.owns(wfRunId: attempt.wfRunId) {
+            processor.loseAttempt(
+                attempt,
+                reason:
+                    "lost with the server that handed it out: no worker claimed it within \(Self.seconds(claims.grace)) of the takeover (worker '\(attempt.workerId)' held it)"
+            )
         }
     }
 

@@ -79,6 +79,9 @@ public struct LHOwnershipPlan: Sendable {
     /// Partitions owned and not served yet (just claimed, or a load that
     /// failed before): to load, then serve.
     public var toLoad: [Int32] = []
+    /// Of `toLoad`, those a dead member owned (it did not release them):
+    /// its workers may hold their attempts without the new owner knowing.
+    public var fromDeadMembers: [Int32] = []
     /// Partitions over this server's fair share: to release.
     public var toRelease: [Int32] = []
     /// Live members (this one included).

@@ -261,8 +261,12 @@ public final class LHTaskWorker: Service, Sendable {
                         let report = await self.execute(task)
                         self.deliver(report, via: delivering.connection, settled: settled)
                     }
-                case .clusterMembers(let members) where isMain:
-                    self.follow(members)
+                case .clusterMembers(let members):
+                    // The members changed: a member that died may have handed
+                    // out what this worker holds; its partitions' new owners
+                    // learn it from a subscription listing it.
+                    if isMain { self.follow(members) }
+                    if let connection = delivering.connection { self.subscribeAgain(on: connection) }
                 default:
                     break
                 }
@@ -324,6 +328,22 @@ public final class LHTaskWorker: Service, Sendable {
         }
         for kept in dropped { kept.settled() }
         await running.settled()
+    }
+
+    /// Sends the subscription again on a subscribed connection, listing what
+    /// this worker holds now.
+    private func subscribeAgain(on connection: LHWireConnection) {
+        guard state.withLockedValue({ $0.live[ObjectIdentifier(connection)] != nil && !$0.stopping }) else { return }
+        var subscribe = Lhwire_Subscribe()
+        subscribe.taskDefID.name = taskDefName
+        subscribe.taskWorkerID = config.taskWorkerId
+        subscribe.capacity = UInt32(config.numWorkerThreads)
+        subscribe.held = running.held()
+        connection.request(.subscribe(subscribe)) { result in
+            if case .failure(let error) = result {
+                self.logger.debug("subscribing again failed", metadata: ["lh.error": "\(error)"])
+            }
+        }
     }
 
     /// Returns when the connection closed or the calling task was cancelled

@@ -78,17 +78,51 @@ final class BenchDatabase: @unchecked Sendable {
         return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
 
-    /// The address of the live member owning partition 0 (the owner of the
-    /// cluster while one member owns every partition), through psql.
-    var ownerAddress: String? {
+    /// Waits until `members` live members own every partition between
+    /// them (each its share: the later ones took theirs from the first).
+    func waitForShares(members: Int, timeout: Double = 60) async throws {
+        let deadline = monoSeconds() + timeout
+        while true {
+            let out = try? runScript(
+                "/usr/bin/psql",
+                [
+                    url, "-XAtc",
+                    """
+                    SELECT count(DISTINCT l.owner) || ' ' || count(*) FILTER (WHERE m.id IS NULL)
+                    FROM lh_partitions l LEFT JOIN lh_members m ON m.id = l.owner AND m.state = 'live'
+                    """,
+                ])
+            let fields = (out ?? "").split(whereSeparator: \.isWhitespace).compactMap { Int($0) }
+            if fields.count == 2 && fields[0] == members && fields[1] == 0 { return }
+            if monoSeconds() > deadline {
+                throw BenchError("the \(members) servers did not share the partitions within \(Int(timeout)) s")
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// The partitions the live member at `address` owns, through psql.
+    func partitions(ownedBy address: String) -> Set<Int> {
         let out = try? runScript(
             "/usr/bin/psql",
             [
                 url, "-XAtc",
-                "SELECT m.address FROM lh_partitions l JOIN lh_members m ON m.id = l.owner WHERE l.p = 0 AND m.state = 'live'",
+                "SELECT l.p FROM lh_partitions l JOIN lh_members m ON m.id = l.owner WHERE m.address = '\(address)' AND m.state = 'live'",
             ])
-        let address = out?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""
-        return address.isEmpty ? nil : address
+        return Set((out ?? "").split(whereSeparator: \.isWhitespace).compactMap { Int($0) })
+    }
+
+    /// The partition of each of these WfRuns (ids without quotes), through psql.
+    func partitions(ofIds ids: [String]) -> [String: Int] {
+        let list = ids.map { "'\($0)'" }.joined(separator: ",")
+        let out = try? runScript(
+            "/usr/bin/psql", [url, "-XAtF", " ", "-c", "SELECT id, partition FROM wf_runs WHERE id IN (\(list))"])
+        var map: [String: Int] = [:]
+        for line in (out ?? "").split(separator: "\n") {
+            let f = line.split(separator: " ")
+            if f.count == 2, let p = Int(f[1]) { map[String(f[0])] = p }
+        }
+        return map
     }
 
     /// Bytes of WAL written so far (`pg_current_wal_lsn()`), through psql.

@@ -5,18 +5,19 @@ import LHProto
 import LHWorkflow
 import NIOConcurrencyHelpers
 
-/// Several lh-servers on one PostgreSQL: the owner of the partitions is
-/// killed (-9) under a steady load, a standby takes over; the seconds from
-/// the kill to the next acknowledged RunWf are the failover time. Every
-/// acknowledged WfRun must complete.
+/// Several lh-servers on one PostgreSQL, each owning a fair share of the
+/// partitions: one is killed (-9) under a steady load and the others take
+/// its partitions over; the seconds from the kill to the first acknowledged
+/// RunWf of one of its partitions are the failover time. Every acknowledged
+/// WfRun must complete.
 struct Failover: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract:
-            "Servers on one PostgreSQL: kill -9 of the owner under load; seconds until a standby serves, nothing acknowledged lost."
+            "Servers on one PostgreSQL: kill -9 of a server under load; seconds until its partitions are served again, nothing acknowledged lost."
     )
 
-    @Option(help: "lh-servers (one owner, the others standbys).") var servers: Int = 2
-    @Option(help: "Kills of the owner (each restarted as a standby).") var kills: Int = 3
+    @Option(help: "lh-servers (each owns a fair share of the partitions).") var servers: Int = 2
+    @Option(help: "Kills (each of the next server in turn, restarted after).") var kills: Int = 3
     @Option(help: "Seconds between kills.") var interval: Double = 6
     @Option(help: "Lease of the servers (--lease-ttl), seconds.") var leaseTtl: Double = 5
     @Option(help: "RunWf requests in flight at once (the load).") var inFlight: Int = 4
@@ -24,7 +25,9 @@ struct Failover: AsyncParsableCommand {
     @Flag(help: "Keep the temporary directory.") var keep = false
 
     func validate() throws {
-        guard servers >= 2 else { throw ValidationError("--servers must be at least 2 (an owner and a standby)") }
+        guard servers >= 2 else {
+            throw ValidationError("--servers must be at least 2 (one to kill, one to take over)")
+        }
         guard kills >= 1 else { throw ValidationError("--kills must be at least 1") }
     }
 
@@ -50,8 +53,8 @@ struct Failover: AsyncParsableCommand {
             "--dev-ca-dir", workDir.appendingPathComponent("ca").path, "--http-listen", "off", "--claim-grace", "2",
         ]
         let binDir = executableDirectory()
-        /// Starts server `i`; it is put in `listening` once it listens (a
-        /// standby listens at once: it forwards commands to the owner).
+        /// Starts server `i`; it is put in `listening` once it listens (it
+        /// forwards commands to the owners until it owns its share).
         func launch(_ i: Int) -> Task<Void, Error> {
             Task {
                 try FileManager.default.createDirectory(
@@ -64,11 +67,10 @@ struct Failover: AsyncParsableCommand {
             }
         }
         try await launch(0).value
-        var owner = 0
-        var pending: [Int: Task<Void, Error>] = [:]
-        for i in 1..<servers { pending[i] = launch(i) }
+        for i in 1..<servers { try await launch(i).value }
+        try await database.waitForShares(members: servers)
         let first = listening.withLockedValue { $0[0]! }
-        say("owner: server-0 on port \(ports[0]); \(servers - 1) standby(s); PostgreSQL \(database.url)")
+        say("\(servers) servers on ports \(ports), each with its share of 16 partitions; PostgreSQL \(database.url)")
 
         let workers = try await BenchWorkers(count: 1, tasks: [BenchTask.one], capacity: 64, holdMs: 0, server: first)
         defer { Task { await workers.stop() } }
@@ -124,31 +126,35 @@ struct Failover: AsyncParsableCommand {
         var failovers: [Double] = []
         for k in 0..<kills {
             try await Task.sleep(for: .seconds(interval))
-            guard let victim = listening.withLockedValue({ $0.removeValue(forKey: owner) }), let pid = victim.pid
-            else { throw BenchError("the owner server-\(owner) is not running") }
+            let index = k % servers
+            let address = "127.0.0.1:\(ports[index])"
+            let lost = database.partitions(ownedBy: address)
+            guard let victim = listening.withLockedValue({ $0.removeValue(forKey: index) }), let pid = victim.pid,
+                !lost.isEmpty
+            else { throw BenchError("server-\(index) is not running or owns no partition") }
             let killedAt = monoSeconds()
             kill(pid, SIGKILL)
-            all[owner] = victim
-            say("kill \(k + 1)/\(kills): kill -9 of the owner server-\(owner)")
-            // The first RunWf sent after the kill and acknowledged.
+            all[index] = victim
+            say("kill \(k + 1)/\(kills): kill -9 of server-\(index) (\(lost.count) partitions)")
+            // The first RunWf of one of its partitions sent after the kill
+            // and acknowledged.
             var answered: Double?
             while answered == nil {
-                if monoSeconds() - killedAt > 60 { throw BenchError("no RunWf acknowledged within 60 s of the kill") }
-                try await Task.sleep(for: .milliseconds(5))
-                answered = acked.withLockedValue { $0.filter { $0.sent > killedAt }.map(\.at).min() }
+                if monoSeconds() - killedAt > 60 {
+                    throw BenchError("no RunWf of server-\(index)'s partitions acknowledged within 60 s of the kill")
+                }
+                try await Task.sleep(for: .milliseconds(200))
+                let after = acked.withLockedValue { $0.filter { $0.sent > killedAt } }
+                if after.isEmpty { continue }
+                let parts = database.partitions(ofIds: after.map(\.id))
+                answered = after.filter { parts[$0.id].map(lost.contains) == true }.map(\.at).min()
             }
             let seconds = answered! - killedAt
             failovers.append(seconds)
-            // The owner now, as PostgreSQL records it.
-            guard let address = database.ownerAddress, let port = Int(address.split(separator: ":").last ?? ""),
-                let next = ports.firstIndex(of: port), next != owner
-            else {
-                throw BenchError("no server took over")
-            }
-            say(String(format: "  server-%d took over; RunWf acknowledged again %.2f s after the kill", next, seconds))
-            pending[next] = nil
-            pending[owner] = launch(owner)
-            owner = next
+            say(String(format: "  its partitions served again %.2f s after the kill", seconds))
+            // Back, and with its share again before the next kill.
+            try await launch(index).value
+            try await database.waitForShares(members: servers)
         }
         stop.withLockedValue { $0 = true }
         try await load.value
@@ -175,7 +181,6 @@ struct Failover: AsyncParsableCommand {
             }
         }
         await client.close()
-        for (_, t) in pending { t.cancel() }
 
         var r = Results("failover")
         r.add("servers", "\(servers) (lease \(leaseTtl) s)", key: "servers", servers)

@@ -57,6 +57,12 @@ struct CommonOptions: ParsableArguments {
     var store: String = "sqlite"
 
     @Option(
+        help:
+            "lh-servers on the PostgreSQL of --store (each owns a fair share of the partitions; the driver's requests go to them in turn, the workers connect to every one)."
+    )
+    var servers: Int = 1
+
+    @Option(
         help: "Label for the JSON line's commit field (default: git rev-parse --short HEAD of the current directory).")
     var commit: String?
 
@@ -68,14 +74,23 @@ struct CommonOptions: ParsableArguments {
             throw ValidationError("--store must be sqlite, postgres or a postgres:// URL, got '\(store)'")
         }
         if store != "sqlite" && server != nil { throw ValidationError("--store only goes with a started server") }
+        guard servers >= 1 else { throw ValidationError("--servers must be at least 1, got \(servers)") }
+        if servers > 1 && store == "sqlite" {
+            throw ValidationError("--servers \(servers) needs --store postgres (SQLite is one server's)")
+        }
     }
 }
 
 /// What a scenario runs with: the server, the workers and a client.
 final class Bench: @unchecked Sendable {
     let server: BenchServer
+    /// Every started server (the first is `server`): a cluster with --servers.
+    let servers: [BenchServer]
     let workers: BenchWorkers
     let client: LittleHorseClient
+    /// One client per server: RunWf goes to them in turn.
+    let clients: [LittleHorseClient]
+    private let turn = NIOLockedValueBox(0)
     let workDir: URL
     let options: CommonOptions
     /// The PostgreSQL of `--store postgres` (nil on SQLite).
@@ -85,17 +100,19 @@ final class Bench: @unchecked Sendable {
     let serverAllocator: String?
 
     private init(
-        server: BenchServer, workers: BenchWorkers, client: LittleHorseClient, workDir: URL, options: CommonOptions,
-        startup: Double, database: BenchDatabase?
+        servers: [BenchServer], workers: BenchWorkers, clients: [LittleHorseClient], workDir: URL,
+        options: CommonOptions, startup: Double, database: BenchDatabase?
     ) {
         self.database = database
-        self.server = server
+        self.server = servers[0]
+        self.servers = servers
         self.workers = workers
-        self.client = client
+        self.client = clients[0]
+        self.clients = clients
         self.workDir = workDir
         self.options = options
         self.startupSeconds = startup
-        serverAllocator = server.pid.map { allocator(pid: $0) }
+        serverAllocator = servers[0].pid.map { allocator(pid: $0) }
     }
 
     /// Starts everything, runs `body`, and stops everything on every path.
@@ -108,12 +125,14 @@ final class Bench: @unchecked Sendable {
             "lh-bench-\(UUID().uuidString.prefix(8))")
         try FileManager.default.createDirectory(at: workDir, withIntermediateDirectories: true)
         var server: BenchServer?
+        var others: [BenchServer] = []
         var workers: BenchWorkers?
-        var client: LittleHorseClient?
+        var clients: [LittleHorseClient] = []
         var database: BenchDatabase?
         func cleanup() async {
-            await client?.close()
+            for c in clients { await c.close() }
             await workers?.stop()
+            for s in others { _ = await s.stop() }
             _ = await server?.stop()
             database?.stop()
             if options.keep {
@@ -132,17 +151,34 @@ final class Bench: @unchecked Sendable {
                     database = try BenchDatabase.open(options.store, workDir: workDir)
                     args += ["--store", database!.url]
                 }
+                if options.servers > 1 {
+                    args += ["--dev-ca-dir", workDir.appendingPathComponent("ca").path, "--http-listen", "off"]
+                }
                 let (s, seconds) = try await BenchServer.start(
                     binDir: executableDirectory(), workDir: workDir, arguments: args)
                 server = s
                 startup = seconds
                 say("lh-server pid \(s.pid ?? 0) on 127.0.0.1:\(s.port), data in \(workDir.path)/data")
+                for i in 1..<options.servers {
+                    let dir = workDir.appendingPathComponent("server-\(i)")
+                    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+                    let (o, _) = try await BenchServer.start(
+                        binDir: executableDirectory(), workDir: dir, arguments: args)
+                    others.append(o)
+                    say("lh-server pid \(o.pid ?? 0) on 127.0.0.1:\(o.port) (member \(i + 1) of \(options.servers))")
+                }
+                if let database, options.servers > 1 {
+                    try await database.waitForShares(members: options.servers)
+                    say("\(options.servers) servers own their shares of the partitions")
+                }
             }
-            client = try await LittleHorseClient.connect(server!.config(clientId: "lh-bench"))
+            for s in [server!] + others {
+                clients.append(try await LittleHorseClient.connect(s.config(clientId: "lh-bench")))
+            }
             workers = try await BenchWorkers(
                 count: options.workers, tasks: tasks, capacity: options.capacity, holdMs: holdMs, server: server!)
             let bench = Bench(
-                server: server!, workers: workers!, client: client!, workDir: workDir, options: options,
+                servers: [server!] + others, workers: workers!, clients: clients, workDir: workDir, options: options,
                 startup: startup, database: database)
             let ticksBefore = machineCPUTicks()
             var results = try await body(bench)
@@ -170,6 +206,7 @@ final class Bench: @unchecked Sendable {
             "date": ISO8601DateFormatter().string(from: Date()),
         ]
         if !options.serverArgs.isEmpty { fields["server_args"] = options.serverArgs }
+        fields["servers"] = servers.count
         fields["store"] = options.store.hasPrefix("postgres") ? "postgres" : "sqlite"
         if let serverAllocator { fields["server_allocator"] = serverAllocator }
         fields["commit"] = options.commit ?? gitCommit() ?? "unknown"
@@ -191,6 +228,14 @@ final class Bench: @unchecked Sendable {
         var request = Littlehorse_RunWfRequest()
         request.wfSpecName = spec
         request.id = id
+        let client =
+            clients.count == 1
+            ? self.client
+            : clients[
+                turn.withLockedValue { t in
+                    defer { t = (t + 1) % clients.count }
+                    return t
+                }]
         _ = try await client.runWf(request)
     }
 
@@ -204,7 +249,8 @@ final class Bench: @unchecked Sendable {
     }
 
     /// Server CPU seconds so far (0 when the server is not ours).
-    var serverCPU: Double { server.pid.map { cpuSeconds(pid: $0) } ?? 0 }
+    /// CPU seconds of every started server (a cluster's summed).
+    var serverCPU: Double { servers.reduce(0) { $0 + ($1.pid.map { cpuSeconds(pid: $0) } ?? 0) } }
 
     /// Runs `count` operations with at most `inFlight` at once, showing progress;
     /// returns their failures.

@@ -205,6 +205,27 @@ import Testing
         try second.commit(Self.batch("now-mine-" + firsts))
     }
 
+    /// `--single-owner`: the first member keeps every partition while it
+    /// lives (no release to a joining member, a hot standby), and the
+    /// standby takes them all when it leaves.
+    @Test func aSingleOwnerKeepsEveryPartitionAndAStandbyTakesThemAll() async throws {
+        if PostgresFixture.skipped(#function) { return }
+        let url = try await PostgresFixture.freshDatabase()
+        var options = PostgresStore.Options(url: url)
+        options.partitions = 8
+        options.leaseTTL = 20
+        options.fairShare = false
+        let first = try PostgresStore.open(options, logger: Self.logger)
+        let second = try PostgresStore.open(options, logger: Self.logger)
+        defer { second.close() }
+        #expect(first.ownsAll && second.ownedCount == 0)
+        let kept = first.rebalance()
+        #expect(kept.liveMembers == 2 && kept.toRelease.isEmpty && kept.owned == 8)
+        #expect(second.rebalance().owned == 0)
+        first.close()
+        #expect(second.rebalance().toLoad == Array(0..<8))
+    }
+
     /// A joining member forgets members that ended over a week ago (a row
     /// per process start would pile up), and keeps recent ones.
     @Test func membersThatEndedAWeekAgoAreForgotten() async throws {

@@ -68,6 +68,35 @@ final class RestartClaims: Sendable {
 
     static func key(_ wfRunId: String, _ guid: String, _ attempt: Int32) -> String { "\(wfRunId)/\(guid)#\(attempt)" }
 
+    /// Attempts of partitions taken from a member that died: open for
+    /// claims too (its workers subscribe again when they hear the member
+    /// is gone), until ``expire(_:)`` of the same list.
+    func add(_ attempts: [Attempt]) {
+        state.withLock { s in
+            for a in attempts {
+                s.open[Holder(workerId: a.workerId, taskDef: a.taskDef), default: [:]][
+                    Self.key(a.wfRunId, a.guid, a.attempt)] = a
+            }
+            if !attempts.isEmpty { s.expired = false }
+            s.count += attempts.count
+        }
+    }
+
+    /// Of `attempts`, those nobody claimed: lost now.
+    func expire(_ attempts: [Attempt]) -> [Attempt] {
+        state.withLock { s in
+            var lost: [Attempt] = []
+            for a in attempts {
+                let holder = Holder(workerId: a.workerId, taskDef: a.taskDef)
+                if s.open[holder]?.removeValue(forKey: Self.key(a.wfRunId, a.guid, a.attempt)) != nil {
+                    lost.append(a)
+                }
+                if s.open[holder]?.isEmpty == true { s.open[holder] = nil }
+            }
+            return lost
+        }
+    }
+
     /// The running attempts (TASK_RUNNING, with an attempt timeout pending)
     /// of a store just opened.
     static func inFlight(in store: any LHStorage, timers: [StoredTimer]) throws -> [Attempt] {
