@@ -43,8 +43,10 @@ enum PostgresSchema {
             room int;
         BEGIN
             PERFORM pg_advisory_xact_lock(7405);
+            -- Not the caller: its lease is renewed here (as its renewal
+            -- would), unless another member marked it dead already.
             UPDATE lh_members SET state = 'dead', ended_at = now()
-             WHERE state = 'live' AND lease_until < now() - interval '1 second';
+             WHERE state = 'live' AND lease_until < now() - interval '1 second' AND id <> p_member;
             UPDATE lh_members SET lease_until = now() + make_interval(secs => p_ttl) WHERE id = p_member AND state = 'live';
             IF NOT FOUND THEN
                 RAISE EXCEPTION 'member % is not live: it may not claim partitions', p_member USING ERRCODE = 'LHF01';

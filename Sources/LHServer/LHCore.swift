@@ -126,9 +126,10 @@ package final class LHCore: Service, Sendable {
             }
             await gain(plan.toLoad, restartClaims: first && plan.liveMembers == 1, fromDead: plan.fromDeadMembers)
         }
-        // After the load: a worker told that a member left subscribes again
-        // here, listing what it holds (claims of a dead member's attempts).
-        if membership.members != members, let list = admin.clusterMembers() {
+        // After the load: a worker told that the members changed (or that
+        // a dead member's partitions are here now) subscribes again here,
+        // listing what it holds (claims of a dead member's attempts).
+        if membership.members != members || !plan.fromDeadMembers.isEmpty, let list = admin.clusterMembers() {
             dispatcher.broadcast(Lhwire_Envelope(id: 0, .clusterMembers(list)))
         }
         if !plan.toRelease.isEmpty { await giveBack(plan.toRelease) }

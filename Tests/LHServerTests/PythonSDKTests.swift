@@ -1,5 +1,6 @@
 import Foundation
 import LHClient
+import LHPostgresStore
 import LHTestKit
 import LHWire
 import LHWorkflow
@@ -227,6 +228,57 @@ import Testing
             let output = try await after.listTaskRuns("after").results.first?.attempts.last?.output.str
             #expect(output == "hello after")
             await after.close()
+        }
+    }
+
+    /// LittleHorse's Python worker pointed at one server of a two-server
+    /// cluster (PostgreSQL, fair shares): RegisterTaskWorker names both
+    /// servers' gRPC addresses, the SDK polls each, and WfRuns of both
+    /// servers' partitions complete.
+    @Test(.timeLimit(.minutes(4))) func aPythonWorkerOfOneAddressServesEveryServerOfACluster() async throws {
+        guard let python = try Self.pythonOrSkip() else { return }
+        guard let store = try PostgresFailoverTests.database() else { return }
+        let ca = try ServerProcess.temporaryDirectory("lh-py-cluster-ca")
+        let grpcPorts = [try ServerProcess.freePort(), try ServerProcess.freePort()]
+        var servers: [ServerProcess] = []
+        defer { for s in servers { s.stop() } }
+        for port in grpcPorts {
+            servers.append(
+                try await ServerProcess.start(
+                    arguments: PostgresFailoverTests.member(store, ca: ca) + [
+                        "--grpc-listen", "127.0.0.1:\(port)", "--http-listen", "off",
+                    ]))
+        }
+        try await ClusterInterruptLiveTests.waitForShares(servers, partitions: 16)
+        let environment = Self.environment(
+            servers[0], grpcPort: grpcPorts[0], ["LHW_TASK_WORKER_ID": "py-cluster-worker", "PYTHON_TASKS": "greet"])
+        let workers = try LiveProcess(
+            python, [Self.script("python_sdk_worker.py")], environment: environment, absolutePath: true)
+        try await withProcesses([workers]) {
+            try await workers.waitFor("python workers ready")
+            let client = try await servers[1].client()
+            defer { Task { await client.close() } }
+            let greeting = Workflow("py-greet") { $0.execute("greet", $0.declareStr("name")) }
+            try await eventually("the Python worker's TaskDef") { (try? await client.getTaskDef("greet")) != nil }
+            _ = try await client.putWfSpec(greeting.compile())
+            // Ids of both servers' partitions (the first kept the lowest 8).
+            let ids = (0..<12).map { "py-\($0)" }
+            let lows = ids.filter { PostgresStore.partition(of: $0, count: 16) < 8 }
+            #expect(!lows.isEmpty && lows.count < ids.count, "ids of both servers' partitions")
+            for id in ids {
+                _ = try await client.runWf(
+                    .with {
+                        $0.wfSpecName = "py-greet"; $0.id = id; $0.variables["name"] = .with { $0.str = id }
+                    })
+            }
+            try await eventually("every WfRun COMPLETED through the one Python worker", timeout: 60) {
+                for id in ids where try await client.getWfRun(id).status != .completed { return false }
+                return true
+            }
+            for id in ids {
+                let output = try await client.listTaskRuns(id).results.first?.attempts.last?.output.str
+                #expect(output == "hello \(id)")
+            }
         }
     }
 
