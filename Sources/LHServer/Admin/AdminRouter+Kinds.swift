@@ -8,16 +8,14 @@ import LHWireProto
 extension LHAdminRouter {
     func metadata(_ request: Lhwire_Envelope.OneOf_Kind) async throws -> Lhwire_Envelope.OneOf_Kind {
         switch request {
-        case .putTaskDef(let r): return .taskDef(try await service.putTaskDef(r))
+        case .putTaskDef, .putExternalEventDef, .putWfSpec: return try await service.execute(request, from: nil)
         case .getTaskDef(let id): return .taskDef(try service.taskDef(id.name))
         case .searchTaskDef(let r):
             return .taskDefIDList(.with { $0.results = service.searchTaskDefs(prefix: r.hasPrefix ? r.prefix : nil) })
-        case .putExternalEventDef(let r): return .externalEventDef(try await service.putExternalEventDef(r))
         case .getExternalEventDef(let id): return .externalEventDef(try service.externalEventDef(id.name))
         case .searchExternalEventDef(let r):
             return .externalEventDefIDList(
                 .with { $0.results = service.searchExternalEventDefs(prefix: r.hasPrefix ? r.prefix : nil) })
-        case .putWfSpec(let r): return .wfSpec(try await service.putWfSpec(r))
         case .getWfSpec(let id): return .wfSpec(try service.wfSpec(id))
         case .getLatestWfSpec(let r):
             return .wfSpec(try service.latestWfSpec(r.name, majorVersion: r.hasMajorVersion ? r.majorVersion : nil))
@@ -27,23 +25,11 @@ extension LHAdminRouter {
     }
 
     func command(_ request: Lhwire_Envelope.OneOf_Kind, session: LHSession) async throws -> Lhwire_Envelope.OneOf_Kind {
-        switch request {
-        case .runWf(let r):
-            return .wfRun(try await service.freshOnMiss { try await service.submit(service.runWf(r)) })
-        case .putExternalEvent(let r):
-            return .externalEvent(
-                try await service.freshOnMiss { try await service.submit(service.putExternalEvent(r)) })
-        case .stopWfRun(let r): try await service.submit(service.stopWfRun(r))
-        case .resumeWfRun(let r): try await service.submit(service.resumeWfRun(r))
-        case .deleteWfRun(let r): try await service.submit(service.deleteWfRun(r))
-        case .subscribe(let r):
+        if case .subscribe(let r) = request {
             if let members = try service.subscribe(r, session: session) { return .clusterMembers(members) }
-        case .reportTask(let report):
-            defer { service.reported(report, connection: session.token.id) }
-            try await service.submit(service.reportTask(report, from: session.token.id))
-        default: throw Self.misrouted(request)
+            return .empty(.init())
         }
-        return .empty(.init())
+        return try await service.freshOnMiss { try await service.execute(request, from: session.token.id) }
     }
 
     func read(_ request: Lhwire_Envelope.OneOf_Kind) async throws -> Lhwire_Envelope.OneOf_Kind {

@@ -240,26 +240,57 @@ extension AdminService {
         return .runWf(r)
     }
 
-    /// Runs `request` here, or at its owner when another server owns it (a
-    /// door other than our protocol's: gRPC). `local` serves it here;
-    /// `answer` reads the owner's answer.
-    func routing<Out: Sendable>(
-        _ request: Lhwire_Envelope.OneOf_Kind, local: (Lhwire_Envelope.OneOf_Kind) async throws -> Out,
-        answer: (Lhwire_Envelope.OneOf_Kind) -> Out?
-    ) async throws -> Out {
-        guard let cluster else { return try await local(request) }
-        let request = withId(request)
-        switch try await cluster.route(request, fromPeer: false, patience: 3) {
-        case .here:
-            return try await freshOnMiss { try await local(request) }
-        case .forward(let owner):
-            let reply = try await cluster.forward(request, to: owner)
-            guard let out = answer(reply) else {
-                throw LHError(
-                    .internal, "the owner at \(owner) answered with \(Lhwire_Envelope(id: 0, reply).kindName)")
-            }
-            return out
+    /// A command (a WfRun command or a metadata write) served here, whichever
+    /// door it came through; `connection`: the worker connection a report
+    /// came on (nil: gRPC, the dashboard, a peer). The answer as our
+    /// protocol sends it.
+    func execute(_ request: Lhwire_Envelope.OneOf_Kind, from connection: ObjectIdentifier?) async throws
+        -> Lhwire_Envelope.OneOf_Kind
+    {
+        switch request {
+        case .runWf(let r): return .wfRun(try await submit(runWf(r)))
+        case .putExternalEvent(let r): return .externalEvent(try await submit(putExternalEvent(r)))
+        case .stopWfRun(let r): try await submit(stopWfRun(r))
+        case .resumeWfRun(let r): try await submit(resumeWfRun(r))
+        case .deleteWfRun(let r): try await submit(deleteWfRun(r))
+        case .reportTask(let report):
+            // The worker has room again once its report is settled, either way.
+            defer { if let connection { reported(report, connection: connection) } }
+            try await submit(reportTask(report, from: connection))
+        case .putTaskDef(let r): return .taskDef(try await putTaskDef(r))
+        case .putExternalEventDef(let r): return .externalEventDef(try await putExternalEventDef(r))
+        case .putWfSpec(let r): return .wfSpec(try await putWfSpec(r))
+        default:
+            throw LHError(.internal, "\(Lhwire_Envelope(id: 0, request).kindName) is not a command")
         }
+        return .empty(.init())
+    }
+
+    /// A command from a door other than our protocol's (gRPC, the
+    /// dashboard): served here, or at its owner when another server owns
+    /// it; `answer` reads the answer (``execute(_:from:)``'s, or the
+    /// owner's).
+    func command<Out: Sendable>(_ request: Lhwire_Envelope.OneOf_Kind, answer: (Lhwire_Envelope.OneOf_Kind) -> Out?)
+        async throws -> Out
+    {
+        var where_ = "this server"
+        let reply: Lhwire_Envelope.OneOf_Kind
+        if let cluster {
+            let request = withId(request)
+            switch try await cluster.route(request, fromPeer: false, patience: 3) {
+            case .here:
+                reply = try await freshOnMiss { try await execute(request, from: nil) }
+            case .forward(let owner):
+                where_ = "the owner at \(owner)"
+                reply = try await cluster.forward(request, to: owner)
+            }
+        } else {
+            reply = try await execute(request, from: nil)
+        }
+        guard let out = answer(reply) else {
+            throw LHError(.internal, "\(where_) answered with \(Lhwire_Envelope(id: 0, reply).kindName)")
+        }
+        return out
     }
 
     /// Whether this server's metadata may lag behind the store's: it is in

@@ -14,11 +14,7 @@ extension LittleHorseGRPCService {
             return try admin.registerTaskWorker(r, advertising: advertise(authority))
         }
         unary(&router, "ReportTask") { (r: Littlehorse_ReportTaskRun, _) in
-            try await admin.routing(.reportTask(r)) { _ in
-                try await admin.submit(admin.reportTask(r, from: nil))
-            } answer: { _ in
-                ()
-            }
+            try await admin.command(.reportTask(r)) { _ in () }
             return Google_Protobuf_Empty()
         }
         router.registerHandler(

@@ -65,20 +65,14 @@ extension LittleHorseGRPCService {
     func registerMetadata<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
         let admin = self.admin
         unary(&router, "PutTaskDef") { (r: Littlehorse_PutTaskDefRequest, _) in
-            try await admin.routing(.putTaskDef(r)) { _ in
-                try await admin.putTaskDef(r)
-            } answer: {
-                if case .taskDef(let t) = $0 { t } else { nil }
-            }
+            try await admin.command(.putTaskDef(r)) { if case .taskDef(let t) = $0 { t } else { nil } }
         }
         unary(&router, "GetTaskDef") { (r: Littlehorse_TaskDefId, _) in try admin.taskDef(r.name) }
         unary(&router, "SearchTaskDef") { (r: Littlehorse_SearchTaskDefRequest, _) in
             Littlehorse_TaskDefIdList.with { $0.results = admin.searchTaskDefs(prefix: r.hasPrefix ? r.prefix : nil) }
         }
         unary(&router, "PutExternalEventDef") { (r: Littlehorse_PutExternalEventDefRequest, _) in
-            try await admin.routing(.putExternalEventDef(r)) { _ in
-                try await admin.putExternalEventDef(r)
-            } answer: {
+            try await admin.command(.putExternalEventDef(r)) {
                 if case .externalEventDef(let e) = $0 { e } else { nil }
             }
         }
@@ -91,11 +85,7 @@ extension LittleHorseGRPCService {
             }
         }
         unary(&router, "PutWfSpec") { (r: Littlehorse_PutWfSpecRequest, _) in
-            try await admin.routing(.putWfSpec(r)) { _ in
-                try await admin.putWfSpec(r)
-            } answer: {
-                if case .wfSpec(let s) = $0 { s } else { nil }
-            }
+            try await admin.command(.putWfSpec(r)) { if case .wfSpec(let s) = $0 { s } else { nil } }
         }
         unary(&router, "GetWfSpec") { (r: Littlehorse_WfSpecId, _) in try admin.wfSpec(r) }
         unary(&router, "GetLatestWfSpec") { (r: Littlehorse_GetLatestWfSpecRequest, _) in
@@ -110,42 +100,21 @@ extension LittleHorseGRPCService {
     func registerWfRuns<Transport: ServerTransport>(with router: inout RPCRouter<Transport>) {
         let admin = self.admin
         unary(&router, "RunWf") { (r: Littlehorse_RunWfRequest, _) in
-            try await admin.routing(.runWf(r)) { request in
-                guard case .runWf(let r) = request else { throw LHError(.internal, "RunWf routed as another request") }
-                return try await admin.submit(admin.runWf(r))
-            } answer: {
-                if case .wfRun(let w) = $0 { w } else { nil }
-            }
+            try await admin.command(.runWf(r)) { if case .wfRun(let w) = $0 { w } else { nil } }
         }
         unary(&router, "PutExternalEvent") { (r: Littlehorse_PutExternalEventRequest, _) in
-            try await admin.routing(.putExternalEvent(r)) { _ in
-                try await admin.submit(admin.putExternalEvent(r))
-            } answer: {
-                if case .externalEvent(let e) = $0 { e } else { nil }
-            }
+            try await admin.command(.putExternalEvent(r)) { if case .externalEvent(let e) = $0 { e } else { nil } }
         }
         unary(&router, "StopWfRun") { (r: Littlehorse_StopWfRunRequest, _) in
-            try await admin.routing(.stopWfRun(r)) { _ in
-                try await admin.submit(admin.stopWfRun(r))
-            } answer: { _ in
-                ()
-            }
+            try await admin.command(.stopWfRun(r)) { _ in () }
             return Google_Protobuf_Empty()
         }
         unary(&router, "ResumeWfRun") { (r: Littlehorse_ResumeWfRunRequest, _) in
-            try await admin.routing(.resumeWfRun(r)) { _ in
-                try await admin.submit(admin.resumeWfRun(r))
-            } answer: { _ in
-                ()
-            }
+            try await admin.command(.resumeWfRun(r)) { _ in () }
             return Google_Protobuf_Empty()
         }
         unary(&router, "DeleteWfRun") { (r: Littlehorse_DeleteWfRunRequest, _) in
-            try await admin.routing(.deleteWfRun(r)) { _ in
-                try await admin.submit(admin.deleteWfRun(r))
-            } answer: { _ in
-                ()
-            }
+            try await admin.command(.deleteWfRun(r)) { _ in () }
             return Google_Protobuf_Empty()
         }
     }

@@ -34,12 +34,9 @@ extension HTTPFront {
                     $0.wfRunID = r.wfRunID
                     $0.threadRunNumber = thread
                 }
-                // At a standby, the owner does it (forwarded, as over our protocol).
-                try await admin.routing(stop ? .stopWfRun(r) : .resumeWfRun(resume)) { _ in
-                    try await admin.submit(stop ? admin.stopWfRun(r) : admin.resumeWfRun(resume))
-                } answer: { _ in
-                    ()
-                }
+                // Where another server owns the WfRun, it does it (forwarded,
+                // as over our protocol).
+                try await admin.command(stop ? .stopWfRun(r) : .resumeWfRun(resume)) { _ in () }
             case "events":
                 guard let def = form["externalEventDef"], !def.isEmpty else {
                     throw LHError(.invalidArgument, "externalEventDef is empty: name the ExternalEventDef to post")
@@ -49,9 +46,7 @@ extension HTTPFront {
                     $0.externalEventDefID.name = def
                     $0.content.str = form["content"] ?? ""
                 }
-                _ = try await admin.routing(.putExternalEvent(r)) { _ in
-                    try await admin.submit(try admin.putExternalEvent(r))
-                } answer: {
+                _ = try await admin.command(.putExternalEvent(r)) {
                     if case .externalEvent(let e) = $0 { e } else { nil }
                 }
             default:
