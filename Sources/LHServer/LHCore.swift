@@ -32,6 +32,9 @@ package final class LHCore: Service, Sendable {
         /// Released here but not in the store (PostgreSQL away): released
         /// again at the next round.
         var unreleased: Set<Int32> = []
+        /// Partitions of a failed group commit: loaded again at the next
+        /// round (the commit may have been written all the same).
+        var reload: Set<Int32> = []
     }
     /// Set when the store is shared by a cluster: where requests go.
     let cluster: ClusterRouting?
@@ -84,6 +87,9 @@ package final class LHCore: Service, Sendable {
             processor: processor, store: store, dispatcher: dispatcher, clock: clock, claims: claims, cluster: cluster)
         await processor.attach(sink: EffectRouter(dispatcher: dispatcher, timers: timers), reservations: dispatcher)
         if let membership {
+            processor.onFailedCommit { [weak self] ids in
+                self?.ownership.withLock { o in for id in ids { o.reload.insert(membership.partition(of: id)) } }
+            }
             // What the store claimed when it opened (every partition for
             // the first member of a cluster, else nothing until others
             // release): loaded before the server listens.
@@ -116,6 +122,11 @@ package final class LHCore: Service, Sendable {
                 ownership.withLock { $0.unreleased.formUnion(retry) }
             }
         }
+        let reload = ownership.withLock { o in
+            defer { o.reload = [] }
+            return o.reload.intersection(membership.servedPartitions)
+        }
+        if !reload.isEmpty { await unload(reload.sorted(), reason: "reloading after a failed group commit") }
         let members = membership.members
         let plan = await lhOffPool { membership.rebalance() }
         let before = membership.servedPartitions.count
@@ -199,14 +210,7 @@ package final class LHCore: Service, Sendable {
     /// out go on; their reports are forwarded to the new owner.
     private func giveBack(_ partitions: [Int32]) async {
         guard let membership = cluster?.membership else { return }
-        membership.stopServing(partitions: partitions)
-        await processor.barrier()
-        let set = Set(partitions)
-        let inReleased: @Sendable (String) -> Bool = { set.contains(membership.partition(of: $0)) }
-        dispatcher.removeAll(where: inReleased)
-        await timers.removeAll(where: inReleased)
-        claims.drop(where: inReleased)
-        processor.evict(where: inReleased)
+        await unload(partitions, reason: "releasing partitions over this server's share", dropClaims: true)
         do {
             try await lhOffPool { try membership.release(partitions: partitions) }
         } catch {
@@ -287,6 +291,26 @@ package final class LHCore: Service, Sendable {
                 }
             }
         }
+    }
+
+    /// Stops serving `partitions` and forgets what memory holds of them
+    /// once the group commits in flight are settled: their queued TaskRuns,
+    /// timers, cached states (and restart claims, `dropClaims`). Before a
+    /// release; or after a failed group commit, which PostgreSQL may have
+    /// written all the same (its queue rows, timers and orphan events are
+    /// then only in the store): the next round loads them again
+    /// (owned and not served), as after a claim.
+    private func unload(_ partitions: [Int32], reason: String, dropClaims: Bool = false) async {
+        guard let membership = cluster?.membership else { return }
+        logger.notice("\(reason)", metadata: ["lh.partitions": "\(partitions.count)"])
+        membership.stopServing(partitions: partitions)
+        await processor.barrier()
+        let set = Set(partitions)
+        let picked: @Sendable (String) -> Bool = { set.contains(membership.partition(of: $0)) }
+        dispatcher.removeAll(where: picked)
+        await timers.removeAll(where: picked)
+        if dropClaims { claims.drop(where: picked) }
+        processor.evict(where: picked)
     }
 
     /// The grace of attempts taken from a dead member: what no worker

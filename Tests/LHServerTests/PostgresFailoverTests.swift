@@ -380,6 +380,9 @@ import Testing
             }
             #expect(try await client.getWfRun("kept").id.id == "kept")
             #expect(try await client.getWfRun("after").id.id == "after")
+            // The failed commits' partitions were loaded again (a commit that
+            // failed may have been written all the same).
+            #expect(server.log.contains("reloading after a failed group commit"), "\(server.log.suffix(2_000))")
             await client.close()
         }
     }

@@ -67,6 +67,9 @@ actor CommandProcessor {
     /// (in its parallel lanes when it has them) instead of on that thread.
     private let graveyard = Mutex<[[WfRunState]]>([])
     private var batchNumber: UInt64 = 0
+    /// Told the WfRuns of a group commit that failed (it may have been
+    /// written all the same: PostgreSQL's connection lost during the call).
+    private let failedCommitHook = Mutex<(@Sendable ([String]) -> Void)?>(nil)
 
     init(
         store: any LHStorage, metadata: MetadataCache, logger: Logger, cacheCapacity: Int = 10_000,
@@ -90,6 +93,13 @@ actor CommandProcessor {
     }
 
     func updateMetadata(_ body: (inout MetadataCache) -> Void) { body(&metadata) }
+
+    /// What to do with the WfRuns of a failed group commit (a cluster reloads
+    /// their partitions: queue rows, timers and orphan events the commit may
+    /// have written after all).
+    nonisolated func onFailedCommit(_ hook: @escaping @Sendable ([String]) -> Void) {
+        failedCommitHook.withLock { $0 = hook }
+    }
 
     /// Runs `work` inside the next group commit and returns when it is durable.
     @discardableResult
@@ -238,5 +248,10 @@ actor CommandProcessor {
         let dropped = cache.evict(built.states.map(\.key))
         if !dropped.isEmpty { graveyard.withLock { $0.append(dropped) } }
         pipeline.withLock { $0.failed(builtOn: built.epoch) }?.resume()
+        if let hook = failedCommitHook.withLock({ $0 }) {
+            var ids = Set(built.states.map(\.key)).union(built.deleted)
+            for e in built.batch.orphanEvents { ids.insert(e.id.wfRunID.id) }
+            if !ids.isEmpty { hook(Array(ids)) }
+        }
     }
 }
