@@ -5,24 +5,62 @@ import LHWire
 import LHWorkflow
 import Testing
 
+/// Where a live test runs: one server (the embedded SQLite store), or
+/// three servers on one PostgreSQL, each owning a share of the partitions
+/// (commands forwarded to the owner, the worker given the first server's
+/// address only and connected to all three).
+enum LiveTopology: String, CustomStringConvertible, Sendable {
+    case single, cluster
+    var description: String { rawValue }
+}
+
 /// Interrupts and halting end to end: real lh-server, real worker processes
-/// (lh-test-worker), TLS on. Named after the rules they show.
-@Suite(.timeLimit(.minutes(3))) struct InterruptLiveTests {
-    /// Starts a server and a test worker with `tasks` (TASKDEF:BEHAVIOUR),
-    /// registers `events`, deploys `workflow`, and runs `body`.
+/// (lh-test-worker), TLS on; each on one server and on a 3-server cluster.
+/// Named after the rules they show.
+@Suite(.serialized, .timeLimit(.minutes(3))) struct InterruptLiveTests {
+    static let topologies: [LiveTopology] = [.single, .cluster]
+
+    /// Starts a server (or a cluster) and a test worker with `tasks`
+    /// (TASKDEF:BEHAVIOUR), registers `events`, deploys `workflow`, and runs
+    /// `body` with a server for lhctl, a client and the gate directory.
     func scenario(
-        tasks: [String], events: [String], workflow: Workflow,
-        _ body: (TestServer, LittleHorseClient, URL) async throws -> Void
+        _ topology: LiveTopology, tasks: [String], events: [String], workflow: Workflow,
+        _ body: (any LiveServer, LittleHorseClient, URL) async throws -> Void
     ) async throws {
         let gates = try ServerProcess.temporaryDirectory("gates")
-        try await TestServer.with { server in
-            let worker = try await server.startWorker(
+        switch topology {
+        case .single:
+            try await TestServer.with { server in
+                let worker = try await server.startWorker(
+                    "lh-test-worker", tasks, environment: ["LH_TEST_GATE_DIR": gates.path], ready: "test worker ready"
+                )
+                try await withProcesses([worker]) {
+                    let client = try await server.connectClient()
+                    for e in events { _ = try await client.putExternalEventDef(.with { $0.name = e }) }
+                    _ = try await client.putWfSpec(workflow.compile())
+                    try await body(server, client, gates)
+                    await client.close()
+                }
+            }
+        case .cluster:
+            guard let store = try PostgresFailoverTests.database() else { return }
+            let ca = try ServerProcess.temporaryDirectory("lh-interrupt-cluster-ca")
+            let arguments = PostgresFailoverTests.member(store, ca: ca) + ["--http-listen", "off"]
+            var servers: [ServerProcess] = []
+            defer { for s in servers { s.stop() } }
+            for _ in 0..<3 { servers.append(try await ServerProcess.start(arguments: arguments)) }
+            try await ClusterInterruptLiveTests.waitForShares(servers, partitions: 16)
+            let worker = try await servers[0].startWorker(
                 "lh-test-worker", tasks, environment: ["LH_TEST_GATE_DIR": gates.path], ready: "test worker ready")
             try await withProcesses([worker]) {
-                let client = try await server.connectClient()
+                var config = servers[0].config()
+                config.apiHost = servers.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
+                let client = try await LittleHorseClient.connect(config)
                 for e in events { _ = try await client.putExternalEventDef(.with { $0.name = e }) }
                 _ = try await client.putWfSpec(workflow.compile())
-                try await body(server, client, gates)
+                // lhctl through the second server: its commands are forwarded
+                // where the first or the third owns the WfRun.
+                try await body(servers[1], client, gates)
                 await client.close()
             }
         }
@@ -46,9 +84,10 @@ import Testing
             })
     }
 
-    @Test func interruptWhileTaskInFlightIsHaltingUntilTheWorkerReportsThenTheNextTaskSeesTheHandlersMutation()
-        async throws
-    {
+    @Test(arguments: Self.topologies)
+    func interruptWhileTaskInFlightIsHaltingUntilTheWorkerReportsThenTheNextTaskSeesTheHandlersMutation(
+        _ topology: LiveTopology
+    ) async throws {
         let wf = Workflow("in-flight") { wf in
             let note = wf.declareStr("note")
             wf.execute("slow-step", note)
@@ -58,7 +97,9 @@ import Testing
                 h.mutate(note, .assign, input)
             }
         }
-        try await scenario(tasks: ["slow-step:gate", "read-note:echo"], events: ["update-note"], workflow: wf) {
+        try await scenario(
+            topology, tasks: ["slow-step:gate", "read-note:echo"], events: ["update-note"], workflow: wf
+        ) {
             _, client, gates in
             try await run(client, "in-flight", id: "wf-a", ["note": .with { $0.str = "before" }])
             try await eventually("slow-step is in the worker's hands") {
@@ -92,7 +133,9 @@ import Testing
         }
     }
 
-    @Test func interruptDuringSleepStartsTheHandlerAtOnce() async throws {
+    @Test(arguments: Self.topologies) func interruptDuringSleepStartsTheHandlerAtOnce(_ topology: LiveTopology)
+        async throws
+    {
         let wf = Workflow("sleepy") { wf in
             let count = wf.declareInt("count")
             wf.sleepSeconds(30)
@@ -102,7 +145,7 @@ import Testing
                 h.execute("mark", "pinged")
             }
         }
-        try await scenario(tasks: ["mark:echo"], events: ["ping"], workflow: wf) { _, client, _ in
+        try await scenario(topology, tasks: ["mark:echo"], events: ["ping"], workflow: wf) { _, client, _ in
             try await run(client, "sleepy", id: "wf-s", ["count": .with { $0.int = 0 }])
             try await post(client, "wf-s", "ping", .with { $0.str = "x" })
             try await eventually("handler completed", timeout: 10) {
@@ -120,7 +163,9 @@ import Testing
         }
     }
 
-    @Test func interruptingAParentHaltsItsWaitingChild() async throws {
+    @Test(arguments: Self.topologies) func interruptingAParentHaltsItsWaitingChild(_ topology: LiveTopology)
+        async throws
+    {
         let wf = Workflow("parent-child") { wf in
             let child = wf.spawnThread("child") { c in
                 c.execute("child-step", "c")
@@ -131,7 +176,7 @@ import Testing
                 h.execute("mark", "handled")
             }
         }
-        try await scenario(tasks: ["child-step:gate", "mark:echo"], events: ["ping"], workflow: wf) {
+        try await scenario(topology, tasks: ["child-step:gate", "mark:echo"], events: ["ping"], workflow: wf) {
             _, client, gates in
             try await run(client, "parent-child", id: "wf-p")
             try await eventually("child task in flight") {
@@ -153,7 +198,9 @@ import Testing
         }
     }
 
-    @Test func handlerErrorFailsTheInterruptedNodeWithChildFailureAndExceptionPropagates() async throws {
+    @Test(arguments: Self.topologies) func handlerErrorFailsTheInterruptedNodeWithChildFailureAndExceptionPropagates(
+        _ topology: LiveTopology
+    ) async throws {
         let wf = Workflow("failing-handlers") { wf in
             wf.waitForEvent("never")
             wf.registerInterruptHandler("error-ping") { h in
@@ -166,6 +213,7 @@ import Testing
             }
         }
         try await scenario(
+            topology,
             tasks: ["broken:fail", "throws:exception"], events: ["never", "error-ping", "exception-ping"], workflow: wf
         ) { _, client, _ in
             try await run(client, "failing-handlers", id: "wf-err")
@@ -189,14 +237,16 @@ import Testing
         }
     }
 
-    @Test func inputOfTheWrongTypeFailsTheHandlerWithAnError() async throws {
+    @Test(arguments: Self.topologies) func inputOfTheWrongTypeFailsTheHandlerWithAnError(_ topology: LiveTopology)
+        async throws
+    {
         let wf = Workflow("typed-input") { wf in
             wf.waitForEvent("never")
             wf.registerInterruptHandler("number") { h in
                 _ = h.declareInt(WorkflowThread.handlerInputVar)
             }
         }
-        try await scenario(tasks: [], events: ["never", "number"], workflow: wf) { _, client, _ in
+        try await scenario(topology, tasks: [], events: ["never", "number"], workflow: wf) { _, client, _ in
             try await run(client, "typed-input", id: "wf-t")
             try await post(client, "wf-t", "number", .with { $0.str = "not a number" })
             try await eventually("wf-t ERROR") { try await client.getWfRun("wf-t").status == .error }
@@ -206,7 +256,9 @@ import Testing
         }
     }
 
-    @Test func twoThreadRunsOfOneThreadSpecAreBothInterruptedByOneEvent() async throws {
+    @Test(arguments: Self.topologies) func twoThreadRunsOfOneThreadSpecAreBothInterruptedByOneEvent(
+        _ topology: LiveTopology
+    ) async throws {
         let wf = Workflow("two-children") { wf in
             let count = wf.declareInt("count")
             let a = wf.spawnThread("waiter") { w in
@@ -220,7 +272,7 @@ import Testing
             let b = wf.spawnThread("waiter") { _ in }
             wf.waitForThreads(a, b)
         }
-        try await scenario(tasks: ["mark:echo"], events: ["go", "ping"], workflow: wf) { _, client, _ in
+        try await scenario(topology, tasks: ["mark:echo"], events: ["go", "ping"], workflow: wf) { _, client, _ in
             try await run(client, "two-children", id: "wf-2", ["count": .with { $0.int = 0 }])
             try await post(client, "wf-2", "ping", .with { $0.str = "x" })
             try await eventually("two handlers completed") {
@@ -238,12 +290,15 @@ import Testing
         }
     }
 
-    @Test func stopWithATaskInFlightIsHaltingUntilTheWorkerReportsThenHaltedAndResumeRuns() async throws {
+    @Test(arguments: Self.topologies) func stopWithATaskInFlightIsHaltingUntilTheWorkerReportsThenHaltedAndResumeRuns(
+        _ topology: LiveTopology
+    ) async throws {
         let wf = Workflow("stoppable") { wf in
             wf.execute("slow-step", "x")
             wf.execute("after", "y")
         }
-        try await scenario(tasks: ["slow-step:gate", "after:echo"], events: [], workflow: wf) { server, client, gates in
+        try await scenario(topology, tasks: ["slow-step:gate", "after:echo"], events: [], workflow: wf) {
+            server, client, gates in
             try await run(client, "stoppable", id: "wf-stop")
             try await eventually("slow-step in flight") {
                 try await client.listTaskRuns("wf-stop").results.first?.status == .taskRunning
