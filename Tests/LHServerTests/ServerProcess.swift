@@ -148,20 +148,10 @@ final class ServerProcess: @unchecked Sendable {
         }
     }
 
-    /// Waits until this member owns the partitions; fails after `timeout`
+    /// Waits until this member owns every partition; fails after `timeout`
     /// seconds or when the server exits first.
     func waitUntilOwner(timeout: Double = 60) async throws {
-        let deadline = Date().addingTimeInterval(timeout)
-        while !ownsPartitions {
-            if hasExited(process) {
-                throw LHError(.unavailable, "lh-server exited before it owned the partitions: \(log.suffix(1_000))")
-            }
-            if Date() > deadline {
-                throw LHError(
-                    .unavailable, "lh-server did not own the partitions within \(Int(timeout)) s: \(announced)")
-            }
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        try await waitUntil(owning: "owns every partition", timeout: timeout)
     }
 
     /// The dashboard's address as printed at start-up (ends with "/").

@@ -92,7 +92,6 @@ final class ClusterRouting: Sendable {
                 try await Task.sleep(for: .milliseconds(100))
                 let membership = self.membership
                 await lhOffPool { membership.readOwners() }
-                _ = error
             }
         }
     }
