@@ -8,6 +8,10 @@
 #   scripts/postgres.sh restart DIR   (the same data and port again)
 #   scripts/postgres.sh run CMD...    -> CMD with LH_TEST_POSTGRES_URL set; stopped and removed after
 # LH_PG_FSYNC=off turns fsync off (tests only: PostgreSQL itself is never killed there).
+# TLS is on (ssl=on) with a CA of its own made by openssl: DIR/tls/ca.crt
+# verifies the server's certificate (127.0.0.1 and localhost), for
+# ?sslmode=verify-full&sslrootcert=DIR/tls/ca.crt; `run` exports it as
+# LH_TEST_POSTGRES_CA. Without openssl it starts without TLS and says so.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +29,28 @@ as_postgres() {
 
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# A CA and a server certificate for 127.0.0.1 and localhost, readable by
+# the postgres user (PostgreSQL refuses a key others can read).
+make_tls() {
+  local t=$1
+  command -v openssl >/dev/null 2>&1 || return 1
+  mkdir -p "$t"
+  (
+    cd "$t"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+      -subj "/CN=lh test PostgreSQL CA" -keyout ca.key -out ca.crt
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -subj "/CN=localhost" -keyout server.key -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 30 \
+      -extfile server.ext -out server.crt
+  ) >"$t/openssl.log" 2>&1 || return 1
+  chmod 600 "$t/server.key" "$t/ca.key"
+  chmod 644 "$t/ca.crt" "$t/server.crt"
+  [ "$(id -u)" = 0 ] && chown -R postgres "$t"
+  return 0
 }
 
 start() {
@@ -46,11 +72,19 @@ start() {
     cat "$dir/initdb.log" >&2
     return 1
   }
+  local tls=""
+  if make_tls "$dir/tls"; then
+    tls="-c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key"
+    echo "$tls" >"$dir/tls-options"
+  else
+    echo "postgres.sh: openssl is missing or failed: PostgreSQL starts without TLS" >&2
+    : >"$dir/tls-options"
+  fi
   local port tries=0
   while true; do
     port=$(free_port)
     if as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 -o \
-      "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=${LH_PG_FSYNC:-on} -c synchronous_commit=on" \
+      "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=${LH_PG_FSYNC:-on} -c synchronous_commit=on $tls" \
       start >/dev/null 2>&1; then
       break
     fi
@@ -77,7 +111,7 @@ restart() {
   bin=$(pg_bin)
   port=$(cat "$dir/port")
   as_postgres "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 30 -o \
-    "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=${LH_PG_FSYNC:-on} -c synchronous_commit=on" \
+    "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=${LH_PG_FSYNC:-on} -c synchronous_commit=on $(cat "$dir/tls-options" 2>/dev/null)" \
     start >/dev/null
   echo "postgres://lh@127.0.0.1:$port/postgres"
 }
@@ -93,7 +127,9 @@ case "${1:-}" in
     trap 'stop "$dir"; rm -rf "$dir"' EXIT
     url=$(start "$dir")
     echo "== PostgreSQL for the tests: $url ($(pg_bin | cut -d/ -f4-5))" >&2
-    LH_TEST_POSTGRES_URL="$url" "$@"
+    ca=""
+    [ -s "$dir/tls-options" ] && ca="$dir/tls/ca.crt"
+    LH_TEST_POSTGRES_URL="$url" LH_TEST_POSTGRES_CA="$ca" "$@"
     ;;
   *)
     echo "usage: scripts/postgres.sh start DIR | stop DIR | restart DIR | run CMD..." >&2

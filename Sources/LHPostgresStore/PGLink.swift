@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import NIOSSL
 import PostgresNIO
 import Synchronization
 
@@ -42,7 +43,8 @@ final class PGLink: Sendable {
                     on: group.next(), configuration: settings.connection, id: id, logger: logger
                 ).wait()
             } catch {
-                throw PGError(error, doing: "connecting to PostgreSQL at \(settings.where)")
+                throw PGError(
+                    error, doing: "connecting to PostgreSQL at \(settings.where) (\(settings.tlsDescription))")
             }
             for statement in session {
                 do {
@@ -138,11 +140,26 @@ struct PGError: Error, CustomStringConvertible {
 }
 
 /// Where the store's database is and how to reach it, from a
-/// `postgres://user[:password]@host[:port]/database` URL.
+/// `postgres://user[:password]@host[:port]/database[?sslmode=...]` URL.
+///
+/// TLS follows libpq's parameters and their meaning: `sslmode` is
+/// `disable`, `allow` or `prefer` (the default: TLS when the server offers
+/// it, unverified), `require` (TLS or no connection; verified against
+/// `sslrootcert` when one is given, as libpq does), `verify-ca` (the
+/// server's certificate must chain to `sslrootcert`) or `verify-full` (and
+/// name the host: its DNS name or IP address). `sslrootcert` is a PEM file
+/// of CA certificates, or `system` for the system's trust store (also what
+/// `verify-ca`/`verify-full` use without one). `sslcert` and `sslkey` are a
+/// client certificate and its key (PEM) for PostgreSQL's `cert`
+/// authentication. (`allow` is taken as `prefer`: it only ever tries TLS
+/// first.)
 public struct PostgresSettings: Sendable {
     var connection: PostgresConnection.Configuration
     /// `host:port/database`, for messages (never the password).
     public var `where`: String
+    /// How the connection is protected, for messages: `sslmode=verify-full`
+    /// and the root file when there is one.
+    public var tlsDescription: String
 
     public init(url: String, connectTimeout: Double = 5) throws {
         guard let c = URLComponents(string: url), c.scheme == "postgres" || c.scheme == "postgresql",
@@ -156,18 +173,89 @@ public struct PostgresSettings: Sendable {
         if database.hasPrefix("/") { database.removeFirst() }
         if database.isEmpty { database = "postgres" }
         let user = c.user ?? "postgres"
-        var tls: PostgresConnection.Configuration.TLS = .disable
-        let query = c.queryItems ?? []
-        if let mode = query.first(where: { $0.name == "sslmode" })?.value, mode != "disable" {
-            throw PostgresSettingsError(
-                "sslmode=\(mode) is not supported yet: run PostgreSQL on a private network or loopback (sslmode=disable)"
-            )
+        var parameters: [String: String] = [:]
+        for item in c.queryItems ?? [] {
+            let known = ["sslmode", "sslrootcert", "sslcert", "sslkey"]
+            guard known.contains(item.name) else {
+                throw PostgresSettingsError(
+                    "unknown parameter '\(item.name)' in the store URL (known: \(known.joined(separator: ", ")))")
+            }
+            parameters[item.name] = item.value ?? ""
         }
-        tls = .disable
+        let tls = try Self.tls(parameters)
         connection = PostgresConnection.Configuration(
-            host: host, port: port, username: user, password: c.password, database: database, tls: tls)
+            host: host, port: port, username: user, password: c.password, database: database, tls: tls.mode)
         connection.options.connectTimeout = .milliseconds(Int64(connectTimeout * 1000))
         self.where = "\(host):\(port)/\(database)"
+        self.tlsDescription = tls.description
+    }
+
+    /// The TLS mode of libpq's parameters, with a context made (files read
+    /// and checked) now, so that a wrong file is named at start.
+    static func tls(_ parameters: [String: String]) throws -> (
+        mode: PostgresConnection.Configuration.TLS, description: String
+    ) {
+        let modes = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]
+        let mode = parameters["sslmode"] ?? "prefer"
+        guard modes.contains(mode) else {
+            throw PostgresSettingsError(
+                "sslmode=\(mode) is not a TLS mode (one of: \(modes.joined(separator: ", ")))")
+        }
+        if mode == "disable" {
+            for name in ["sslrootcert", "sslcert", "sslkey"] where parameters[name] != nil {
+                throw PostgresSettingsError("\(name) is given but sslmode=disable: no TLS would use it")
+            }
+            return (.disable, "sslmode=disable")
+        }
+        let root = parameters["sslrootcert"]
+        // libpq: require with a root file given verifies the chain, as verify-ca.
+        let verify = mode == "verify-ca" || mode == "verify-full" || (mode == "require" && root != nil)
+        var config = TLSConfiguration.makeClientConfiguration()
+        config.certificateVerification =
+            !verify ? .none : mode == "verify-full" ? .fullVerification : .noHostnameVerification
+        if let root, root != "system" {
+            guard verify else {
+                throw PostgresSettingsError(
+                    "sslrootcert is given but sslmode=\(mode) does not verify the server (use verify-ca or verify-full)"
+                )
+            }
+            let certificates: [NIOSSLCertificate]
+            do {
+                certificates = try NIOSSLCertificate.fromPEMFile(root)
+            } catch {
+                throw PostgresSettingsError("sslrootcert \(root) cannot be read as PEM certificates: \(error)")
+            }
+            guard !certificates.isEmpty else {
+                throw PostgresSettingsError("sslrootcert \(root) holds no certificate")
+            }
+            config.trustRoots = .certificates(certificates)
+        }
+        switch (parameters["sslcert"], parameters["sslkey"]) {
+        case (nil, nil): break
+        case (let cert?, let key?):
+            do {
+                config.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+            } catch {
+                throw PostgresSettingsError("sslcert \(cert) cannot be read as PEM certificates: \(error)")
+            }
+            do {
+                config.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            } catch {
+                throw PostgresSettingsError("sslkey \(key) cannot be read as a PEM private key: \(error)")
+            }
+        case (.some, nil): throw PostgresSettingsError("sslcert is given without sslkey")
+        case (nil, .some): throw PostgresSettingsError("sslkey is given without sslcert")
+        }
+        let context: NIOSSLContext
+        do {
+            context = try NIOSSLContext(configuration: config)
+        } catch {
+            throw PostgresSettingsError("cannot make the TLS context for sslmode=\(mode): \(error)")
+        }
+        let strict = mode != "allow" && mode != "prefer"
+        var description = "sslmode=\(mode)"
+        if verify { description += ", sslrootcert=\(root ?? "system")" }
+        return (strict ? .require(context) : .prefer(context), description)
     }
 
     /// The URL without its password.

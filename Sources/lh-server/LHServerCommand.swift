@@ -101,7 +101,7 @@ struct LHServerCommand: AsyncParsableCommand {
 
     @Option(
         help:
-            "Where WfRuns are stored: sqlite (embedded, in DATA_DIR; the default) or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE, shared by the servers of a cluster (env LHS_STORE)."
+            "Where WfRuns are stored: sqlite (embedded, in DATA_DIR; the default) or postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE[?sslmode=verify-full&sslrootcert=CA.pem], shared by the servers of a cluster; TLS as libpq: sslmode prefer unless given (env LHS_STORE)."
     )
     var store: String = env["LHS_STORE"] ?? "sqlite"
 
