@@ -76,9 +76,14 @@ public final class LHTaskWorker: Service, Sendable {
         /// report goes on the one that delivered its task, else on any.
         var live: [ObjectIdentifier: LHWireConnection] = [:]
         var stopping = false
-        /// The cluster member the main connection (to `LHC_API_HOST`)
-        /// reached, and the other members' connection loops, by address.
-        var mainMember: String?
+        /// The advertised address of the cluster member the main
+        /// connection (to `LHC_API_HOST`) reached, and whether the main
+        /// connection is subscribed now: while it is down, the other
+        /// members' lists are followed instead (a server that joins then is
+        /// still connected to).
+        var mainAddress: String?
+        var mainSubscribed = false
+        /// The other members' connection loops, by address.
         var others: [String: Task<Void, Never>] = [:]
         /// The connection of each other member's loop (closed when the
         /// member leaves the cluster).
@@ -209,12 +214,23 @@ public final class LHTaskWorker: Service, Sendable {
 
     /// The servers of the cluster, as the main connection's server lists
     /// them: a connection loop for each member but that one; loops of
-    /// members no longer listed end.
-    private func follow(_ members: Lhwire_ClusterMembers) {
+    /// members no longer listed end. While the main connection is down
+    /// (its server killed, `LHC_API_HOST` naming only it), the lists of the
+    /// other members' servers (`from`: the list's sender) are followed, so
+    /// a server that joins meanwhile gets this worker too; the main
+    /// server's address is never a loop of its own.
+    private func follow(_ members: Lhwire_ClusterMembers, from address: String?) {
         let (start, stop) = state.withLockedValue { s -> ([String], [LHWireConnection]) in
             if s.stopping { return ([], []) }
-            s.mainMember = members.members.first(where: \.thisServer)?.memberID ?? s.mainMember
-            let wanted = Set(members.members.filter { !$0.thisServer && !$0.address.isEmpty }.map(\.address))
+            if address == nil {
+                s.mainAddress = members.members.first(where: \.thisServer)?.address ?? s.mainAddress
+            } else if s.mainSubscribed || s.others[address!] == nil {
+                return ([], [])
+            }
+            let wanted = Set(
+                members.members.filter {
+                    !$0.address.isEmpty && (address == nil ? !$0.thisServer : $0.address != s.mainAddress)
+                }.map(\.address))
             var start: [String] = []
             var stop: [LHWireConnection] = []
             for gone in s.others.keys where !wanted.contains(gone) {
@@ -265,7 +281,7 @@ public final class LHTaskWorker: Service, Sendable {
                     // The members changed: a member that died may have handed
                     // out what this worker holds; its partitions' new owners
                     // learn it from a subscription listing it.
-                    if isMain { self.follow(members) }
+                    self.follow(members, from: address)
                     if let connection = delivering.connection { self.subscribeAgain(on: connection) }
                 default:
                     break
@@ -277,6 +293,7 @@ public final class LHTaskWorker: Service, Sendable {
         defer {
             state.withLockedValue { s in
                 s.live[id] = nil
+                if isMain { s.mainSubscribed = false }
                 if let address, s.othersConnections[address] === connection { s.othersConnections[address] = nil }
             }
             Task { await connection.close() }
@@ -308,7 +325,8 @@ public final class LHTaskWorker: Service, Sendable {
             return s.unsent
         }
         for kept in unsent { report(kept.report, on: connection, settled: kept.settled) }
-        if isMain, case .clusterMembers(let members) = answer { follow(members) }
+        if isMain { state.withLockedValue { $0.mainSubscribed = true } }
+        if case .clusterMembers(let members) = answer { follow(members, from: address) }
         logger.info(
             "subscribed",
             metadata: [

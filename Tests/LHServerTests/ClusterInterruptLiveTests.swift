@@ -20,12 +20,25 @@ import Testing
         tasks: [String], events: [String], workflow: Workflow,
         _ body: (ServerProcess, LittleHorseClient, URL, [PostgresChaosTests.Slot], String) async throws -> Void
     ) async throws {
+        try await Self.withSlots(3, "lh-cluster") { store, arguments, slots in
+            try await cluster(
+                tasks: tasks, events: events, workflow: workflow, store: store, arguments: arguments, slots: slots, body
+            )
+        }
+    }
+
+    /// `count` server slots for one fresh database (each slot's server
+    /// started by `body`, with `arguments`: a shared development CA, lease
+    /// 2 s, 16 partitions); every slot's server is killed when `body` ends,
+    /// however it ends. Nothing runs without a PostgreSQL of the tests.
+    static func withSlots(
+        _ count: Int, _ name: String, _ body: (String, [String], [PostgresChaosTests.Slot]) async throws -> Void
+    ) async throws {
         guard let store = try PostgresFailoverTests.database() else { return }
-        let ca = try ServerProcess.temporaryDirectory("lh-cluster-ca")
-        let base = try ServerProcess.temporaryDirectory("lh-cluster")
-        let gates = try ServerProcess.temporaryDirectory("gates")
+        let ca = try ServerProcess.temporaryDirectory("\(name)-ca")
+        let base = try ServerProcess.temporaryDirectory(name)
         let arguments = PostgresFailoverTests.member(store, ca: ca) + ["--http-listen", "off"]
-        let slots = try (0..<3).map {
+        let slots = try (0..<count).map {
             PostgresChaosTests.Slot(
                 index: $0, port: try ServerProcess.freePort(), dataDir: base.appendingPathComponent("server-\($0)"))
         }
@@ -34,6 +47,15 @@ import Testing
                 _ = try? spawnDetached("/usr/bin/pkill", ["-9", "-f", "--", "--data-dir \(s.dataDir.path) "])
             }
         }
+        try await body(store, arguments, slots)
+    }
+
+    private func cluster(
+        tasks: [String], events: [String], workflow: Workflow, store: String, arguments: [String],
+        slots: [PostgresChaosTests.Slot],
+        _ body: (ServerProcess, LittleHorseClient, URL, [PostgresChaosTests.Slot], String) async throws -> Void
+    ) async throws {
+        let gates = try ServerProcess.temporaryDirectory("gates")
         let owner = try await slots[0].launch(arguments).value
         var servers = [owner]
         for s in slots.dropFirst() { servers.append(try await s.launch(arguments).value) }
@@ -185,6 +207,65 @@ import Testing
             try await onCluster(config) { try await $0.resumeWfRun("wf-s") }
             try await eventually("COMPLETED after resume", timeout: 30) {
                 try await onCluster(config) { try await $0.getWfRun("wf-s").status } == .completed
+            }
+        }
+    }
+
+    /// A worker given one server's address, that server killed (-9): while
+    /// its main connection is down the worker follows the other servers'
+    /// lists of members, so a server that joins meanwhile is connected to
+    /// and hands out the TaskRuns of its share.
+    @Test func aWorkerWhoseOnlyServerIsKilledIsLedToAServerThatJoinsAfter() async throws {
+        try await Self.withSlots(3, "lh-join") { store, arguments, slots in
+            try await workerLedToAJoiner(store: store, arguments: arguments, slots: slots)
+        }
+    }
+
+    private func workerLedToAJoiner(store: String, arguments: [String], slots: [PostgresChaosTests.Slot])
+        async throws
+    {
+        let first = try await slots[0].launch(arguments).value
+        let second = try await slots[1].launch(arguments).value
+        try await Self.waitForShares([first, second], partitions: 16)
+        let worker = try await first.startWorker(
+            "lh-test-worker", ["joined:echo"], environment: ["LHC_API_HOST": "127.0.0.1:\(slots[0].port)"],
+            ready: "test worker ready")
+        defer { worker.stop() }
+        try await eventually("the worker connected to the second server") {
+            worker.stderr.withLockedValue { $0.contains("127.0.0.1:\(slots[1].port)") }
+        }
+        await slots[0].kill9()
+        try await second.waitUntil(owning: "owns every partition")
+        let third = try await slots[2].launch(arguments).value
+        try await Self.waitForShares([second, third], partitions: 16)
+        try await eventually("the worker, its main server dead, connected to the server that joined", timeout: 30) {
+            worker.stderr.withLockedValue { $0.contains("127.0.0.1:\(slots[2].port)") }
+        }
+
+        var config = second.config()
+        config.apiHost = "127.0.0.1:\(slots[1].port),127.0.0.1:\(slots[2].port)"
+        let owned = try await PostgresFailoverTests.psql(
+            store,
+            "SELECT string_agg(l.p::text, ',') FROM lh_partitions l JOIN lh_members m ON m.id = l.owner WHERE m.address = '127.0.0.1:\(slots[2].port)'"
+        ).split(separator: ",").compactMap { Int($0) }
+        try #require(!owned.isEmpty, "the server that joined owns no partition")
+        let ids = (0..<500).map { "joined-\($0)" }.filter {
+            owned.contains(Int(PostgresStore.partition(of: $0, count: 16)))
+        }.prefix(4)
+        try await onCluster(config) { client in
+            _ = try await client.putWfSpec(Workflow("joined") { $0.execute("joined", "x") }.compile())
+        }
+        for id in ids {
+            try await onCluster(config) { client in
+                _ = try await client.runWf(
+                    .with {
+                        $0.wfSpecName = "joined"; $0.id = id
+                    })
+            }
+        }
+        for id in ids {
+            try await eventually("\(id) (a partition of the server that joined) COMPLETED", timeout: 30) {
+                try await onCluster(config) { try await $0.getWfRun(id).status } == .completed
             }
         }
     }
