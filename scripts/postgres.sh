@@ -8,7 +8,7 @@
 #   scripts/postgres.sh restart DIR   (the same data and port again)
 #   scripts/postgres.sh run CMD...    -> CMD with LH_TEST_POSTGRES_URL set; stopped and removed after
 # LH_PG_FSYNC=off turns fsync off (tests only: PostgreSQL itself is never killed there).
-# TLS is on (ssl=on) with a CA of its own made by openssl: DIR/tls/ca.crt
+# TLS is on (ssl=on; LH_PG_TLS=off for none) with a CA of its own made by openssl: DIR/tls/ca.crt
 # verifies the server's certificate (127.0.0.1 and localhost), for
 # ?sslmode=verify-full&sslrootcert=DIR/tls/ca.crt; `run` exports it as
 # LH_TEST_POSTGRES_CA. Without openssl it starts without TLS and says so.
@@ -73,7 +73,9 @@ start() {
     return 1
   }
   local tls=""
-  if make_tls "$dir/tls"; then
+  if [ "${LH_PG_TLS:-on}" = off ]; then
+    : >"$dir/tls-options"
+  elif make_tls "$dir/tls"; then
     tls="-c ssl=on -c ssl_cert_file=$dir/tls/server.crt -c ssl_key_file=$dir/tls/server.key"
     echo "$tls" >"$dir/tls-options"
   else
