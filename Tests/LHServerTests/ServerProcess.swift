@@ -2,6 +2,7 @@ import Foundation
 import LHClient
 import LHWire
 import NIOConcurrencyHelpers
+import Synchronization
 
 /// A real `lh-server` process on 127.0.0.1, a free port and a temporary data
 /// directory. Tests use ``withServer(_:body:)``, which stops it on every
@@ -103,7 +104,43 @@ final class ServerProcess: @unchecked Sendable {
     func kill9() { killProcess(process) }
 
     /// A port that was free a moment ago (for a server restarted on the same port).
+    /// A port to listen on later (a server restarted on it, an address
+    /// known before the server starts). Chosen below the kernel's range of
+    /// ephemeral ports (`ip_local_port_range`): a port from that range
+    /// could be taken meanwhile by any outbound connection of the suite's
+    /// processes (thousands, with the hostile-client tests), and the
+    /// server would then fail with "address in use". Never the same port
+    /// twice in one test process; bound once to check that it is free.
     static func freePort() throws -> Int {
+        let range = (try? String(contentsOfFile: "/proc/sys/net/ipv4/ip_local_port_range", encoding: .utf8))?
+            .split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\n" }).compactMap { Int($0) }
+        let low = 10_000
+        let high = (range?.first ?? 32_768) - 1
+        for _ in 0..<200 where high > low {
+            let port = Int.random(in: low...high)
+            let fresh = handedOut.withLock { $0.insert(port).inserted }
+            if fresh, bindable(port) { return port }
+        }
+        return try kernelChosenPort()
+    }
+
+    private static let handedOut = Mutex<Set<Int>>([])
+
+    private static func bindable(_ port: Int) -> Bool {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        let len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        return withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
+        }
+            == 0
+    }
+
+    private static func kernelChosenPort() throws -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
