@@ -141,12 +141,28 @@ struct LHServerCommand: AsyncParsableCommand {
     )
     var peerCa: String? = env["LHS_PEER_CA"]
 
+    @Option(
+        help:
+            "PEM certificate this server presents to the other cluster members when it forwards to them under mutual TLS (--client-ca); issued for client authentication by a CA their --client-ca trusts (env LHS_PEER_CERT). Default: the server's own certificate (--tls-cert, or the development CA's, which allows client authentication)."
+    )
+    var peerCert: String? = env["LHS_PEER_CERT"]
+
+    @Option(help: "PEM private key of --peer-cert (env LHS_PEER_KEY).")
+    var peerKey: String? = env["LHS_PEER_KEY"]
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error (env LHS_LOG_LEVEL).")
     var logLevel: String = env["LHS_LOG_LEVEL"] ?? "info"
 
     func validate() throws {
         if (tlsCert == nil) != (tlsKey == nil) {
             throw ValidationError("--tls-cert and --tls-key must be given together")
+        }
+        if (peerCert == nil) != (peerKey == nil) {
+            throw ValidationError("--peer-cert and --peer-key must be given together")
+        }
+        if peerCert != nil && (plaintext || isSQLite) {
+            throw ValidationError(
+                "--peer-cert is for the servers of a cluster with TLS (--store postgres://..., not --plaintext)")
         }
         if plaintext && (tlsCert != nil || clientCa != nil) {
             throw ValidationError("--plaintext cannot be combined with --tls-cert or --client-ca")
@@ -246,6 +262,10 @@ struct LHServerCommand: AsyncParsableCommand {
             } else if let clientCa {
                 _ = try LHTLS.certificates(at: clientCa, what: "the client CA")
             }
+            if let peerCert, let peerKey {
+                _ = try LHTLS.certificates(at: peerCert, what: "the peer certificate", setting: "--peer-cert")
+                _ = try LHTLS.privateKey(at: peerKey, what: "the peer certificate's key", setting: "--peer-key")
+            }
         } catch let error as LHError {
             Self.fail(error.message)
         }
@@ -332,7 +352,10 @@ struct LHServerCommand: AsyncParsableCommand {
                 cluster.advertise(ours, grpcAddress: grpcAddress ?? "")
                 core.configurePeers(
                     plaintext: plaintext, caCertPath: peerCa ?? server.developmentCAPath,
-                    clientCertificate: clientCa == nil ? nil : tlsCert.flatMap { c in tlsKey.map { (c, $0) } })
+                    clientCertificate: clientCa == nil
+                        ? nil
+                        : peerCert.flatMap { c in peerKey.map { (c, $0) } }
+                            ?? server.certificateFiles.map { ($0.cert, $0.key) })
             }
             var line = "lh-server listening on \(host):\(bound) (\(transport))"
             if let ca = server.developmentCAPath {

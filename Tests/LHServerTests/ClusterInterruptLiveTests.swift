@@ -269,4 +269,75 @@ import Testing
             }
         }
     }
+
+    /// Mutual TLS in a cluster: the servers ask clients for a certificate
+    /// of their client CA, and a server forwarding a command to another
+    /// presents one too — by default its own (the development CA's, issued
+    /// for client authentication too; here the client CA is that CA), or
+    /// `--peer-cert`/`--peer-key` issued by another client CA. Commands and
+    /// metadata through the server that owns neither are forwarded and
+    /// served in both setups.
+    @Test(arguments: ["own certificate", "--peer-cert"])
+    func underMutualTLSAServerForwardsWithItsOwnOrItsPeerCertificate(_ identity: String) async throws {
+        try await Self.withSlots(2, "lh-mtls") { store, arguments, slots in
+            // The shared development CA, made before the servers (they find it).
+            let caDir = URL(fileURLWithPath: arguments[arguments.firstIndex(of: "--dev-ca-dir")! + 1])
+            let devCA = try DevCertificateAuthority.ensure(
+                in: caDir.appendingPathComponent("probe"), sharedCA: caDir)
+            let dir = try ServerProcess.temporaryDirectory("lh-mtls-files")
+            func write(_ text: String, _ name: String) throws -> String {
+                let path = dir.appendingPathComponent(name).path
+                try text.write(toFile: path, atomically: true, encoding: .utf8)
+                return path
+            }
+            let clientCA =
+                identity == "--peer-cert"
+                ? try DevCertificateAuthority.makeCA(commonName: "client CA")
+                : try DevCertificateAuthority.loadCA(certPath: devCA.caCertPath, keyPath: devCA.caKeyPath)
+            var serverArguments = arguments + ["--client-ca", try write(clientCA.certificatePEM, "client-ca.pem")]
+            if identity == "--peer-cert" {
+                let peer = try DevCertificateAuthority.issue(commonName: "peers", usages: [.clientAuth], by: clientCA)
+                serverArguments += [
+                    "--peer-cert", try write(peer.certificatePEM, "peer.pem"), "--peer-key",
+                    try write(peer.keyPEM, "peer-key.pem"),
+                ]
+            }
+            let user = try DevCertificateAuthority.issue(commonName: "user", usages: [.clientAuth], by: clientCA)
+            let first = try await slots[0].launch(serverArguments).value
+            let second = try await slots[1].launch(serverArguments).value
+            try await Self.waitForShares([first, second], partitions: 16)
+
+            var config = second.config(caPath: devCA.caCertPath)
+            config.clientCertPath = try write(user.certificatePEM, "user.pem")
+            config.clientKeyPath = try write(user.keyPEM, "user-key.pem")
+            let client = try await LittleHorseClient.connect(config)
+            defer { Task { await client.close() } }
+            // Metadata is written by partition 0's owner; WfRuns of the
+            // first server's partitions go there: both forwarded when the
+            // second does not own them.
+            let firstOwns = try await PostgresFailoverTests.psql(
+                store,
+                "SELECT string_agg(l.p::text, ',') FROM lh_partitions l JOIN lh_members m ON m.id = l.owner WHERE m.address = '127.0.0.1:\(slots[0].port)'"
+            ).split(separator: ",").compactMap { Int($0) }
+            try #require(!firstOwns.isEmpty)
+            _ = try await client.putExternalEventDef(.with { $0.name = "mtls-event" })
+            _ = try await client.putWfSpec(
+                Workflow("mtls") { wf in _ = wf.waitForEvent("mtls-event") }.compile())
+            let id = try #require(
+                (0..<500).map { "mtls-\($0)" }.first {
+                    firstOwns.contains(Int(PostgresStore.partition(of: $0, count: 16)))
+                })
+            _ = try await client.runWf(
+                .with {
+                    $0.wfSpecName = "mtls"; $0.id = id
+                })
+            _ = try await client.putExternalEvent(
+                .with {
+                    $0.wfRunID.id = id; $0.externalEventDefID.name = "mtls-event"; $0.content.str = "x"
+                })
+            try await eventually("\(id), forwarded to the first server, COMPLETED") {
+                try await client.getWfRun(id).status == .completed
+            }
+        }
+    }
 }

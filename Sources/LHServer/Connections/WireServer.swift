@@ -27,6 +27,7 @@ package final class WireServer: Service, Sendable {
         var refusedSinceLog = 0
         var boundPort: Int?
         var caPath: String?
+        var certificate: (cert: String, key: String)?
         var listeners: [CheckedContinuation<Int, Error>] = []
         var failure: Error?
     }
@@ -42,6 +43,11 @@ package final class WireServer: Service, Sendable {
 
     /// The CA file clients should trust, when the server made a development CA.
     package var developmentCAPath: String? { state.withLockedValue { $0.caPath } }
+
+    /// The certificate and key files this server presents (the operator's or
+    /// the development CA's), once the listener resolved them; nil with
+    /// plaintext.
+    package var certificateFiles: (cert: String, key: String)? { state.withLockedValue { $0.certificate } }
 
     /// Waits until the listener is bound and returns its port.
     package func boundPort() async throws -> Int {
@@ -64,6 +70,7 @@ package final class WireServer: Service, Sendable {
             )
             return nil
         }
+        state.withLockedValue { $0.certificate = (tls.certificatePath, tls.keyPath) }
         if let devCA {
             state.withLockedValue { $0.caPath = devCA.caCertPath }
             logger.notice(
