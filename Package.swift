@@ -272,7 +272,7 @@ let package = Package(
         .testTarget(
             name: "LHStoreTests",
             dependencies: [
-                "LHStore", "LHPostgresStore", "LHEngine", "LHProto", "LHSQLitePageCache",
+                "LHStore", "LHPostgresStore", "LHEngine", "LHProto", "LHSQLitePageCache", "LHWire",
                 .product(name: "PostgresNIO", package: "postgres-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -126,29 +126,27 @@ final class ServerProcess: @unchecked Sendable {
 
     private static let handedOut = Mutex<Set<Int>>([])
 
-    private static func bindable(_ port: Int) -> Bool {
+    private static func bindable(_ port: Int) -> Bool { bound(port) != nil }
+
+    private static func kernelChosenPort() throws -> Int {
+        guard let port = bound(0) else { throw LHError(.unavailable, "no free port on 127.0.0.1") }
+        return port
+    }
+
+    /// Binds 127.0.0.1:`port` (0: the kernel chooses) and closes it again;
+    /// the port bound, or nil when it was taken.
+    private static func bound(_ port: Int) -> Int? {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_addr.s_addr = inet_addr("127.0.0.1")
         addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        let len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        return withUnsafePointer(to: &addr) {
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) }
         }
-            == 0
-    }
-
-    private static func kernelChosenPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+        guard ok == 0 else { return nil }
         _ = withUnsafeMutablePointer(to: &addr) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) }
         }

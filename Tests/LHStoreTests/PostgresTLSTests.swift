@@ -1,5 +1,6 @@
 import Foundation
 import LHPostgresStore
+import LHWire
 import Logging
 import PostgresNIO
 import Testing
@@ -76,17 +77,8 @@ import Testing
         try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(at: dir) }
         let other = dir.appendingPathComponent("other.crt").path
-        let openssl = Process()
-        openssl.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        openssl.arguments = [
-            "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
-            "-subj", "/CN=another CA", "-keyout", dir.appendingPathComponent("other.key").path, "-out", other,
-        ]
-        openssl.standardOutput = FileHandle.nullDevice
-        openssl.standardError = FileHandle.nullDevice
-        try openssl.run()
-        while openssl.isRunning { try await Task.sleep(for: .milliseconds(20)) }
-        try #require(openssl.terminationStatus == 0, "openssl made no CA")
+        try DevCertificateAuthority.makeCA(commonName: "another CA").certificatePEM.write(
+            toFile: other, atomically: true, encoding: .utf8)
 
         let url = try await PostgresFixture.freshDatabase()
         for mode in ["verify-ca", "verify-full"] {
