@@ -11,7 +11,7 @@
 # TLS is on (ssl=on; LH_PG_TLS=off for none) with a CA of its own made by openssl: DIR/tls/ca.crt
 # verifies the server's certificate (127.0.0.1 and localhost), for
 # ?sslmode=verify-full&sslrootcert=DIR/tls/ca.crt; `run` exports it as
-# LH_TEST_POSTGRES_CA. Without openssl it starts without TLS and says so.
+# LH_TEST_POSTGRES_CA. openssl is installed when missing; if it cannot be, PostgreSQL starts without TLS and says so (the TLS tests then print SKIPPED).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +35,10 @@ free_port() {
 # the postgres user (PostgreSQL refuses a key others can read).
 make_tls() {
   local t=$1
+  if ! command -v openssl >/dev/null 2>&1; then
+    echo "== installing openssl (Debian's), for PostgreSQL's TLS certificates" >&2
+    scripts/apt-install.sh openssl >&2 || return 1
+  fi
   command -v openssl >/dev/null 2>&1 || return 1
   mkdir -p "$t"
   (
