@@ -32,7 +32,10 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
         public var partitions = 64
         /// Seconds a member's lease runs; renewed every fifth of it.
         public var leaseTTL = 5.0
-        /// What other members and operators see as this server's address.
+        /// What other members and operators see as this server's address
+        /// (HOST:PORT). One whose port is 0 (bound later) is recorded empty
+        /// until `advertise` names the bound port: peers never forward to a
+        /// port nothing listens on, they wait for the address instead.
         public var address = ""
         /// Whether a member takes only its fair share (⌈partitions / live
         /// members⌉) and releases the rest; false: the first member owns
@@ -286,11 +289,12 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
     // MARK: - Membership
 
     func join() throws {
+        let address = Self.portIsKnown(options.address) ? options.address : ""
         do {
             try membership.query(
                 """
                 INSERT INTO lh_members (id, address, lease_until, state)
-                VALUES (\(memberId), \(options.address), now() + make_interval(secs => \(options.leaseTTL)), 'live')
+                VALUES (\(memberId), \(address), now() + make_interval(secs => \(options.leaseTTL)), 'live')
                 """, doing: "joining the cluster")
         } catch let error as PGError {
             throw StoreError(.unreadable, "cannot join the cluster in \(settings.where): \(error.message)")
@@ -309,6 +313,14 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
         let thread = Thread { [weak self] in self?.renewLeases() }
         thread.name = "lh.pg.lease"
         thread.start()
+    }
+
+    /// Whether `address` (HOST:PORT) names a port other than 0.
+    static func portIsKnown(_ address: String) -> Bool {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+            return false
+        }
+        return port != 0
     }
 
     /// Records the address this server listens on (once it is bound: a

@@ -298,7 +298,7 @@ struct LHServerCommand: AsyncParsableCommand {
                 options.partitions = partitions
                 options.leaseTTL = leaseTtl
                 options.fairShare = !singleOwner
-                options.address = listen
+                options.address = advertisedAddress ?? listen
                 let pg = try PostgresStore.open(options, logger: logger)
                 // A server that lost its partitions stops at once: it may not
                 // write, and as a new member it would start as a standby.

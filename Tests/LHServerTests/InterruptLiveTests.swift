@@ -56,8 +56,14 @@ enum LiveTopology: String, CustomStringConvertible, Sendable {
                 var config = servers[0].config()
                 config.apiHost = servers.map { "127.0.0.1:\($0.port)" }.joined(separator: ",")
                 let client = try await LittleHorseClient.connect(config)
-                for e in events { _ = try await client.putExternalEventDef(.with { $0.name = e }) }
-                _ = try await client.putWfSpec(workflow.compile())
+                // Metadata is forwarded to its owner: retried as a client of a
+                // cluster does when the peer link timed out under load.
+                for e in events {
+                    try await retryingUnavailable("PutExternalEventDef") {
+                        _ = try await client.putExternalEventDef(.with { $0.name = e })
+                    }
+                }
+                try await retryingUnavailable("PutWfSpec") { _ = try await client.putWfSpec(workflow.compile()) }
                 // lhctl through the second server: its commands are forwarded
                 // where the first or the third owns the WfRun.
                 try await body(servers[1], client, gates)
@@ -69,10 +75,13 @@ enum LiveTopology: String, CustomStringConvertible, Sendable {
     func run(_ client: LittleHorseClient, _ spec: String, id: String, _ vars: [String: Littlehorse_VariableValue] = [:])
         async throws
     {
-        _ = try await client.runWf(
-            .with {
-                $0.wfSpecName = spec; $0.id = id; $0.variables = vars
-            })
+        // With an id, a retry after UNAVAILABLE (a forward that timed out) is safe.
+        try await retryingUnavailable("RunWf \(id)") {
+            _ = try await client.runWf(
+                .with {
+                    $0.wfSpecName = spec; $0.id = id; $0.variables = vars
+                })
+        }
     }
 
     func post(_ client: LittleHorseClient, _ id: String, _ event: String, _ content: Littlehorse_VariableValue)

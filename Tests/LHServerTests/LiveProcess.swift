@@ -132,6 +132,27 @@ func eventually(_ what: String, timeout: Double = 20, _ condition: () async thro
     throw LHError(.unknown, "timed out after \(timeout) s waiting for: \(what)")
 }
 
+/// Calls `body` again while a cluster answers UNAVAILABLE or a connection
+/// closes (the message says "retry": the owner of a partition was slow to
+/// answer its peer under load, or moved), as a client of a cluster does, up
+/// to `timeout` seconds. ALREADY_EXISTS after a retry: the first try landed
+/// (the ids of these requests make them idempotent).
+func retryingUnavailable(_ what: String, timeout: Double = 30, _ body: () async throws -> Void) async throws {
+    let deadline = Date().addingTimeInterval(timeout)
+    var tries = 0
+    while true {
+        tries += 1
+        do {
+            return try await body()
+        } catch let e as LHError where e.code == .alreadyExists && tries > 1 {
+            return
+        } catch let e as LHError where (e.code == .unavailable || e.code == .connectionClosed) && Date() < deadline {
+            print("\(what): \(e.code) on try \(tries), retried: \(e.message)")
+            try await Task.sleep(for: .milliseconds(200))
+        }
+    }
+}
+
 /// SIGTERM, then SIGKILL after `grace` seconds, polling with Task.sleep: no
 /// thread of the test process is blocked meanwhile.
 func terminateWithoutBlocking(_ process: Process, grace: Double) async {

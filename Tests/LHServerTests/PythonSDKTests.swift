@@ -260,16 +260,20 @@ import Testing
             defer { Task { await client.close() } }
             let greeting = Workflow("py-greet") { $0.execute("greet", $0.declareStr("name")) }
             try await eventually("the Python worker's TaskDef") { (try? await client.getTaskDef("greet")) != nil }
-            _ = try await client.putWfSpec(greeting.compile())
+            // Forwarded to the owner of the metadata or the WfRun: under a
+            // loaded CI the peer link may time out, and the client retries.
+            try await retryingUnavailable("PutWfSpec") { _ = try await client.putWfSpec(greeting.compile()) }
             // Ids of both servers' partitions (the first kept the lowest 8).
             let ids = (0..<12).map { "py-\($0)" }
             let lows = ids.filter { PostgresStore.partition(of: $0, count: 16) < 8 }
             #expect(!lows.isEmpty && lows.count < ids.count, "ids of both servers' partitions")
             for id in ids {
-                _ = try await client.runWf(
-                    .with {
-                        $0.wfSpecName = "py-greet"; $0.id = id; $0.variables["name"] = .with { $0.str = id }
-                    })
+                try await retryingUnavailable("RunWf \(id)") {
+                    _ = try await client.runWf(
+                        .with {
+                            $0.wfSpecName = "py-greet"; $0.id = id; $0.variables["name"] = .with { $0.str = id }
+                        })
+                }
             }
             try await eventually("every WfRun COMPLETED through the one Python worker", timeout: 60) {
                 for id in ids where try await client.getWfRun(id).status != .completed { return false }

@@ -1,6 +1,5 @@
 import Foundation
 import LHEngine
-import LHPostgresStore
 import LHProto
 import Logging
 import NIOCore
@@ -8,6 +7,7 @@ import PostgresNIO
 import Synchronization
 import Testing
 
+@testable import LHPostgresStore
 @testable import LHStore
 
 /// Fencing at the SQL level, and what the PostgreSQL store refuses at start.
@@ -224,6 +224,34 @@ import Testing
         #expect(second.rebalance().owned == 0)
         first.close()
         #expect(second.rebalance().toLoad == Array(0..<8))
+    }
+
+    /// A server listening on port 0 knows its address only once bound: till
+    /// it advertises it, peers see no address for it (no forwarding to
+    /// `HOST:0`, which once failed a request of a cluster test), then the
+    /// bound one.
+    @Test func anAddressOfPortZeroIsLeftOutUntilTheServerAdvertisesItsBoundPort() async throws {
+        if PostgresFixture.skipped(#function) { return }
+        let url = try await PostgresFixture.freshDatabase()
+        var options = PostgresStore.Options(url: url)
+        options.partitions = 8
+        options.leaseTTL = 20
+        options.fairShare = false
+        options.address = "127.0.0.1:0"
+        let owner = try PostgresStore.open(options, logger: Self.logger)
+        defer { owner.close() }
+        #expect(owner.ownsAll)
+        options.address = "127.0.0.1:7003"
+        let standby = try PostgresStore.open(options, logger: Self.logger)
+        defer { standby.close() }
+        #expect(
+            standby.ownerAddress(of: nil) == nil, "an owner at port 0 named: \(standby.ownerAddress(of: nil) ?? "")")
+        #expect(standby.members.map(\.address) == ["", "127.0.0.1:7003"])
+        owner.advertise("127.0.0.1:7004")
+        standby.readOwners()
+        #expect(standby.ownerAddress(of: nil) == "127.0.0.1:7004")
+        #expect(PostgresStore.portIsKnown("[::1]:2023") && !PostgresStore.portIsKnown("0.0.0.0:0"))
+        #expect(!PostgresStore.portIsKnown("localhost"))
     }
 
     /// A joining member forgets members that ended over a week ago (a row
