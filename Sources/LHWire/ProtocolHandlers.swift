@@ -155,11 +155,20 @@ public final class LHHeartbeatHandler: ChannelDuplexHandler, RemovableChannelHan
                     LHLog.remote: "\(context.remoteAddress.map { "\($0)" } ?? "?")",
                     "lh.silentForMs": "\(deadAfter.nanoseconds / 1_000_000)",
                 ])
+            // Handlers after this one learn why (a client names it in the
+            // error of the requests it fails).
+            context.fireUserInboundEventTriggered(LHPeerSilent(silentFor: deadAfter))
             context.close(promise: nil)
         case .all:
             break
         }
     }
+}
+
+/// The event `LHHeartbeatHandler` sends down the pipeline before it closes
+/// a connection whose peer went silent.
+public struct LHPeerSilent: Sendable {
+    public var silentFor: TimeAmount
 }
 
 /// Protocol constants.

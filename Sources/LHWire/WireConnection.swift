@@ -360,6 +360,18 @@ final class LHClientRequestHandler: ChannelDuplexHandler {
         context.close(promise: nil)
     }
 
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let silent = event as? LHPeerSilent, closeReason == nil {
+            closeReason = LHError(
+                .connectionClosed,
+                "connection to \(endpoint) closed: nothing came from the server for \(Self.describe(silent.silentFor)) (its heartbeats stopped)"
+            )
+            let reason = closeReason
+            stats.closeReason.withLockedValue { $0 = reason }
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
         let reason = closeReason ?? LHError(.connectionClosed, "connection to \(endpoint) closed")
         closeReason = reason

@@ -168,4 +168,28 @@ import Testing
         channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
         #expect(!channel.isActive)
     }
+
+    /// A client's requests in flight when its server went silent fail with
+    /// an error saying so (not a bare "closed": a CI run once met one).
+    @Test func aClientsRequestsFailNamingTheSilenceWhenItsServerGoesSilent() throws {
+        let channel = try channel()
+        let stats = LHClientRequestHandler.Stats()
+        try channel.pipeline.syncOperations.addHandler(
+            LHClientRequestHandler(
+                endpoint: "127.0.0.1:1", stats: stats, logger: .init(label: "test"), requestTimeout: .seconds(30),
+                onPush: nil))
+        try channel.connect(to: .init(ipAddress: "127.0.0.1", port: 1)).wait()
+        let answer = channel.eventLoop.makePromise(of: Lhwire_Envelope.self)
+        channel.write(LHClientRequestHandler.Outbound(kind: .getServerVersion(.init()), promise: answer), promise: nil)
+        channel.pipeline.fireUserInboundEventTriggered(IdleStateHandler.IdleStateEvent.read)
+        #expect(!channel.isActive)
+        do {
+            _ = try answer.futureResult.wait()
+            Issue.record("a request in flight was answered after the silence")
+        } catch let error as LHError {
+            #expect(error.code == .connectionClosed)
+            #expect(error.message.contains("nothing came from the server for 15 s"), "\(error.message)")
+        }
+        #expect(stats.closeReason.withLockedValue { $0 }?.message.contains("heartbeats stopped") == true)
+    }
 }
