@@ -84,7 +84,10 @@ import Testing
         let ids = (0..<12).map { "reconnect-\($0)" }
         for id in ids {
             try await retryingUnavailable("RunWf \(id)") {
-                _ = try await client.runWf(.with { $0.wfSpecName = "reconnect-wf"; $0.id = id })
+                _ = try await client.runWf(
+                    .with {
+                        $0.wfSpecName = "reconnect-wf"; $0.id = id
+                    })
             }
         }
         let connected = client.connection.channel.remoteAddress?.port
@@ -95,7 +98,9 @@ import Testing
         first.kill9()
         let started = Date()
         #expect(try await read.value.id.id == ids[0])
-        print("client reconnect: a read in flight at a killed server answered by another \(Date().timeIntervalSince(started)) s after the kill")
+        print(
+            "client reconnect: a read in flight at a killed server answered by another \(Date().timeIntervalSince(started)) s after the kill"
+        )
         #expect(client.connection.channel.remoteAddress?.port != connected)
         for id in ids { #expect(try await client.getWfRun(id).status == .running) }
         // Commands to every partition, the killed one's once taken over.
