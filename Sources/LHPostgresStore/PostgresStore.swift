@@ -77,6 +77,8 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
     /// Live owners' advertised addresses by partition (read at every claim
     /// tick and after a forward to a stale owner failed).
     private let owners = Mutex<[Int32: String]>([:])
+    /// Partitions owned by each live member (this one included), as last read.
+    private let ownedByMember = Mutex<[String: Int]>([:])
     private let state = Mutex(Lifecycle())
     private let fenced = Atomic<Bool>(false)
 
@@ -484,6 +486,12 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
 
     public var members: [LHClusterMember] { liveMembers.withLock { $0 } }
 
+    public var partitionsByMember: [String: Int] {
+        var counts = ownedByMember.withLock { $0 }
+        counts[memberId] = servedPartitions.count
+        return counts
+    }
+
     // MARK: - LHClusterMembership
 
     public func owns(wfRunId: String) -> Bool {
@@ -510,13 +518,18 @@ public final class PostgresStore: LHStorage, LHClusterMembership, Sendable, Cust
         do {
             let rows = try membership.query(
                 """
-                SELECT l.p, m.address FROM lh_partitions l JOIN lh_members m ON m.id = l.owner
-                WHERE m.state = 'live' AND m.lease_until > now() AND m.id <> \(memberId) AND m.address <> ''
+                SELECT l.p, m.address, m.id FROM lh_partitions l JOIN lh_members m ON m.id = l.owner
+                WHERE m.state = 'live' AND m.lease_until > now()
                 """, doing: "reading the owners"
-            ).map { try $0.decode((Int32, String).self) }
+            ).map { try $0.decode((Int32, String, String).self) }
+            // Forwarded to: other members' partitions, once they have an address.
             owners.withLock { o in
                 o = [:]
-                for (p, address) in rows { o[p] = address }
+                for (p, address, id) in rows where id != memberId && !address.isEmpty { o[p] = address }
+            }
+            ownedByMember.withLock { counts in
+                counts = [:]
+                for (_, _, id) in rows { counts[id, default: 0] += 1 }
             }
             let live = try membership.query(
                 """

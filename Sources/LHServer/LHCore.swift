@@ -75,13 +75,14 @@ package final class LHCore: Service, Sendable {
         self.logger = logger
         self.clock = clock
         let metadata = try LHError.mapping { try MetadataCache(loadingFrom: store) }
-        metrics = LHMetrics()
+        let metrics = LHMetrics()
+        self.metrics = metrics
         processor = CommandProcessor(store: store, metadata: metadata, logger: logger, clock: clock, metrics: metrics)
         dispatcher = TaskDispatcher(starter: processor, logger: logger)
         timers = TimerService(firing: processor, clock: clock, logger: logger)
         claims = RestartClaims([], grace: claimGrace)
         let membership = store as? any LHClusterMembership
-        cluster = membership.map { ClusterRouting(membership: $0, logger: logger) }
+        cluster = membership.map { ClusterRouting(membership: $0, logger: logger, metrics: metrics) }
         owning = AsyncStream.makeStream(of: Void.self)
         admin = AdminService(
             processor: processor, store: store, dispatcher: dispatcher, clock: clock, claims: claims, cluster: cluster)

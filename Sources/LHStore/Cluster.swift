@@ -38,6 +38,9 @@ public protocol LHClusterMembership: AnyObject, Sendable {
     /// The live members as last read (this one included), for workers,
     /// which connect to every member. Never blocks.
     var members: [LHClusterMember] { get }
+    /// Partitions owned by each live member id, as last read (this one's:
+    /// those it serves now). Never blocks. For operators (the dashboard).
+    var partitionsByMember: [String: Int] { get }
 
     /// Seconds between two ``rebalance()`` calls.
     var rebalanceInterval: Double { get }

@@ -102,6 +102,26 @@ import Testing
                 try await setup.getWfRun(dash).status == status
             }
         }
+        // The second's dashboard names both members and their shares; its
+        // /metrics has the cluster's levels and what it forwarded.
+        let front = try await DashboardTools.request("GET", dashboard, ca: second.caPath)
+        #expect(front.status == 200)
+        #expect(front.body.contains("serves 8 of 16 partitions."), "\(front.body.prefix(2000))")
+        for port in ports { #expect(front.body.contains("<td>127.0.0.1:\(port)</td>"), "member at \(port) listed") }
+        #expect(front.body.components(separatedBy: "<td>8</td></tr>").count == 3, "8 partitions each")
+        #expect(front.body.contains("(this server)"))
+        let scraped = try await DashboardTools.request("GET", "\(dashboard)metrics", ca: second.caPath)
+        func sample(_ name: String) -> Double? {
+            scraped.body.split(separator: "\n").first { $0.hasPrefix(name + " ") }
+                .flatMap { Double($0.split(separator: " ").last ?? "") }
+        }
+        #expect(sample("lh_cluster_partitions") == 16)
+        #expect(sample("lh_cluster_partitions_served") == 8)
+        #expect(sample("lh_cluster_members_live") == 2)
+        // Metadata, the first's WfRun and events, the dashboard's actions.
+        let forwarded = sample("lh_cluster_forwarded_requests_total{code=\"OK\"}") ?? 0
+        #expect(forwarded >= 5, "forwarded \(forwarded)")
+        #expect((sample("lh_cluster_forward_seconds_count") ?? 0) >= forwarded)
         await setup.close()
 
         let runs = 30

@@ -38,9 +38,12 @@ final class ClusterRouting: Sendable {
         case tls(LHTLS.ClientConfiguration)
     }
 
-    init(membership: any LHClusterMembership, logger: Logger) {
+    private let metrics: LHMetrics?
+
+    init(membership: any LHClusterMembership, logger: Logger, metrics: LHMetrics? = nil) {
         self.membership = membership
         self.logger = logger
+        self.metrics = metrics
     }
 
     /// How peer connections are secured: the CA that issued the members'
@@ -130,6 +133,23 @@ final class ClusterRouting: Sendable {
     /// when the owner cannot be reached, reads the owners again and tries
     /// the new one once.
     func forward(_ request: Lhwire_Envelope.OneOf_Kind, to address: String) async throws
+        -> Lhwire_Envelope.OneOf_Kind
+    {
+        guard let metrics else { return try await forwardOnce(request, to: address) }
+        let start = ContinuousClock.now
+        do {
+            let reply = try await forwardOnce(request, to: address)
+            metrics.forwarded(code: "OK", seconds: (ContinuousClock.now - start) / .seconds(1))
+            return reply
+        } catch {
+            metrics.forwarded(
+                code: (error as? LHError).map { "\($0.code)" } ?? "INTERNAL",
+                seconds: (ContinuousClock.now - start) / .seconds(1))
+            throw error
+        }
+    }
+
+    private func forwardOnce(_ request: Lhwire_Envelope.OneOf_Kind, to address: String) async throws
         -> Lhwire_Envelope.OneOf_Kind
     {
         do {

@@ -13,8 +13,10 @@ struct Dashboard: Sendable {
     /// The front page: WfSpecs, TaskDefs, ExternalEventDefs, recent WfRuns.
     func front() throws -> String {
         let metadata = admin.metadata
-        var body =
-            "<h1>Overview</h1>\n<h2>WfSpecs</h2><table id=\"wf-specs\"><tr><th>name</th><th>versions</th>"
+        var body = "<h1>Overview</h1>\n"
+        if let membership = admin.cluster?.membership { body += cluster(membership) }
+        body +=
+            "<h2>WfSpecs</h2><table id=\"wf-specs\"><tr><th>name</th><th>versions</th>"
             + "<th>threads</th><th>WfRuns</th></tr>\n"
         for name in metadata.wfSpecs.keys.sorted() {
             let versions = metadata.wfSpecs[name] ?? []
@@ -47,6 +49,29 @@ struct Dashboard: Sendable {
         body += "</table>\n<h2>Recent WfRuns</h2>\n"
         body += try wfRunTable(try admin.store.recentWfRuns(wfSpecName: nil, status: nil, since: nil, limit: 20))
         return dashboardPage(title: "Overview", body: body)
+    }
+
+    /// The cluster this server is a member of: every live member, where it
+    /// listens and how many partitions it owns (as this server last read
+    /// them, every ownership round).
+    private func cluster(_ m: any LHClusterMembership) -> String {
+        let counts = m.partitionsByMember
+        var out =
+            "<h2>Cluster</h2><p id=\"cluster-summary\">This server (member <code>\(escapeHTML(m.memberId))</code>) "
+            + "serves \(m.servedPartitions.count) of \(m.partitionCount) partitions"
+            + (m.ownsMetadata ? " and writes the metadata" : "") + ".</p>\n"
+            + "<table id=\"cluster-members\"><tr><th>member</th><th>address</th><th>gRPC address</th>"
+            + "<th>partitions</th></tr>\n"
+        for member in m.members {
+            let this = member.id == m.memberId
+            out +=
+                "<tr\(this ? " class=\"this-server\"" : "")><td><code>\(escapeHTML(member.id))</code>"
+                + "\(this ? " (this server)" : "")</td>"
+                + "<td>\(escapeHTML(member.address.isEmpty ? "-" : member.address))</td>"
+                + "<td>\(escapeHTML(member.grpcAddress.isEmpty ? "-" : member.grpcAddress))</td>"
+                + "<td>\(counts[member.id] ?? 0)</td></tr>\n"
+        }
+        return out + "</table>\n"
     }
 
     /// "spec/thread" of each interrupt the ExternalEventDef triggers.

@@ -46,6 +46,8 @@ package final class LHMetrics: Sendable {
     let connectionsRefused: CoreMetrics.Counter
     let frameErrors: CoreMetrics.Counter
     let tlsErrors: CoreMetrics.Counter
+    // A cluster's forwarding.
+    let forwardTime: CoreMetrics.Timer
 
     /// Requests by kind and result code, made on first use.
     private let requestCounters = Mutex<[RequestKey: CoreMetrics.Counter]>([:])
@@ -69,6 +71,7 @@ package final class LHMetrics: Sendable {
         factory.durationHistogramBuckets = [
             "lh_store_commit_seconds": fast, "lh_group_commit_seconds": fast, "lh_task_to_next_task_seconds": fast,
             "lh_task_schedule_to_start_seconds": slow, "lh_dashboard_render_seconds": fast,
+            "lh_cluster_forward_seconds": fast,
         ]
         factory.valueHistogramBuckets = ["lh_group_commit_jobs": [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024]]
         self.factory = factory
@@ -110,6 +113,7 @@ package final class LHMetrics: Sendable {
         connectionsRefused = counter("lh_connections_refused_total")
         frameErrors = counter("lh_frame_errors_total")
         tlsErrors = counter("lh_tls_errors_total")
+        forwardTime = timer("lh_cluster_forward_seconds")
     }
 
     /// One request answered: `kind` is LittleHorse's RPC name (RunWf,
@@ -141,6 +145,23 @@ package final class LHMetrics: Sendable {
         jobsPerCommit.record(jobs)
         groupCommitTime.recordSeconds(seconds)
         tally.record(into: self)
+    }
+
+    /// Requests forwarded to another member, by result code, made on first use.
+    private let forwardCounters = Mutex<[String: CoreMetrics.Counter]>([:])
+
+    /// A request forwarded to the owner of its partition was answered
+    /// (`code` OK or the error's) after `seconds`, the forward included.
+    func forwarded(code: String, seconds: Double) {
+        let counter = forwardCounters.withLock { counters in
+            if let c = counters[code] { return c }
+            let c = CoreMetrics.Counter(
+                label: "lh_cluster_forwarded_requests_total", dimensions: [("code", code)], factory: factory)
+            counters[code] = c
+            return c
+        }
+        counter.increment()
+        forwardTime.recordSeconds(seconds)
     }
 
     /// A dashboard page was rendered in `seconds` (server side).
