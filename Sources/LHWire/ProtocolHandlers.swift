@@ -96,8 +96,31 @@ public final class LHServerHelloHandler: ChannelInboundHandler, RemovableChannel
             return
         }
         greeted = true
-        context.writeAndFlush(wrapOutboundOut(Lhwire_Envelope(id: envelope.id, .welcome(welcome))), promise: nil)
+        var reply = welcome
+        let asked = hello.heartbeatIntervalSeconds
+        if asked > 0 && asked < welcome.heartbeatIntervalSeconds {
+            // The client judges this server's silence by its own, shorter
+            // interval (a forwarding server: 1 s): heartbeats go that often
+            // here, else an idle connection would look dead to it.
+            reply.heartbeatIntervalSeconds = asked
+            Self.sendHeartbeats(every: .seconds(Int64(asked)), context)
+        }
+        context.writeAndFlush(wrapOutboundOut(Lhwire_Envelope(id: envelope.id, .welcome(reply))), promise: nil)
         context.fireChannelRead(data)
+    }
+
+    /// Replaces the connection's idle timer with one whose write side fires
+    /// every `interval` (its read side, the client's allowed silence, kept).
+    private static func sendHeartbeats(every interval: TimeAmount, _ context: ChannelHandlerContext) {
+        let sync = context.pipeline.syncOperations
+        guard let idle = try? sync.handler(type: IdleStateHandler.self) else { return }
+        let faster = IdleStateHandler(readTimeout: idle.readTimeout, writeTimeout: interval)
+        do {
+            try sync.addHandler(faster, position: .after(idle))
+            _ = sync.removeHandler(idle)
+        } catch {
+            // The channel is closing: nothing to time.
+        }
     }
 
     private func refuse(_ context: ChannelHandlerContext, id: UInt64, _ error: LHError) {

@@ -197,7 +197,9 @@ public nonisolated struct Lhwire_Hello: Sendable {
 
   public var role: Lhwire_Role = .admin
 
-  /// Seconds between heartbeats the client intends to send.
+  /// Seconds between heartbeats the client intends to send. A server whose
+  /// own interval is longer sends its heartbeats at this one on this
+  /// connection (the client judges its silence by it).
   public var heartbeatIntervalSeconds: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -223,8 +225,8 @@ public nonisolated struct Lhwire_Welcome: Sendable {
   /// Clears the value of `serverVersion`. Subsequent reads from it will return its default value.
   public mutating func clearServerVersion() {self._serverVersion = nil}
 
-  /// Seconds between heartbeats the server sends; a peer silent for three
-  /// intervals is considered dead.
+  /// Seconds between heartbeats the server sends on this connection (at most
+  /// the hello's); a peer silent for three intervals is considered dead.
   public var heartbeatIntervalSeconds: UInt32 = 0
 
   public var maxFrameBytes: UInt32 = 0

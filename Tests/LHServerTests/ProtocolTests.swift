@@ -64,6 +64,31 @@ import Testing
         }
     }
 
+    /// A client that sends heartbeats every second judges the server's
+    /// silence by that (three seconds): the server sends its own that often
+    /// on that connection, so an idle one stays open. (Before, a forwarding
+    /// server's idle link to an owner closed after 3 s, once with a request
+    /// just sent on it.) A client of the default interval gets the server's.
+    @Test func aClientOfAShorterHeartbeatIntervalGetsHeartbeatsThatOftenAndItsIdleConnectionStaysOpen()
+        async throws
+    {
+        try await TestServer.with { server in
+            var wire = server.config().connectionConfiguration(role: .admin)
+            wire.heartbeatInterval = .seconds(1)
+            let quick = try await LHWireConnection.connect(wire, logger: Logger(label: "test"))
+            let usual = try await LHWireConnection.connect(
+                server.config().connectionConfiguration(role: .admin), logger: Logger(label: "test"))
+            #expect(quick.welcome.heartbeatIntervalSeconds == 1)
+            #expect(usual.welcome.heartbeatIntervalSeconds == 5)
+            try await Task.sleep(for: .milliseconds(4500))
+            #expect(quick.channel.isActive, "the idle connection of 1 s heartbeats was closed")
+            _ = try await quick.request(.getServerVersion(.init()))
+            _ = try await usual.request(.getServerVersion(.init()))
+            await quick.close()
+            await usual.close()
+        }
+    }
+
     @Test func frameLongerThanTheMaximumClosesThatConnectionWithAnErrorNamingTheLimit() async throws {
         try await TestServer.with(configure: { $0.maxFrameBytes = 4096 }) { server in
             let bystander = try await server.connectClient()
