@@ -107,11 +107,15 @@ public struct LHConfig: Sendable, Equatable {
     /// Connects to the first of ``endpoints`` that answers, starting with
     /// the one that answered last in this process (after a failover, the new
     /// owner), then in the listed order.
+    /// `passingOver`: a server whose connection was just lost is tried last
+    /// (a lost machine would cost a connect timeout first).
     package func connectToFirstReachable<T>(
-        role: Lhwire_Role, _ connect: (LHWireConnection.Configuration) async throws -> T
+        role: Lhwire_Role, passingOver lost: (host: String, port: Int)? = nil,
+        _ connect: (LHWireConnection.Configuration) async throws -> T
     ) async throws -> T {
         let all = endpoints
-        let start = all.count > 1 ? Self.answeredLast.withLock { $0[apiHost] ?? 0 } : 0
+        var start = all.count > 1 ? Self.answeredLast.withLock { $0[apiHost] ?? 0 } : 0
+        if let lost, all.count > 1, all[start % all.count] == lost { start += 1 }
         var lastError: (any Error)?
         for i in 0..<all.count {
             let index = (start + i) % all.count

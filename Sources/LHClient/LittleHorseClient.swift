@@ -24,7 +24,9 @@ import Synchronization
 public final class LittleHorseClient: Sendable {
     private struct State {
         var connection: LHWireConnection
-        var reconnecting: Task<LHWireConnection, any Error>?
+        /// The endpoint of `connection` (of the config's list).
+        var endpoint: (host: String, port: Int)?
+        var reconnecting: Task<Opened, any Error>?
         var closed = false
     }
 
@@ -36,8 +38,16 @@ public final class LittleHorseClient: Sendable {
     /// The current connection.
     package var connection: LHWireConnection { state.withLock { $0.connection } }
 
-    package init(connection: LHWireConnection, config: LHConfig? = nil, logger: Logger = Logger(label: "lh.client")) {
-        self.state = Mutex(State(connection: connection))
+    package convenience init(
+        connection: LHWireConnection, config: LHConfig? = nil, logger: Logger = Logger(label: "lh.client")
+    ) {
+        self.init(connection: connection, endpoint: nil, config: config, logger: logger)
+    }
+
+    private init(
+        connection: LHWireConnection, endpoint: (host: String, port: Int)?, config: LHConfig?, logger: Logger
+    ) {
+        self.state = Mutex(State(connection: connection, endpoint: endpoint))
         self.config = config
         self.logger = logger
     }
@@ -45,13 +55,17 @@ public final class LittleHorseClient: Sendable {
     public static func connect(_ config: LHConfig, logger: Logger = Logger(label: "lh.client")) async throws
         -> LittleHorseClient
     {
-        LittleHorseClient(
-            connection: try await Self.open(config, logger: logger), config: config, logger: logger)
+        let (connection, endpoint) = try await Self.open(config, logger: logger)
+        return LittleHorseClient(connection: connection, endpoint: endpoint, config: config, logger: logger)
     }
 
-    private static func open(_ config: LHConfig, logger: Logger) async throws -> LHWireConnection {
-        try await config.connectToFirstReachable(role: .admin) {
-            try await LHWireConnection.connect($0, logger: logger)
+    private typealias Opened = (connection: LHWireConnection, endpoint: (host: String, port: Int))
+
+    private static func open(_ config: LHConfig, passingOver lost: (host: String, port: Int)? = nil, logger: Logger)
+        async throws -> Opened
+    {
+        try await config.connectToFirstReachable(role: .admin, passingOver: lost) { wire -> Opened in
+            (try await LHWireConnection.connect(wire, logger: logger), (wire.host, wire.port))
         }
     }
 
@@ -92,7 +106,7 @@ public final class LittleHorseClient: Sendable {
         guard let config else { return old }
         enum Step {
             case use(LHWireConnection)
-            case wait(Task<LHWireConnection, any Error>)
+            case wait(Task<Opened, any Error>)
             case closed
         }
         let logger = self.logger
@@ -100,7 +114,8 @@ public final class LittleHorseClient: Sendable {
             if s.closed { return .closed }
             if s.connection !== old { return .use(s.connection) }
             if let pending = s.reconnecting { return .wait(pending) }
-            let task = Task { try await Self.open(config, logger: logger) }
+            let lost = s.endpoint
+            let task = Task { try await Self.open(config, passingOver: lost, logger: logger) }
             s.reconnecting = task
             return .wait(task)
         }
@@ -111,8 +126,9 @@ public final class LittleHorseClient: Sendable {
             throw LHError(.connectionClosed, "this client was closed")
         case .wait(let task):
             let fresh: LHWireConnection
+            let endpoint: (host: String, port: Int)
             do {
-                fresh = try await task.value
+                (fresh, endpoint) = try await task.value
             } catch {
                 state.withLock { s in if s.reconnecting == task { s.reconnecting = nil } }
                 throw error
@@ -121,6 +137,7 @@ public final class LittleHorseClient: Sendable {
                 if s.reconnecting == task {
                     s.reconnecting = nil
                     s.connection = fresh
+                    s.endpoint = endpoint
                     return (true, s.closed)
                 }
                 return (false, s.closed)

@@ -2,6 +2,7 @@ import Foundation
 import LHClient
 import LHWire
 import LHWorkflow
+import Synchronization
 import Testing
 
 /// `LittleHorseClient` outlives its server: the next call after a lost
@@ -26,6 +27,31 @@ import Testing
         #expect(client.connection !== first, "a new connection")
         _ = try await client.putExternalEventDef(.with { $0.name = "after-restart" })
         #expect(try await client.getExternalEventDef("after-restart").id.name == "after-restart")
+    }
+
+    /// A list's servers are tried from the one that answered last; a server
+    /// whose connection was just lost is tried after the others (a lost
+    /// machine would cost a connect timeout first).
+    @Test func aServerWhoseConnectionWasLostIsTriedLast() async throws {
+        var config = LHConfig(clientId: "unit")
+        config.apiHost = "a-\(UUID().uuidString):1,b:2,c:3"
+        let first = config.endpoints[0].host
+        let tried = Mutex<[String]>([])
+        let down = Mutex<Set<String>>([first])
+        func attempt(_ wire: LHWireConnection.Configuration) throws -> String {
+            tried.withLock { $0.append(wire.host) }
+            if down.withLock({ $0.contains(wire.host) }) { throw LHError(.unavailable, "\(wire.host) is down") }
+            return wire.host
+        }
+        #expect(try await config.connectToFirstReachable(role: .admin) { try attempt($0) } == "b")
+        #expect(tried.withLock { $0 } == [first, "b"])
+        down.withLock { $0 = [] }
+        tried.withLock { $0 = [] }
+        // b answered last: it is tried first, unless its connection was lost.
+        #expect(try await config.connectToFirstReachable(role: .admin) { try attempt($0) } == "b")
+        #expect(
+            try await config.connectToFirstReachable(role: .admin, passingOver: ("b", 2)) { try attempt($0) } == "c")
+        #expect(tried.withLock { $0 } == ["b", "c"])
     }
 
     /// While its server is down the client's calls fail with UNAVAILABLE
