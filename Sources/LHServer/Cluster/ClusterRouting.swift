@@ -135,16 +135,13 @@ final class ClusterRouting: Sendable {
     func forward(_ request: Lhwire_Envelope.OneOf_Kind, to address: String) async throws
         -> Lhwire_Envelope.OneOf_Kind
     {
-        guard let metrics else { return try await forwardOnce(request, to: address) }
         let start = ContinuousClock.now
+        var code = "OK"
+        defer { metrics?.forwarded(code: code, seconds: (ContinuousClock.now - start) / .seconds(1)) }
         do {
-            let reply = try await forwardOnce(request, to: address)
-            metrics.forwarded(code: "OK", seconds: (ContinuousClock.now - start) / .seconds(1))
-            return reply
+            return try await forwardOnce(request, to: address)
         } catch {
-            metrics.forwarded(
-                code: (error as? LHError).map { "\($0.code)" } ?? "INTERNAL",
-                seconds: (ContinuousClock.now - start) / .seconds(1))
+            code = LHMetrics.code(of: error)
             throw error
         }
     }

@@ -134,9 +134,13 @@ package final class LHMetrics: Sendable {
     func request<T>(_ kind: String, _ result: Result<T, any Error>) {
         switch result {
         case .success: request(kind, code: "OK")
-        case .failure(let error as LHError): request(kind, code: "\(error.code)")
-        case .failure: request(kind, code: "INTERNAL")
+        case .failure(let error): request(kind, code: Self.code(of: error))
         }
+    }
+
+    /// The result code a failure is counted under: its LHError code, else INTERNAL.
+    static func code(of error: any Error) -> String {
+        (error as? LHError).map { "\($0.code)" } ?? "INTERNAL"
     }
 
     /// A group commit is durable: what its jobs did.
